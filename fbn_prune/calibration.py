@@ -1,0 +1,203 @@
+"""Calibration text -> tokenized documents split into disjoint runs.
+
+Sources:
+- a ``.txt`` file: one document per paragraph (blocks separated by blank lines;
+  WikiText-style files, whose paragraphs are single lines, work as they are);
+- a ``.jsonl`` file: one document per line, text in ``field``;
+- an lm-eval task (``task``): the task's own documents rendered with its prompt
+  format, so the networks found are the ones the task uses;
+- ``generated``: text the model writes itself from a few neutral prompts (no data
+  needed, so the embedded default runs anywhere).
+
+Each run is one "session" of the fMRI analogy: every token of every document in the
+run is one time point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+GENERATED = "generated"
+MIN_WORDS = 4  # shorter paragraphs (headings, blank fragments) are skipped
+
+# Neutral openings for self-generated calibration text (general-purpose prose).
+PROMPTS = (
+    "The history of the city begins",
+    "In mathematics, a function is",
+    "Scientists have recently discovered that",
+    "The recipe calls for",
+    "Once upon a time, in a small village,",
+    "The main causes of the war were",
+    "To install the software, first",
+    "Photosynthesis is the process by which",
+    "The football match ended",
+    "According to the report, the economy",
+    "The museum's collection includes",
+    "Question: Why do leaves change color in autumn?\nAnswer:",
+    "The river flows through",
+    "In his early career, the musician",
+    "A healthy diet should include",
+    "The following instructions explain how to",
+)
+
+
+@dataclass
+class CalibrationSet:
+    """Tokenized calibration documents.
+
+    Attributes:
+        runs: ``runs[r][d]`` is the token id list of document d of run r (disjoint runs).
+        holdout: documents kept aside (verification, never used for selection).
+        source: a human-readable description of where the text came from.
+        sha256: hash of the exact texts used (in order), for provenance.
+    """
+
+    runs: list[list[list[int]]]
+    holdout: list[list[int]]
+    source: str
+    sha256: str
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(d) for run in self.runs for d in run)
+
+    def run_tokens(self) -> list[int]:
+        return [sum(len(d) for d in run) for run in self.runs]
+
+
+def read_documents(path: str, field: str = "text") -> list[str]:
+    """Documents of a local .txt or .jsonl file. Raises UserError when missing or empty."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"calibration file {path} does not exist.")
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"calibration file {path} cannot be read as UTF-8 text: {e}") from e
+    if p.suffix == ".jsonl":
+        docs = []
+        for n, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}, line {n}: not valid JSON ({e.msg}).") from e
+            if not isinstance(record, dict) or field not in record:
+                raise UserError(f"{path}, line {n}: no {field!r} field; choose the text field with --calib-field.")
+            docs.append(str(record[field]))
+    else:
+        blocks = [b.strip() for b in raw.replace("\r\n", "\n").split("\n\n")]
+        docs = []
+        for block in blocks:
+            lines = [ln.strip() for ln in block.split("\n") if ln.strip()]
+            # a block of long single lines (WikiText) is a list of paragraphs
+            if len(lines) > 1 and all(len(ln.split()) >= 20 for ln in lines):
+                docs.extend(lines)
+            elif lines:
+                docs.append(" ".join(lines) if len(lines) > 1 else lines[0])
+    docs = [d for d in docs if len(d.split()) >= MIN_WORDS]
+    if not docs:
+        raise UserError(f"calibration file {path} holds no text (paragraphs of at least {MIN_WORDS} words).")
+    return docs
+
+
+def generate_documents(model, tokenizer, n: int, max_new_tokens: int, seed: int, batch_size: int = 16) -> list[str]:
+    """``n`` texts the model writes itself, continuing ``PROMPTS`` with seeded sampling."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    texts: list[str] = []
+    try:
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            for start in tqdm(range(0, n, batch_size), desc="generate calibration", unit="batch"):
+                chunk = prompts[start : start + batch_size]
+                enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+                out = model.generate(
+                    **enc, do_sample=True, temperature=0.8, top_p=0.95, max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+                texts += tokenizer.batch_decode(out, skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return texts
+
+
+def build(
+    tokenizer,
+    texts: list[str],
+    *,
+    samples: int,
+    runs: int,
+    seq_len: int,
+    holdout: int,
+    seed: int,
+    source: str,
+) -> CalibrationSet:
+    """Sample ``samples + holdout`` documents (seeded), tokenize, truncate, split into runs.
+
+    Raises UserError when there are fewer documents than runs.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    chosen = [texts[i] for i in order[: samples + holdout]]
+    used, held = chosen[:samples], chosen[samples:]
+    if len(used) < runs:
+        raise UserError(f"calibration has {len(used)} documents, fewer than the {runs} runs asked for.")
+    if len(used) < samples:
+        log.warning("calibration has %d documents; %d were asked for", len(used), samples)
+    digest = hashlib.sha256("\n\x00".join(used).encode()).hexdigest()
+    ids = [tokenizer(t, truncation=True, max_length=seq_len)["input_ids"] for t in used]
+    ids = [d for d in ids if len(d) >= 2]
+    held_ids = [d for d in (tokenizer(t, truncation=True, max_length=seq_len)["input_ids"] for t in held) if len(d) >= 2]
+    split = [ids[r::runs] for r in range(runs)]
+    return CalibrationSet(runs=split, holdout=held_ids, source=source, sha256=digest)
+
+
+def load(recipe, model, tokenizer) -> CalibrationSet:
+    """The calibration set a recipe asks for (file, lm-eval task, or self-generated)."""
+    c, seed = recipe.calibration, recipe.seed
+    total = c.samples + c.holdout
+    if c.task:
+        from .tasks import task_documents, task_manager
+
+        tm = task_manager(data=recipe.data_dir)
+        texts = task_documents(c.task, split="train", seed=seed, tm=tm)
+        source = f"lm-eval task {c.task}"
+    elif c.source and c.source != GENERATED:
+        texts = read_documents(c.source, c.field)
+        source = str(Path(c.source).expanduser().resolve())
+    else:
+        log.info("no calibration source given: the model writes %d calibration texts itself", total)
+        texts = generate_documents(model, tokenizer, total, c.seq_len, seed)
+        source = GENERATED
+    cal = build(
+        tokenizer, texts, samples=c.samples, runs=recipe.decomposition.runs, seq_len=c.seq_len,
+        holdout=c.holdout, seed=seed, source=source,
+    )
+    k = recipe.decomposition.components
+    short = [(r, t) for r, t in enumerate(cal.run_tokens()) if t < k] if recipe.selection.method == "fbn" else []
+    if short:
+        r, t = short[0]
+        raise UserError(
+            f"run {r} has {t} calibration tokens, fewer than the {k} components; "
+            "use more --calib-samples, a longer --seq-len, fewer --runs or fewer --components."
+        )
+    return cal

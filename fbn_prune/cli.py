@@ -1,0 +1,241 @@
+"""The ``fbn-prune`` command line: parses options, builds a Recipe, calls the library.
+
+Exit codes: 0 ok, 2 bad input, 3 evaluation gate failed, 4 verification failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import UserError, VerificationError
+from .recipe import LAYOUTS, METHODS, Recipe
+
+log = logging.getLogger("fbn_prune")
+
+# command-line flag -> (recipe key, click option kwargs)
+CALIBRATION_OPTIONS = {
+    "calib": ("calibration.source", dict(type=str, metavar="PATH",
+              help="Calibration text: a .txt (one document per paragraph) or .jsonl file, or 'generated' "
+                   "(the model writes its own). Default: generated.")),
+    "calib_task": ("calibration.task", dict(type=str, metavar="NAME",
+                   help="Calibrate on an lm-eval task's own documents, rendered with its prompt format "
+                        "(task-specific networks), e.g. arc_easy.")),
+    "calib_field": ("calibration.field", dict(type=str, metavar="FIELD", help="Text field of a .jsonl calibration file [text].")),
+    "calib_samples": ("calibration.samples", dict(type=int, metavar="N", help="Calibration documents used [128].")),
+    "seq_len": ("calibration.seq_len", dict(type=int, metavar="N", help="Tokens per document, longer ones are truncated [256].")),
+    "batch_size": ("calibration.batch_size", dict(type=int, metavar="N", help="Documents per forward pass [8].")),
+    "data_dir": ("data_dir", dict(type=str, metavar="DIR", help="Folder with local task data (default: $FBN_PRUNE_DATA or ../shared/data).")),
+}
+DECOMPOSITION_OPTIONS = {
+    "runs": ("decomposition.runs", dict(type=int, metavar="N", help="Disjoint calibration subsets, one ICA each per layer [4].")),
+    "components": ("decomposition.components", dict(type=int, metavar="K", help="ICA components (networks) per layer and run [64].")),
+    "ica_engine": ("decomposition.engine", dict(type=click.Choice(["auto", "sklearn", "torch"]),
+                   help="ICA engine: scikit-learn FastICA on CPU or the torch port (GPU when present) [auto].")),
+}
+SELECTION_OPTIONS = {
+    "method": ("selection.method", dict(type=click.Choice(METHODS),
+               help="Channel scores: fbn (functional networks) or a baseline at equal size [fbn].")),
+    "ratio": ("selection.ratio", dict(type=float, metavar="R",
+              help="Fraction of FFN channels removed across pruned layers, in [0, 1) [0.2].")),
+    "ratio_of": ("selection.ratio_of", dict(type=click.Choice(["ffn", "params"]),
+                 help="What --ratio is a fraction of: FFN channels, or all model parameters [ffn].")),
+    "threshold": ("selection.threshold", dict(type=float, metavar="T",
+                  help="Instead of --ratio: keep neurons with |z| > T in any network (the paper's rule).")),
+    "protect_first": ("selection.protect_first", dict(type=int, metavar="N", help="Never prune the first N layers [0].")),
+    "protect_last": ("selection.protect_last", dict(type=int, metavar="M", help="Never prune the last M layers [0].")),
+    "round_to": ("selection.round_to", dict(type=int, metavar="K", help="Kept widths are multiples of K [8].")),
+    "min_width": ("selection.min_width", dict(type=int, metavar="N", help="No layer keeps fewer channels [8].")),
+}
+EXPORT_OPTIONS = {
+    "layout": ("export.layout", dict(type=click.Choice(LAYOUTS),
+               help="uniform: same width in every layer; padded: per-layer selection zero-padded; "
+                    "exact: per-layer widths, needs trust_remote_code [uniform].")),
+    "save_dtype": ("export.dtype", dict(type=click.Choice(["float32", "bfloat16", "float16"]),
+                   help="dtype of the saved weights [the working --dtype].")),
+}
+RUN_OPTIONS = {
+    "seed": ("seed", dict(type=int, metavar="N", help="Seed for sampling, ICA and random baselines [0].")),
+    "device": ("device", dict(type=str, metavar="DEV", help="auto, cpu, cuda, cuda:1 ... [auto].")),
+    "dtype": ("dtype", dict(type=click.Choice(["float32", "bfloat16", "float16"]), help="Working dtype [float32].")),
+}
+
+
+def recipe_options(*groups: dict):
+    """Decorate a command with the flags of ``groups``; the command receives ``overrides`` (recipe key -> value)."""
+
+    def decorate(fn):
+        table = {name: key for g in groups for name, (key, _) in g.items()}
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            overrides = {table[name]: kwargs.pop(name) for name in list(kwargs) if name in table}
+            return fn(*args, overrides=overrides, **kwargs)
+
+        for g in reversed(groups):
+            for name, (_, opts) in reversed(list(g.items())):
+                wrapper = click.option("--" + name.replace("_", "-"), name, default=None, **opts)(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def make_recipe(recipe_file: str | None, overrides: dict, model: str | None = None, out: str | None = None) -> Recipe:
+    recipe = Recipe.load(recipe_file) if recipe_file else Recipe()
+    if overrides.get("selection.threshold") is not None and overrides.get("selection.ratio") is not None:
+        raise UserError("give --ratio or --threshold, not both.")
+    if overrides.get("selection.threshold") is not None:
+        overrides["selection.ratio"] = None
+        recipe.selection.ratio = None
+    if overrides.get("calibration.task"):
+        recipe.calibration.source = None
+    if overrides.get("calibration.source"):
+        recipe.calibration.task = None
+    overrides = {**overrides, "model": model, "out": out}
+    return recipe.override(overrides)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("fbn_prune").setLevel(level)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error() if verbose < 2 else transformers.logging.set_verbosity_info()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+class Group(click.Group):
+    """A click group that reports user errors as one line with their exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (UserError, VerificationError) as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="fbn-prune")
+@click.option("-v", "--verbose", count=True, help="Log what is happening (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """fbn_prune: keep the functional networks your task needs, cut the rest of the FFN neurons,
+    and write a smaller, verified safetensors checkpoint.
+
+    \b
+    Exit codes: 0 ok, 2 bad input, 3 evaluation gate failed, 4 verification failed.
+    """
+    _setup_logging(verbose)
+    ctx.obj = {"verbose": verbose}
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--out", "-o", "out", type=str, help="Output folder for the pruned checkpoint (required here or in the recipe).")
+@click.option("--recipe", "recipe_file", type=str, metavar="FILE", help="YAML recipe; command-line flags override it.")
+@recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, SELECTION_OPTIONS, EXPORT_OPTIONS, RUN_OPTIONS)
+@click.option("--save-networks", type=str, metavar="DIR", help="Also keep the networks artifact here (for `fbn-prune select`).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def prune(model, out, recipe_file, overrides, save_networks, overwrite, no_progress):
+    """Prune MODEL (a Hub id, a local folder, a .gguf file, or `smollm2` for the embedded
+    SmolLM2-135M-Instruct) and write a verified checkpoint to --out.
+
+    \b
+    Example:
+      fbn-prune prune smollm2 --out smollm2-pruned --ratio 0.2
+      fbn-prune prune --recipe recipes/smollm2-135m.yaml --out smollm2-pruned
+    """
+    from .pipeline import prune as run
+
+    recipe = make_recipe(recipe_file, overrides, model, out)
+    if not recipe.out:
+        raise UserError("name the output folder with --out (or `out:` in the recipe).")
+    path = run(recipe, overwrite=overwrite, progress=not no_progress, networks_dir=save_networks)
+    _summary(path)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--out", "-o", "out", type=str, required=True, help="Folder for the networks artifact (resumed if unfinished).")
+@click.option("--recipe", "recipe_file", type=str, metavar="FILE", help="YAML recipe; command-line flags override it.")
+@recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, RUN_OPTIONS)
+@click.option("--keep-capture", is_flag=True, help="Keep the raw float16 neuron signals (capture/) in the artifact.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def networks(model, out, recipe_file, overrides, keep_capture, no_progress):
+    """Capture and decompose only: find MODEL's functional networks and save them to --out.
+
+    The artifact (ICA maps, activation statistics, held-out tokens, metadata) feeds
+    `fbn-prune select`, which tries budgets and layouts without new ICA.
+    """
+    from .pipeline import networks as run
+
+    recipe = make_recipe(recipe_file, overrides, model, None)
+    art = run(recipe, out, progress=not no_progress, keep_capture=keep_capture)
+    click.echo(f"networks: {art.folder} ({art.n_layers} layers x {art.meta.runs} runs x {art.meta.components} components, "
+               f"{art.meta.calibration['tokens']:,} calibration tokens)")
+
+
+@cli.command()
+@click.argument("networks_dir", metavar="NETWORKS")
+@click.option("--out", "-o", "out", type=str, help="Output folder for the pruned checkpoint.")
+@click.option("--model", "model", type=str, help="The model the networks were found in [as recorded in the artifact].")
+@click.option("--recipe", "recipe_file", type=str, metavar="FILE",
+              help="YAML recipe [the artifact's own recipe.yaml]; command-line flags override it.")
+@recipe_options(SELECTION_OPTIONS, EXPORT_OPTIONS, {"device": RUN_OPTIONS["device"]})
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+def select(networks_dir, out, model, recipe_file, overrides, overwrite):
+    """Turn a networks artifact and a budget into a verified checkpoint (no new ICA)."""
+    from .export import RECIPE_FILE
+    from .networks import Networks
+    from .pipeline import select as run
+
+    artifact = Networks(networks_dir)
+    own = Path(networks_dir) / RECIPE_FILE
+    recipe = make_recipe(recipe_file or (str(own) if own.is_file() else None), overrides, model, out)
+    if not recipe.out:
+        raise UserError("name the output folder with --out.")
+    if recipe.selection.method == "fbn" and artifact.meta.runs == 0:
+        raise UserError(f"{networks_dir} holds no ICA maps; choose a baseline --method or rerun `fbn-prune networks`.")
+    path = run(recipe, artifact, overwrite=overwrite)
+    _summary(path)
+
+
+@cli.command()
+@click.argument("path", type=str)
+@click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
+def inspect(path, as_json):
+    """Summarise a pruned checkpoint, a networks artifact, or any model folder."""
+    from .inspect import describe
+
+    text, record = describe(path)
+    click.echo(json.dumps(record, indent=1) if as_json else text)
+
+
+def _summary(path: Path) -> None:
+    from .inspect import describe
+
+    click.echo(describe(str(path))[0])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    cli.main(args=argv, prog_name="fbn-prune")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

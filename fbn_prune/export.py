@@ -1,0 +1,107 @@
+"""Write a pruned checkpoint atomically: temporary folder beside the target, verify, rename.
+
+Folder contents: sharded safetensors (+ index), config.json, generation_config.json, the
+tokenizer, README.md (model card), recipe.yaml, fbn_prune.json (provenance and the
+kept-neuron map) and, for the exact layout, modeling_fbn.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import UserError, VerificationError
+
+log = logging.getLogger(__name__)
+
+PROVENANCE_FILE = "fbn_prune.json"
+RECIPE_FILE = "recipe.yaml"
+
+
+def check_target(out: str | os.PathLike, overwrite: bool) -> Path:
+    """Validate the output folder before any work: refuse an existing one without overwrite, and an unwritable parent."""
+    target = Path(out).expanduser().resolve()
+    if target.exists() and not overwrite:
+        raise UserError(f"output folder {out} already exists; pass --overwrite to replace it.")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"output path {out} exists and is not a folder.")
+    parent = target.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {parent}: permission denied.")
+    return target
+
+
+def write_checkpoint(model, tokenizer, target: Path, *, files: dict[str, str], info: dict,
+                     max_shard_size: str, verify: Callable[[str], dict], card: Callable[[dict], str]) -> Path:
+    """Save ``model`` and its files into a temporary folder, verify it, then move it to ``target``.
+
+    ``files`` maps extra file names to their text (recipe, modeling file); ``card(info)``
+    renders README.md once the verification result is in ``info``.
+    ``verify(folder)`` returns a dict with an ``ok`` key; a failed check raises
+    VerificationError and leaves nothing at ``target`` (an existing folder there is kept).
+    """
+    from transformers import GenerationConfig
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        if model.generation_config is None:
+            model.generation_config = GenerationConfig.from_model_config(model.config)
+        log.info("writing safetensors to %s", tmp)
+        model.save_pretrained(tmp, max_shard_size=max_shard_size)
+        tokenizer.save_pretrained(tmp)
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        result = verify(str(tmp))
+        info["verification"] = result
+        info["verified"] = bool(result["ok"])
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(info, indent=1))
+        (tmp / "README.md").write_text(card(info))
+        if not result["ok"]:
+            raise VerificationError(
+                f"verification failed: the reloaded checkpoint differs from the masked original by "
+                f"{result['relative_diff']:.3g} (tolerance {result['tolerance']:.0e}); nothing was written to {target}."
+            )
+        _publish_modes(tmp)
+        _move_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _publish_modes(folder: Path) -> None:
+    """Ordinary permissions (rwxr-xr-x / rw-r--r-- less the umask): temporary files start private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for f in folder.iterdir():
+        os.chmod(f, 0o666 & ~umask)
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    """Rename the finished folder to ``target``; an existing target is swapped out, then deleted."""
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.rmdir(old)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def read_provenance(folder: str | os.PathLike) -> dict:
+    """The provenance of an fbn_prune checkpoint; UserError when the folder is not one."""
+    path = Path(folder) / PROVENANCE_FILE
+    if not path.is_file():
+        raise UserError(f"{folder} is not an fbn_prune checkpoint (no {PROVENANCE_FILE}).")
+    return json.loads(path.read_text())

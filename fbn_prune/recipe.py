@@ -1,0 +1,232 @@
+"""The Recipe: every option of a pruning run, typed and validated, YAML in and out.
+
+A recipe has sections (calibration, decomposition, selection, export) plus a few
+top-level keys. Command-line flags override recipe values by dotted key
+(``selection.ratio``); the recipe as used is saved next to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from .errors import UserError
+
+LAYOUTS = ("uniform", "padded", "exact")
+METHODS = ("fbn", "random", "magnitude", "wanda-sp", "flap")
+
+
+@dataclass
+class Calibration:
+    """Where calibration text comes from and how much of it is used."""
+
+    source: str | None = None  # .txt (paragraphs) or .jsonl file
+    task: str | None = None  # an lm-eval task whose documents are the calibration text
+    field: str = "text"  # jsonl field holding the text
+    samples: int = 128  # documents used, split into `decomposition.runs` disjoint runs
+    seq_len: int = 256  # each document is truncated to this many tokens
+    batch_size: int = 8
+    holdout: int = 4  # further documents kept aside for verification
+
+
+@dataclass
+class Decomposition:
+    """ICA over each layer's neuron signals, per run."""
+
+    runs: int = 4
+    components: int = 64
+    fun: Literal["cube", "logcosh", "exp"] = "cube"
+    max_iter: int = 300
+    tol: float = 1e-4
+    engine: Literal["auto", "sklearn", "torch"] = "auto"
+
+
+@dataclass
+class Selection:
+    """Which channels survive: a budget (ratio or threshold) and its constraints."""
+
+    method: Literal["fbn", "random", "magnitude", "wanda-sp", "flap"] = "fbn"
+    ratio: float | None = 0.2  # fraction of FFN channels removed across pruned layers
+    ratio_of: Literal["ffn", "params"] = "ffn"  # "params": ratio is a fraction of all model parameters
+    threshold: float | None = None  # the paper's |z| rule instead of a ratio
+    protect_first: int = 0
+    protect_last: int = 0
+    round_to: int = 8  # kept widths are multiples of this (hardware-friendly)
+    min_width: int = 8  # no pruned layer keeps fewer channels than this
+
+
+@dataclass
+class Export:
+    """How the pruned model is written."""
+
+    layout: Literal["uniform", "padded", "exact"] = "uniform"
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None: the working dtype
+    max_shard_size: str = "2GB"
+    verify_tokens: int = 256
+
+
+@dataclass
+class Recipe:
+    """A whole pruning run. ``Recipe.load(path)`` / ``recipe.save(path)`` round-trip through YAML."""
+
+    model: str | None = None
+    out: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    data_dir: str | None = None
+    calibration: Calibration = field(default_factory=Calibration)
+    decomposition: Decomposition = field(default_factory=Decomposition)
+    selection: Selection = field(default_factory=Selection)
+    export: Export = field(default_factory=Export)
+
+    # ---- construction -----------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict | None, where: str = "recipe") -> "Recipe":
+        recipe = _build(cls, data or {}, where)
+        recipe.validate()
+        return recipe
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Recipe":
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"recipe {path} does not exist.")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise UserError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+        if data is not None and not isinstance(data, dict):
+            raise UserError(f"recipe {path} must be a mapping of keys to values.")
+        data = dict(data or {})
+        data.pop("description", None)
+        data.pop("hardware", None)
+        return cls.from_dict(data, where=str(path))
+
+    def override(self, updates: dict[str, Any]) -> "Recipe":
+        """A new recipe with dotted keys replaced (None values are ignored)."""
+        data = self.to_dict()
+        for key, value in updates.items():
+            if value is None:
+                continue
+            node = data
+            *head, last = key.split(".")
+            for h in head:
+                node = node[h]
+            node[last] = value
+        return Recipe.from_dict(data, where="command line")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    # ---- validation ---------------------------------------------------------
+    def validate(self) -> None:
+        s, c, d = self.selection, self.calibration, self.decomposition
+        if s.threshold is not None:
+            s.ratio = None  # a threshold replaces the default ratio
+        if s.threshold is None and s.ratio is None:
+            raise UserError("give a budget: selection.ratio (--ratio) or selection.threshold (--threshold).")
+        if s.ratio is not None and not (0.0 <= s.ratio < 1.0):
+            raise UserError(f"ratio must be in [0, 1), got {s.ratio}.")
+        if s.threshold is not None and s.threshold < 0:
+            raise UserError(f"threshold must be >= 0, got {s.threshold}.")
+        if s.threshold is not None and s.method != "fbn":
+            raise UserError("--threshold is the functional-network |z| rule; other methods take --ratio.")
+        if s.threshold is not None and self.export.layout == "uniform":
+            raise UserError("--threshold gives each layer its own width; use --layout padded or exact, or --ratio.")
+        for name, value, low in (
+            ("calibration.samples", c.samples, 1),
+            ("calibration.seq_len", c.seq_len, 2),
+            ("calibration.batch_size", c.batch_size, 1),
+            ("calibration.holdout", c.holdout, 0),
+            ("decomposition.runs", d.runs, 1),
+            ("decomposition.components", d.components, 1),
+            ("decomposition.max_iter", d.max_iter, 1),
+            ("selection.round_to", s.round_to, 1),
+            ("selection.min_width", s.min_width, 1),
+            ("selection.protect_first", s.protect_first, 0),
+            ("selection.protect_last", s.protect_last, 0),
+            ("export.verify_tokens", self.export.verify_tokens, 2),
+        ):
+            if value < low:
+                raise UserError(f"{name} must be >= {low}, got {value}.")
+        if d.runs > c.samples:
+            raise UserError(f"{d.runs} runs need at least as many calibration samples, got {c.samples}.")
+        if self.export.layout == "uniform" and (s.protect_first or s.protect_last):
+            raise UserError(
+                "the uniform layout keeps the same width in every layer, so layers cannot be protected; "
+                "use --layout padded or exact with --protect-first/--protect-last."
+            )
+        if c.source and c.task:
+            raise UserError("give one calibration source: --calib or --calib-task, not both.")
+
+
+# ---- typed construction from plain data ------------------------------------
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping for {cls.__name__.lower()}.")
+    names = {f.name: f for f in fields(cls)}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(names), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}."
+        raise UserError(f"{where}: unknown key {unknown[0]!r}{hint}")
+    kwargs = {}
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{where}: {key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, where: str):
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, where)
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise UserError(f"{where} must not be empty.")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, where)
+            except UserError as e:
+                errors.append(str(e))
+        raise UserError(errors[0])
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise UserError(f"{where} must be one of {', '.join(map(str, allowed))}, got {value!r}.")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{where} must be true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where} must be an integer, got {value!r}.")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where} must be a number, got {value!r}.")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise UserError(f"{where} must be a string, got {value!r}.")
+        return str(value)
+    return value

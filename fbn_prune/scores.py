@@ -1,0 +1,76 @@
+"""Channel importance scores per layer, one function per method (higher = keep).
+
+Every method returns ``list[Tensor]`` with one (width_i,) float64 score per layer, so all
+methods share selection, surgery, export and verification and compare at equal size.
+
+- ``fbn``: functional-network membership, max |z| over all ICA maps and runs.
+- ``random``: seeded uniform noise (the floor).
+- ``magnitude``: L2 norm of all weights of the channel (its up-type rows and down column).
+- ``wanda-sp``: sum_o |W_down[o, j]| * ||X_j||_2 (structured Wanda; X_j: channel j's signal).
+- ``flap``: Var(X_j) * ||W_down[:, j]||_2^2 (FLAP's fluctuation metric).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .arch import Adapter
+from .arch.base import channel_index
+
+NEEDS_STATS = {"wanda-sp", "flap"}
+NEEDS_MAPS = {"fbn"}
+
+
+def down_columns(model, adapter: Adapter, layer: int) -> torch.Tensor:
+    """The down projection's weight with one row per channel: (width, hidden) float64."""
+    w = adapter.down_module(model, layer).weight.detach().double().cpu()
+    return w if adapter.conv1d else w.T
+
+
+def channel_weight_sq(model, adapter: Adapter, layer: int) -> torch.Tensor:
+    """Sum of squares of every weight a channel owns: (width,) float64."""
+    cols = down_columns(model, adapter, layer)
+    width = cols.shape[0]
+    total = (cols**2).sum(1)
+    layer_mod = adapter.decoder_layers(model)[layer]
+    for r in adapter.rows:
+        w = layer_mod.get_submodule(r).weight.detach().double().cpu()
+        w = w.T if adapter.conv1d else w  # (parts * width, hidden)
+        rows = (w**2).sum(1)
+        for p in range(adapter.fused_parts):
+            total += rows[channel_index(torch.arange(width), width, adapter.fused_parts)[p * width : (p + 1) * width]]
+    return total
+
+
+def activation_stats(stats: dict[str, torch.Tensor], layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean, variance, L2 norm) of each channel's signal over calibration tokens, each (width,)."""
+    n = float(stats["count"][0])
+    mean = stats[f"sum.{layer}"] / n
+    var = (stats[f"sumsq.{layer}"] / n - mean**2).clamp_min(0)
+    return mean, var, stats[f"sumsq.{layer}"].sqrt()
+
+
+def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=None, seed: int = 0) -> list[torch.Tensor]:
+    """Scores of every layer for ``method``. ``maps_fn(i)`` gives layer i's maps (runs, k, width)."""
+    n_layers = adapter.num_layers(model)
+    out = []
+    for i in range(n_layers):
+        if method == "fbn":
+            from .networks import membership
+
+            out.append(membership(maps_fn(i)).double())
+        elif method == "random":
+            width = down_columns(model, adapter, i).shape[0]
+            g = torch.Generator().manual_seed(seed * 7919 + i)
+            out.append(torch.rand(width, generator=g, dtype=torch.float64))
+        elif method == "magnitude":
+            out.append(channel_weight_sq(model, adapter, i).sqrt())
+        elif method == "wanda-sp":
+            _, _, norm = activation_stats(stats, i)
+            out.append(down_columns(model, adapter, i).abs().sum(1) * norm)
+        elif method == "flap":
+            _, var, _ = activation_stats(stats, i)
+            out.append(var * (down_columns(model, adapter, i) ** 2).sum(1))
+        else:
+            raise ValueError(f"unknown method {method}")
+    return out

@@ -1,0 +1,87 @@
+"""Reload an exported checkpoint from disk and check it reproduces the masked original.
+
+The reference is the original model with every dropped channel's signal forced to zero
+(a forward pre-hook on each down projection): mathematically the pruned model. The
+exported folder is loaded the way a user loads it (plain from_pretrained; the exact
+layout with trust_remote_code=True) and its logits are compared on held-out tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+import torch
+
+from .arch import Adapter
+
+log = logging.getLogger(__name__)
+
+# max |difference| allowed, relative to the largest |logit| of the reference
+TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-8, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+
+
+@contextmanager
+def masked(model, adapter: Adapter, kept: list[torch.Tensor]):
+    """Within the block, ``model`` behaves as if only ``kept`` channels existed (input untouched after)."""
+    handles = []
+    try:
+        for i, keep in enumerate(kept):
+            down = adapter.down_module(model, i)
+            width = down.weight.shape[0 if adapter.conv1d else 1]
+            mask = torch.zeros(width, dtype=down.weight.dtype, device=down.weight.device)
+            mask[keep.to(mask.device)] = 1
+            handles.append(down.register_forward_pre_hook(lambda _m, args, mask=mask: (args[0] * mask,) + args[1:]))
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.inference_mode()
+def logits(model, docs: list[list[int]]) -> torch.Tensor:
+    """Concatenated next-token logits of each document, run one at a time: (total tokens, vocab) float32."""
+    device = next(model.parameters()).device
+    return torch.cat([model(input_ids=torch.tensor([d], device=device)).logits[0].float().cpu() for d in docs])
+
+
+def held_out_tokens(holdout: list[list[int]], fallback: list[list[int]], n_tokens: int) -> list[list[int]]:
+    """Up to ``n_tokens`` tokens of held-out documents (calibration documents if none are held out)."""
+    docs, total = [], 0
+    for d in holdout or fallback:
+        if total >= n_tokens:
+            break
+        d = d[: n_tokens - total]
+        if len(d) >= 2:
+            docs.append(d)
+            total += len(d)
+    return docs
+
+
+def compare(reference: torch.Tensor, candidate: torch.Tensor, dtype: torch.dtype) -> dict:
+    """Agreement figures of two logit tensors of equal shape; ``ok`` applies the dtype's tolerance."""
+    diff = (reference - candidate).abs().max().item()
+    scale = max(reference.abs().max().item(), 1.0)
+    rel = diff / scale
+    agree = (reference.argmax(-1) == candidate.argmax(-1)).float().mean().item()
+    tol = TOLERANCE.get(dtype, 1e-4)
+    return {"max_abs_diff": diff, "relative_diff": rel, "tolerance": tol, "top1_agreement": agree,
+            "tokens": int(reference.shape[0]), "ok": rel <= tol}
+
+
+def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, layout: str,
+           docs: list[list[int]], dtype: torch.dtype) -> dict:
+    """Load ``folder`` like a user would and compare its logits with the masked original on ``docs``."""
+    from transformers import AutoModelForCausalLM
+
+    device = next(original.parameters()).device
+    with masked(original, adapter, kept):
+        reference = logits(original, docs)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=next(original.parameters()).dtype,
+                                                  trust_remote_code=(layout == "exact"))
+    loaded.to(device).eval()
+    result = compare(reference, logits(loaded, docs), dtype)
+    del loaded
+    log.info("verification: max |diff| %.3g (relative %.3g, tolerance %.0e), top-1 agreement %.4f",
+             result["max_abs_diff"], result["relative_diff"], result["tolerance"], result["top1_agreement"])
+    return result
