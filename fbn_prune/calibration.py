@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from .errors import UserError
 log = logging.getLogger(__name__)
 
 GENERATED = "generated"
-MIN_WORDS = 4  # shorter paragraphs (headings, blank fragments) are skipped
+MIN_WORDS = 8  # shorter paragraphs (headings, fragments) are skipped
 
 # Neutral openings for self-generated calibration text (general-purpose prose).
 PROMPTS = (
@@ -98,7 +99,7 @@ def read_documents(path: str, field: str = "text") -> list[str]:
                 raise UserError(f"{path}, line {n}: no {field!r} field; choose the text field with --calib-field.")
             docs.append(str(record[field]))
     else:
-        blocks = [b.strip() for b in raw.replace("\r\n", "\n").split("\n\n")]
+        blocks = [b.strip() for b in re.split(r"\n[ \t]*\n", raw.replace("\r\n", "\n"))]
         docs = []
         for block in blocks:
             lines = [ln.strip() for ln in block.split("\n") if ln.strip()]

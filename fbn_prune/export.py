@@ -7,6 +7,7 @@ kept-neuron map) and, for the exact layout, modeling_fbn.py.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -40,12 +41,13 @@ def check_target(out: str | os.PathLike, overwrite: bool) -> Path:
 
 
 def write_checkpoint(model, tokenizer, target: Path, *, files: dict[str, str], info: dict,
-                     max_shard_size: str, verify: Callable[[str], dict], card: Callable[[dict], str]) -> Path:
+                     max_shard_size: str, verify: Callable[[str], dict], card: Callable[[dict], str],
+                     dtype=None) -> Path:
     """Save ``model`` and its files into a temporary folder, verify it, then move it to ``target``.
 
     ``files`` maps extra file names to their text (recipe, modeling file); ``card(info)``
     renders README.md once the verification result is in ``info``.
-    ``verify(folder)`` returns a dict with an ``ok`` key; a failed check raises
+    ``dtype`` is the dtype the weights are saved in. ``verify(folder)`` returns a dict with an ``ok`` key; a failed check raises
     VerificationError and leaves nothing at ``target`` (an existing folder there is kept).
     """
     from transformers import GenerationConfig
@@ -56,6 +58,8 @@ def write_checkpoint(model, tokenizer, target: Path, *, files: dict[str, str], i
         if model.generation_config is None:
             model.generation_config = GenerationConfig.from_model_config(model.config)
         log.info("writing safetensors to %s", tmp)
+        if dtype is not None and dtype != next(model.parameters()).dtype:
+            model = copy.deepcopy(model).to(dtype)  # the in-memory model stays as built, for verification
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
         tokenizer.save_pretrained(tmp)
         for name, text in files.items():

@@ -76,8 +76,8 @@ def decompose(
         signal: (tokens, neurons) float16/bfloat16/float32 activations (any device). It is
             not modified.
         n_components: number of maps ``k``; ``1 <= k <= min(tokens, neurons)``.
-        seed: seeds the randomized SVD and FastICA's initial unmixing matrix; the global
-            torch/numpy random states are left untouched.
+        seed: integer in [0, 2**32); seeds the randomized SVD and FastICA's initial
+            unmixing matrix. The global torch/numpy random states are left untouched.
         engine: ``"sklearn"``, ``"torch"`` or ``"auto"`` (torch on CUDA if available, else
             sklearn).
         fun: FastICA nonlinearity: ``"cube"`` (default), ``"logcosh"`` or ``"exp"``.
@@ -186,6 +186,8 @@ class CanICA:
         k = self.n_components
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise UserError(f"n_components must be a positive integer, got {k!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**32:
+            raise UserError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
             raise UserError(f"max_iter must be a positive integer, got {self.max_iter!r}")
         if not self.tol > 0:
@@ -231,21 +233,52 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _zscore_neurons(signal: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _zscore_neurons(signal: torch.Tensor, device: torch.device, chunk: int = 2048) -> torch.Tensor:
     """(tokens, neurons) any float dtype -> new (tokens, neurons) float32 tensor on ``device``,
-    every column z-scored over tokens (population std, floored at ``STD_FLOOR``)."""
+    every column z-scored over tokens (population std, floored at ``STD_FLOOR``).
+
+    Two passes of column sums over blocks of ``chunk`` tokens (float32 within a block,
+    float64 across blocks): torch's column-wise ``std_mean`` is ~20x slower on the CPU, and
+    blocks bound the temporary memory of the squares.
+    """
     z = signal.to(device=device, dtype=torch.float32, copy=True)
-    std, mean = torch.std_mean(z, dim=0, correction=0)  # (neurons,), (neurons,)
-    if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(std).all())):
-        raise UserError("signal contains NaN or infinite values (or values too large for float32)")
-    z.sub_(mean).div_(std.clamp_min_(STD_FLOOR))
+    tokens = z.shape[0]
+    total = torch.zeros(z.shape[1], dtype=torch.float64, device=z.device)  # (neurons,)
+    for i in range(0, tokens, chunk):
+        total += z[i : i + chunk].sum(dim=0)
+    mean = total / tokens
+    if not bool(torch.isfinite(mean).all()):
+        raise UserError("signal contains NaN or infinite values")
+    z.sub_(mean.float())
+    total.zero_()
+    for i in range(0, tokens, chunk):
+        block = z[i : i + chunk]
+        total += (block * block).sum(dim=0)
+    std = (total / tokens).sqrt()
+    if not bool(torch.isfinite(std).all()):
+        raise UserError("signal contains NaN, infinite or too large values (float32 overflow)")
+    z.div_(std.clamp_min_(STD_FLOOR).float())
     return z
+
+
+def _orthonormalize(y: torch.Tensor, rounds: int = 2) -> torch.Tensor:
+    """(m, l) -> (m, l) with orthonormal columns spanning the same space (float32 in, out).
+
+    Gram-matrix orthonormalization in float64, repeated (as in CholeskyQR2): much faster
+    than Householder QR on tall matrices on the CPU, and rank-safe (eigenvalue floor).
+    """
+    for _ in range(rounds):
+        gram = y.T.double() @ y.double()  # (l, l)
+        d, v = torch.linalg.eigh(gram)
+        d = d.clamp_min(d.max().clamp_min(torch.finfo(torch.float64).tiny) * 1e-12)
+        y = y @ (v * d.rsqrt()).to(y.dtype)
+    return y
 
 
 def _reduce(z: torch.Tensor, k: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Top-``k`` PCA of the (neurons x tokens) matrix ``A = Z^T - 1 c^T`` (``c``: per-token
     mean over neurons, i.e. centred with neurons as samples) by randomized SVD
-    (Halko et al. 2011, with QR-stabilised power iterations).
+    (Halko et al. 2011; power iterations re-orthonormalized every half step).
 
     Args:
         z: (tokens, neurons) float32, z-scored.
@@ -267,10 +300,10 @@ def _reduce(z: torch.Tensor, k: int, *, seed: int) -> tuple[torch.Tensor, torch.
     # Draw the test matrix on the CPU so the result does not depend on the device's RNG.
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     omega = torch.randn(tokens, width, generator=gen, dtype=torch.float32).to(z.device)
-    q = torch.linalg.qr(a_times(omega)).Q  # (neurons, l)
+    q = _orthonormalize(a_times(omega))  # (neurons, l)
     for _ in range(POWER_ITERATIONS):
-        p = torch.linalg.qr(at_times(q)).Q  # (tokens, l)
-        q = torch.linalg.qr(a_times(p)).Q  # (neurons, l)
+        p = _orthonormalize(at_times(q))  # (tokens, l)
+        q = _orthonormalize(a_times(p))  # (neurons, l)
     b_t = at_times(q)  # (tokens, l) = (Q^T A)^T
     u_b, s, _ = torch.linalg.svd(b_t.T, full_matrices=False)  # (l, l), (l,)
     reduced = q @ (u_b[:, :k] * s[:k])  # (neurons, k)
@@ -435,7 +468,8 @@ def _fastica_torch(
 @contextlib.contextmanager
 def _single_torch_thread(enabled: bool) -> Iterator[None]:
     """Run torch CPU ops on one intra-op thread (restored afterwards): FastICA's small
-    (k x k)(k x n) products gain little from threads and suffer badly from oversubscription."""
+    (k x k)(k x n) products gain little from threads and suffer badly from oversubscription.
+    ``torch.set_num_threads`` is process-wide: do not fit concurrently from several threads."""
     if not enabled:
         yield
         return

@@ -100,6 +100,11 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu",
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     try:
+        from transformers import AutoConfig
+
+        from .arch import adapter_for
+
+        adapter_for(AutoConfig.from_pretrained(source.path))  # unsupported types fail before any weights load
         tok = AutoTokenizer.from_pretrained(source.path)
         kwargs = {"dtype": DTYPES[dtype]}
         if device_map:

@@ -152,7 +152,8 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
 
     t1 = time.perf_counter()
     export_dtype = DTYPES[recipe.export.dtype or recipe.dtype]
-    pruned = build_pruned(model, adapter, kept, layout, s.round_to, export_dtype)
+    working = next(model.parameters()).dtype
+    pruned = build_pruned(model, adapter, kept, layout, s.round_to, working)
     t_build = time.perf_counter() - t1
     info = provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget)
     info["timings"] = {**artifact.meta.timings, **(timings or {}), "select_s": round(t_select, 2), "build_s": round(t_build, 2)}
@@ -162,18 +163,16 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
         files[MODELING_FILE] = modeling_source(model.config.model_type)
     holdout = json.loads((artifact.folder / HOLDOUT_FILE).read_text())
     docs = held_out_tokens(holdout["holdout"], holdout["fallback"], recipe.export.verify_tokens)
-    working = next(model.parameters()).dtype
-    tol_dtype = export_dtype if export_dtype.itemsize < working.itemsize else working
 
     def check(folder: str) -> dict:
         t = time.perf_counter()
-        result = verify(model, adapter, kept, folder, layout, docs, tol_dtype)
+        result = verify(model, adapter, kept, folder, layout, docs, pruned=pruned, saved_dtype=export_dtype)
         info["timings"]["verify_s"] = round(time.perf_counter() - t, 2)
         return result
 
     t2 = time.perf_counter()
     write_checkpoint(pruned, tok, target, files=files, info=info, max_shard_size=recipe.export.max_shard_size,
-                     verify=check, card=lambda i: render_card(i, license=i.get("license")))
+                     verify=check, card=lambda i: render_card(i, license=i.get("license")), dtype=export_dtype)
     log.info("wrote %s in %.1f s", target, time.perf_counter() - t2)
     return target
 

@@ -8,6 +8,7 @@ layout with trust_remote_code=True) and its logits are compared on held-out toke
 
 from __future__ import annotations
 
+import copy
 import logging
 from contextlib import contextmanager
 
@@ -70,17 +71,36 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, dtype: torch.dtype
 
 
 def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, layout: str,
-           docs: list[list[int]], dtype: torch.dtype) -> dict:
-    """Load ``folder`` like a user would and compare its logits with the masked original on ``docs``."""
+           docs: list[list[int]], pruned=None, saved_dtype: torch.dtype | None = None) -> dict:
+    """Load ``folder`` like a user would and compare its logits with the masked original on ``docs``.
+
+    When the weights were saved in a lower precision than the working one, rounding alone
+    moves the logits, so the check is split in two exact ones: the in-memory ``pruned``
+    model against the masked original (surgery), then the reloaded folder against
+    ``pruned`` with its weights rounded to the saved dtype (serialization), both computed in
+    the working dtype.
+    """
     from transformers import AutoModelForCausalLM
 
+    working = next(original.parameters()).dtype
+    saved_dtype = saved_dtype or working
     device = next(original.parameters()).device
     with masked(original, adapter, kept):
         reference = logits(original, docs)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=next(original.parameters()).dtype,
-                                                  trust_remote_code=(layout == "exact"))
+    # always computed in the working dtype: weights saved in lower precision are upcast exactly
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=working, trust_remote_code=(layout == "exact"))
     loaded.to(device).eval()
-    result = compare(reference, logits(loaded, docs), dtype)
+    if saved_dtype == working:
+        result = compare(reference, logits(loaded, docs), working)
+    else:
+        surgery = compare(reference, logits(pruned, docs), working)
+        rounded = copy.deepcopy(pruned)  # the saved weights, in memory (buffers such as RoPE stay exact)
+        with torch.no_grad():
+            for p in rounded.parameters():
+                p.copy_(p.to(saved_dtype))
+        reload = compare(logits(rounded, docs), logits(loaded, docs), working)
+        del rounded
+        result = {**reload, "surgery": surgery, "ok": surgery["ok"] and reload["ok"]}
     del loaded
     log.info("verification: max |diff| %.3g (relative %.3g, tolerance %.0e), top-1 agreement %.4f",
              result["max_abs_diff"], result["relative_diff"], result["tolerance"], result["top1_agreement"])

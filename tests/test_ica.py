@@ -152,6 +152,7 @@ def test_too_few_tokens_is_a_user_error():
         ((50,), {"n_components": 2}, "2-D"),
         ((50, 20), {"n_components": 2, "engine": "jax"}, "engine must be one of"),
         ((50, 20), {"n_components": 2, "fun": "tanh"}, "fun must be one of"),
+        ((50, 20), {"n_components": 2, "seed": -1}, "seed must be an integer"),
     ],
 )
 def test_bad_arguments_are_user_errors(shape, kwargs, message):
@@ -164,3 +165,12 @@ def test_non_finite_signal_is_a_user_error():
     signal[3, 4] = float("nan")
     with pytest.raises(UserError, match="NaN"):
         decompose(signal, n_components=2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_torch_engine_matches_cpu(data):
+    signal, _ = data
+    gpu = CanICA(8, engine="torch", device="cuda").fit(signal)
+    cpu = CanICA(8, engine="torch", device="cpu").fit(signal)
+    assert gpu.device_.type == "cuda" and gpu.maps_.device.type == "cpu"
+    assert matched_abs_corr(gpu.maps_, cpu.maps_).min() > 0.99

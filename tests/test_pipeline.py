@@ -1,0 +1,183 @@
+"""End to end on tiny models: every architecture x layout gives a checkpoint whose logits equal the
+masked original's, loaded the way a user loads it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny import ARCHS, tiny_tokenizer
+from transformers import AutoModelForCausalLM
+
+from fbn_prune import pipeline
+from fbn_prune.arch import adapter_for
+from fbn_prune.errors import UserError, VerificationError
+from fbn_prune.models import load_model, resolve
+from fbn_prune.networks import Networks
+from fbn_prune.recipe import Recipe
+from fbn_prune.verify import logits, masked
+
+
+def small_recipe(model, out, calib, layout="uniform", **selection) -> Recipe:
+    return Recipe.from_dict({
+        "export": {"layout": layout},
+        "model": str(model), "out": str(out), "device": "cpu",
+        "calibration": {"source": str(calib), "samples": 24, "seq_len": 64, "batch_size": 8, "holdout": 2},
+        "decomposition": {"runs": 2, "components": 8, "max_iter": 100},
+        "selection": {"ratio": 0.25, "round_to": 8, "min_width": 8, **selection},
+    })
+
+
+def test_every_layout_reproduces_masked_original(arch, tiny_dir, calib_txt, tmp_path):
+    folder = tiny_dir(arch)
+    recipe = small_recipe(folder, tmp_path / "x", calib_txt)
+    bundle = pipeline._load(recipe)
+    art = pipeline.networks(recipe, tmp_path / "net", model_bundle=bundle, progress=False)
+    source, model, tok = bundle
+    adapter = adapter_for(model.config)
+    ids = [tok("the quick brown fox jumps over the lazy dog and runs away")["input_ids"]]
+    for layout in ("uniform", "padded", "exact"):
+        protect = {"protect_first": 1} if layout != "uniform" else {}
+        r = small_recipe(folder, tmp_path / layout, calib_txt, layout, **protect)
+        out = pipeline.select(r, art, model_bundle=bundle)
+        info = json.loads((out / "fbn_prune.json").read_text())
+        assert info["verified"] and info["verification"]["ok"]
+        kept = [torch.tensor(info["kept"][str(i)]) for i in range(len(info["kept"]))]
+        loaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=(layout == "exact")).eval()
+        with masked(model, adapter, kept):
+            ref = logits(model, ids)
+        assert not torch.allclose(ref, logits(model, ids), atol=1e-4), "masking must change the output"
+        torch.testing.assert_close(logits(loaded, ids), ref, atol=1e-4, rtol=1e-4)
+        widths = [k.numel() for k in kept]
+        if layout == "uniform":
+            assert len(set(widths)) == 1
+        else:
+            assert widths[0] == info["original_widths"][0]  # protected
+        for name in ("config.json", "generation_config.json", "README.md", "recipe.yaml", "tokenizer.json"):
+            assert (out / name).is_file(), name
+        assert list(out.glob("*.safetensors"))
+        assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
+        assert (out / "modeling_fbn.py").is_file() == (layout == "exact")
+
+
+@pytest.fixture(params=ARCHS)
+def arch(request):
+    return request.param
+
+
+def test_same_seed_same_kept_indices(tiny_dir, calib_txt, tmp_path):
+    folder = tiny_dir("llama")
+    outs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 5)):
+        r = small_recipe(folder, tmp_path / name, calib_txt).override({"seed": seed, "export.layout": "padded"})
+        outs.append(json.loads((pipeline.prune(r, progress=False) / "fbn_prune.json").read_text())["kept"])
+    assert outs[0] == outs[1]
+    assert outs[0] != outs[2]
+
+
+@pytest.mark.parametrize("layout,ratio", [("uniform", 0.25), ("padded", 0.4), ("exact", 0.1)])
+def test_ratio_is_hit(tiny_dir, calib_txt, tmp_path, layout, ratio):
+    r = small_recipe(tiny_dir("qwen2"), tmp_path / "o", calib_txt, ratio=ratio, round_to=1, min_width=1)
+    r = r.override({"export.layout": layout})
+    info = json.loads((pipeline.prune(r, progress=False) / "fbn_prune.json").read_text())
+    total = sum(info["original_widths"])
+    assert abs(info["selection"]["achieved_ratio"] - ratio) <= 1 / total * len(info["widths"])
+
+
+def test_params_ratio(tiny_dir, calib_txt, tmp_path):
+    r = small_recipe(tiny_dir("llama"), tmp_path / "o", calib_txt, ratio=0.1, ratio_of="params", round_to=1, min_width=1)
+    info = json.loads((pipeline.prune(r.override({"export.layout": "exact"}), progress=False) / "fbn_prune.json").read_text())
+    removed = 1 - info["params"]["after"] / info["params"]["before"]
+    assert abs(removed - 0.1) < 0.01
+
+
+def test_threshold_rule_is_membership(tiny_dir, calib_txt, tmp_path):
+    r = small_recipe(tiny_dir("llama"), tmp_path / "o", calib_txt, "exact", threshold=3.0, round_to=1, min_width=1)
+    out = pipeline.prune(r, progress=False, networks_dir=str(tmp_path / "net"))
+    info = json.loads((out / "fbn_prune.json").read_text())
+    art = Networks(tmp_path / "net")
+    for i in range(art.n_layers):
+        in_network = (art.maps(i).abs() > 3.0).any(0).any(0)
+        assert info["kept"][str(i)] == torch.nonzero(in_network).flatten().tolist()
+
+
+def test_select_reuses_artifact_without_ica(tiny_dir, calib_txt, tmp_path, monkeypatch):
+    r = small_recipe(tiny_dir("gpt2"), tmp_path / "a", calib_txt)
+    pipeline.prune(r, progress=False, networks_dir=str(tmp_path / "net"))
+    import fbn_prune.ica as ica
+
+    monkeypatch.setattr(ica, "decompose", lambda *a, **k: pytest.fail("select must not run ICA"))
+    out = pipeline.select(r.override({"out": str(tmp_path / "b"), "selection.ratio": 0.5}), Networks(tmp_path / "net"))
+    info = json.loads((out / "fbn_prune.json").read_text())
+    assert info["selection"]["achieved_ratio"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_interrupted_decomposition_resumes(tiny_dir, calib_txt, tmp_path):
+    r = small_recipe(tiny_dir("llama"), tmp_path / "a", calib_txt)
+    art = pipeline.networks(r, tmp_path / "net", progress=False)
+    first = [art.maps(i).clone() for i in range(art.n_layers)]
+    for p in list((tmp_path / "net" / "maps").glob("layer002*")):
+        p.unlink()  # as if killed half-way
+    art2 = pipeline.networks(r, tmp_path / "net", progress=False)
+    for i in range(art.n_layers):
+        torch.testing.assert_close(art2.maps(i), first[i])
+
+
+def test_input_model_is_never_modified(tiny_dir, calib_txt, tmp_path):
+    import hashlib
+
+    folder = tiny_dir("phi3")
+    digest = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}  # noqa: E731
+    before = digest()
+    pipeline.prune(small_recipe(folder, tmp_path / "o", calib_txt), progress=False)
+    assert digest() == before
+
+
+def test_failed_verification_leaves_nothing(tiny_dir, calib_txt, tmp_path, monkeypatch):
+    import fbn_prune.surgery as surgery
+
+    real = surgery.slice_state
+
+    def corrupt(state, adapter, kept, widths, original):  # keep the wrong channels
+        wrong = [torch.sort(torch.randperm(o)[: k.numel()]).values for k, o in zip(kept, original)]
+        return real(state, adapter, wrong, widths, original)
+
+    monkeypatch.setattr(surgery, "slice_state", corrupt)
+    out = tmp_path / "o"
+    with pytest.raises(VerificationError):
+        pipeline.prune(small_recipe(tiny_dir("llama"), out, calib_txt), progress=False)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
+
+
+def test_failed_overwrite_keeps_old_output(tiny_dir, calib_txt, tmp_path, monkeypatch):
+    out = pipeline.prune(small_recipe(tiny_dir("llama"), tmp_path / "o", calib_txt), progress=False)
+    before = (out / "fbn_prune.json").read_text()
+    import fbn_prune.verify as verify
+
+    monkeypatch.setattr(verify, "TOLERANCE", {torch.float32: -1.0})  # nothing can pass
+    with pytest.raises(VerificationError):
+        pipeline.prune(small_recipe(tiny_dir("llama"), tmp_path / "o", calib_txt), overwrite=True, progress=False)
+    assert (out / "fbn_prune.json").read_text() == before
+
+
+def test_sharded_output_loads(tiny_dir, calib_txt, tmp_path):
+    r = small_recipe(tiny_dir("llama"), tmp_path / "o", calib_txt).override({"export.max_shard_size": "100KB"})
+    out = pipeline.prune(r, progress=False)
+    assert len(list(out.glob("model-*.safetensors"))) > 1 and (out / "model.safetensors.index.json").is_file()
+    AutoModelForCausalLM.from_pretrained(out)
+
+
+def test_too_few_tokens_for_components(tiny_dir, calib_txt, tmp_path):
+    r = small_recipe(tiny_dir("llama"), tmp_path / "o", calib_txt).override(
+        {"decomposition.components": 90, "calibration.samples": 4, "calibration.seq_len": 16})
+    with pytest.raises(UserError, match="fewer than the 90 components"):
+        pipeline.prune(r, progress=False)
+
+
+def test_bfloat16_export(tiny_dir, calib_txt, tmp_path):
+    r = small_recipe(tiny_dir("llama"), tmp_path / "o", calib_txt).override({"export.dtype": "bfloat16"})
+    out = pipeline.prune(r, progress=False)
+    m = AutoModelForCausalLM.from_pretrained(out)
+    assert m.dtype == torch.bfloat16
