@@ -11,7 +11,9 @@ after ``--sklearn-timeout`` seconds.
     python benchmarks/ica.py --skip-sklearn
     python benchmarks/ica.py --tokens 4000 --neurons 2048
 
-Not a test: prints figures. Peak RSS: ``resource.getrusage`` (whole process, includes the
+Not a test: prints figures. On a machine shared with other busy processes, run with
+``OMP_WAIT_POLICY=PASSIVE`` (or ``--threads 1``): torch's spinning OpenMP threads otherwise
+slow the randomized SVD down 2-50x. Peak RSS: ``resource.getrusage`` (whole process, includes the
 data) and, on Linux, the peak while decomposing (VmHWM after resetting it).
 """
 
@@ -196,7 +198,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
-          f"cuda {torch.cuda.is_available()}, load average {os.getloadavg()[0]:.2f}")
+          f"cuda {torch.cuda.is_available()}, load average {os.getloadavg()[0]:.2f}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     start = time.perf_counter()
     signal, truth = make_signal(args.tokens, args.neurons, args.seed)
     print(f"data: {args.tokens} tokens x {args.neurons} neurons float32 ({signal.numel() * 4 / 1e9:.2f} GB), "

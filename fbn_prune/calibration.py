@@ -6,6 +6,8 @@ Sources:
 - a ``.jsonl`` file: one document per line, text in ``field``;
 - an lm-eval task (``task``): the task's own documents rendered with its prompt
   format, so the networks found are the ones the task uses;
+- ``data:REL``: a file REL inside the data folder (``--data-dir``, ``$FBN_PRUNE_DATA`` or
+  ``../shared/data``), so recipes name data portably;
 - ``generated``: text the model writes itself from a few neutral prompts (no data
   needed, so the embedded default runs anywhere).
 
@@ -30,6 +32,7 @@ from .errors import UserError
 log = logging.getLogger(__name__)
 
 GENERATED = "generated"
+DATA_PREFIX = "data:"
 MIN_WORDS = 8  # shorter paragraphs (headings, fragments) are skipped
 
 # Neutral openings for self-generated calibration text (general-purpose prose).
@@ -168,8 +171,18 @@ def build(
     ids = [tokenizer(t, truncation=True, max_length=seq_len)["input_ids"] for t in used]
     ids = [d for d in ids if len(d) >= 2]
     held_ids = [d for d in (tokenizer(t, truncation=True, max_length=seq_len)["input_ids"] for t in held) if len(d) >= 2]
-    split = [ids[r::runs] for r in range(runs)]
+    # runs are disjoint; within a run, documents go longest first so batches carry little padding
+    split = [sorted(ids[r::runs], key=len, reverse=True) for r in range(runs)]
     return CalibrationSet(runs=split, holdout=held_ids, source=source, sha256=digest)
+
+
+def resolve_data_path(source: str, data_dir: str | None) -> str:
+    """``data:REL`` names REL inside the data folder (--data-dir, $FBN_PRUNE_DATA or ../shared/data)."""
+    if not source.startswith(DATA_PREFIX):
+        return source
+    from .tasks import data_dir as find_data
+
+    return str(find_data(data_dir) / source[len(DATA_PREFIX):])
 
 
 def load(recipe, model, tokenizer) -> CalibrationSet:
@@ -183,8 +196,9 @@ def load(recipe, model, tokenizer) -> CalibrationSet:
         texts = task_documents(c.task, split="train", seed=seed, tm=tm)
         source = f"lm-eval task {c.task}"
     elif c.source and c.source != GENERATED:
-        texts = read_documents(c.source, c.field)
-        source = str(Path(c.source).expanduser().resolve())
+        path = resolve_data_path(c.source, recipe.data_dir)
+        texts = read_documents(path, c.field)
+        source = c.source if c.source.startswith(DATA_PREFIX) else str(Path(path).expanduser().resolve())
     else:
         log.info("no calibration source given: the model writes %d calibration texts itself", total)
         texts = generate_documents(model, tokenizer, total, c.seq_len, seed)

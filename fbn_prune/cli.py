@@ -8,13 +8,18 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
+
+# torch's OpenMP threads spin while waiting; on a shared 2-core machine that slows ICA's
+# reduction 2-50x. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import UserError, VerificationError
+from .errors import GateFailed, UserError, VerificationError
 from .recipe import LAYOUTS, METHODS, Recipe
 
 log = logging.getLogger("fbn_prune")
@@ -52,6 +57,9 @@ SELECTION_OPTIONS = {
     "protect_last": ("selection.protect_last", dict(type=int, metavar="M", help="Never prune the last M layers [0].")),
     "round_to": ("selection.round_to", dict(type=int, metavar="K", help="Kept widths are multiples of K [8].")),
     "min_width": ("selection.min_width", dict(type=int, metavar="N", help="No layer keeps fewer channels [8].")),
+    "compensate": ("selection.compensate", dict(type=click.Choice(["lstsq", "none"]),
+                   help="lstsq: fold the removed channels' least-squares prediction from the kept ones into the "
+                        "down projection (no new parameters); none: plain deletion [lstsq].")),
 }
 EXPORT_OPTIONS = {
     "layout": ("export.layout", dict(type=click.Choice(LAYOUTS),
@@ -59,6 +67,17 @@ EXPORT_OPTIONS = {
                     "exact: per-layer widths, needs trust_remote_code [uniform].")),
     "save_dtype": ("export.dtype", dict(type=click.Choice(["float32", "bfloat16", "float16"]),
                    help="dtype of the saved weights [the working --dtype].")),
+}
+EVALUATION_OPTIONS = {
+    "eval_tasks": ("evaluation.tasks", dict(type=str, metavar="LIST",
+                   help="After export, evaluate original vs pruned on these lm-eval tasks (comma-separated; "
+                        "ppl:FILE for a text file's perplexity), as `fbn-prune eval` does; report in the checkpoint.")),
+    "eval_limit": ("evaluation.limit", dict(type=str, metavar="N",
+                   help="Documents per task for --eval-tasks: N, a fraction below 1, or TASK=N, comma-separated [all].")),
+    "max_drop": ("evaluation.max_drop", dict(type=float, metavar="POINTS",
+                 help="Gate for --eval-tasks: exit 3 when an accuracy-type metric falls more than POINTS points.")),
+    "min_retention": ("evaluation.min_retention", dict(type=float, metavar="FRACTION",
+                      help="Gate for --eval-tasks: exit 3 when a metric keeps less than FRACTION of the original.")),
 }
 RUN_OPTIONS = {
     "seed": ("seed", dict(type=int, metavar="N", help="Seed for sampling, ICA and random baselines [0].")),
@@ -120,7 +139,7 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (UserError, VerificationError) as e:
+        except (UserError, VerificationError, GateFailed) as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
@@ -147,7 +166,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.argument("model", required=False)
 @click.option("--out", "-o", "out", type=str, help="Output folder for the pruned checkpoint (required here or in the recipe).")
 @click.option("--recipe", "recipe_file", type=str, metavar="FILE", help="YAML recipe; command-line flags override it.")
-@recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, SELECTION_OPTIONS, EXPORT_OPTIONS, RUN_OPTIONS)
+@recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, SELECTION_OPTIONS, EXPORT_OPTIONS, EVALUATION_OPTIONS, RUN_OPTIONS)
 @click.option("--save-networks", type=str, metavar="DIR", help="Also keep the networks artifact here (for `fbn-prune select`).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
@@ -167,6 +186,10 @@ def prune(model, out, recipe_file, overrides, save_networks, overwrite, no_progr
         raise UserError("name the output folder with --out (or `out:` in the recipe).")
     path = run(recipe, overwrite=overwrite, progress=not no_progress, networks_dir=save_networks)
     _summary(path)
+    if recipe.evaluation.tasks:
+        from .cli_eval import evaluate_after_prune
+
+        evaluate_after_prune(recipe, path, click.get_current_context().find_root().obj.get("verbose", 0))
 
 
 @cli.command()
@@ -239,3 +262,8 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+from .cli_eval import eval_command  # noqa: E402
+
+cli.add_command(eval_command, "eval")

@@ -16,3 +16,9 @@ class VerificationError(Exception):
     """The exported checkpoint does not reproduce the masked original: exit code 4."""
 
     exit_code = EXIT_VERIFY_FAILED
+
+
+class GateFailed(Exception):
+    """The pruned model lost more than the evaluation gate allows (--max-drop / --min-retention): exit code 3."""
+
+    exit_code = EXIT_GATE_FAILED

@@ -39,7 +39,7 @@ def _checkpoint(p: Path) -> tuple[str, dict]:
         f"  calibration    {info['calibration']['source']} ({info['calibration']['tokens']:,} tokens)",
         f"  verification   {'passed' if info.get('verified') else 'FAILED'}: max relative logit diff "
         f"{ver.get('relative_diff', float('nan')):.2e}, top-1 agreement {ver.get('top1_agreement', float('nan')):.4f}",
-        f"  timings        " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in info.get("timings", {}).items()),
+        "  timings        " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in info.get("timings", {}).items()),
     ]
     if info["layout"] == "exact":
         lines.append("  load with      AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)")
@@ -57,6 +57,6 @@ def _networks(p: Path) -> tuple[str, dict]:
         f"  layers         {len(meta['widths'])} (FFN widths {min(meta['widths'])}..{max(meta['widths'])})",
         f"  decomposition  {meta['runs']} runs x {meta['components']} components; {done}/{total} done",
         f"  calibration    {meta['calibration']['source']} ({meta['calibration']['tokens']:,} tokens)",
-        f"  timings        " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in meta.get("timings", {}).items()),
+        "  timings        " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in meta.get("timings", {}).items()),
     ]
     return "\n".join(lines), meta

@@ -152,7 +152,7 @@ def _converted_gguf(gguf: Path) -> Path:
         return target
     log.info("converting %s to safetensors once (cached in %s)", gguf.name, target)
     try:
-        import gguf as _  # noqa: F401
+        import gguf  # noqa: F401
     except ImportError as e:
         raise UserError("loading .gguf files needs the gguf package: pip install gguf") from e
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer

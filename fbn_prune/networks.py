@@ -6,6 +6,8 @@ Artifact folder layout (no pickles)::
                                        calibration source and hash, timings
     stats.safetensors                  per-channel activation statistics (see capture.py)
     maps/layer{i:03d}_run{r:03d}.safetensors   {"maps": (components, width_i) float16 z-scores}
+    gram/layer{i:03d}.safetensors      {"gram": (width_i, width_i) float32}: X^T X / T of the signal
+                                       (least-squares compensation, see compensate.py)
 
 Each (layer, run) job is written atomically when it finishes, so an interrupted
 decomposition resumes where it stopped. Selection reads only this folder (and the
@@ -17,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,9 +77,37 @@ class Networks:
     def stats(self) -> dict[str, torch.Tensor]:
         return load_file(str(self.folder / "stats.safetensors"))
 
+    def gram(self, layer: int) -> torch.Tensor:
+        """The layer's signal Gram matrix X^T X / T: (width, width) float64."""
+        path = gram_path(self.folder, layer)
+        if not path.is_file():
+            raise UserError(f"networks artifact {self.folder} has no Gram matrices for compensation; "
+                            "rerun `fbn-prune networks` or use --compensate none.")
+        return load_file(str(path))["gram"].double()
+
 
 def map_path(folder: Path, layer: int, run: int) -> Path:
     return folder / "maps" / f"layer{layer:03d}_run{run:03d}.safetensors"
+
+
+def gram_path(folder: Path, layer: int) -> Path:
+    return Path(folder) / "gram" / f"layer{layer:03d}.safetensors"
+
+
+def write_grams(index: CaptureIndex, folder: str | Path, progress: bool = True) -> None:
+    """Each layer's Gram matrix (width, width), float32, streamed from the capture one layer at a time."""
+    from tqdm.auto import tqdm
+
+    from .compensate import gram
+
+    (Path(folder) / "gram").mkdir(parents=True, exist_ok=True)
+    for i in tqdm(range(len(index.widths)), desc="gram", unit="layer", disable=not progress):
+        target = gram_path(folder, i)
+        if target.is_file():
+            continue
+        tmp = target.with_suffix(".tmp")
+        save_file({"gram": gram(index.signal(i)).float()}, str(tmp))
+        os.replace(tmp, target)
 
 
 def membership(maps: torch.Tensor) -> torch.Tensor:
@@ -99,8 +128,6 @@ def decompose_all(index: CaptureIndex, folder: str | Path, meta: NetworksMeta, p
 
     folder = Path(folder)
     (folder / "maps").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(index.folder) / "stats.safetensors", folder / "stats.safetensors")
-    (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
     jobs = [(i, r) for i in range(len(index.widths)) for r in range(meta.runs)]
     todo = [(i, r) for i, r in jobs if not map_path(folder, i, r).is_file()]
     if len(todo) < len(jobs):

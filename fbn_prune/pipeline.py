@@ -27,7 +27,8 @@ from .capture import capture
 from .errors import UserError
 from .export import RECIPE_FILE, check_target, write_checkpoint
 from .models import DTYPES, load_model, resolve
-from .networks import ARTIFACT_FILE, Networks, NetworksMeta, decompose_all
+from .capture import CaptureIndex
+from .networks import ARTIFACT_FILE, Networks, NetworksMeta, decompose_all, gram_path, write_grams
 from .recipe import Recipe
 from .scores import NEEDS_MAPS, NEEDS_STATS, layer_scores
 from .select import Budget, achieved_ratio, channel_ratio_for_params, select as select_channels
@@ -93,24 +94,34 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
     (folder / HOLDOUT_FILE).write_text(json.dumps({"holdout": cal.holdout, "fallback": cal.runs[0][:4]}))
     recipe.save(folder / RECIPE_FILE)
     cap_dir = folder / "capture"
-    if needs_maps and _complete(folder, meta):
+    if _complete(folder, meta):
         log.info("networks artifact %s is already complete", folder)
         return Networks(folder)
-    if needs_maps or recipe.selection.method in NEEDS_STATS:
-        t1 = time.perf_counter()
+    needs_capture = needs_maps or recipe.selection.method in NEEDS_STATS or recipe.selection.compensate != "none"
+    if not needs_capture:
+        (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
+        return Networks(folder)
+    t1 = time.perf_counter()
+    if _same_calibration(folder, meta) and (cap_dir / "capture.json").is_file():
+        index = CaptureIndex.open(cap_dir)  # an interrupted run left its capture: resume from it
+    else:
         index = capture(model, adapter, cal, cap_dir, recipe.calibration.batch_size, tok.pad_token_id or 0, progress)
-        meta.timings["capture_s"] = round(time.perf_counter() - t1, 2)
-        if needs_maps:
-            result = decompose_all(index, folder, meta, progress)
-        else:
-            shutil.copyfile(cap_dir / "stats.safetensors", folder / "stats.safetensors")
-            (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
-            result = Networks(folder)
-        if not keep_capture:
-            shutil.rmtree(cap_dir, ignore_errors=True)
-        return result
+    meta.timings["capture_s"] = round(time.perf_counter() - t1, 2)
+    shutil.copyfile(cap_dir / "stats.safetensors", folder / "stats.safetensors")
     (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
+    t2 = time.perf_counter()
+    write_grams(index, folder, progress)
+    meta.timings["gram_s"] = round(time.perf_counter() - t2, 2)
+    result = decompose_all(index, folder, meta, progress) if needs_maps else None
+    (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(result.meta if result else meta), indent=1))
+    if not keep_capture:
+        shutil.rmtree(cap_dir, ignore_errors=True)
     return Networks(folder)
+
+
+def _same_calibration(folder: Path, meta: NetworksMeta) -> bool:
+    path = folder / ARTIFACT_FILE
+    return path.is_file() and json.loads(path.read_text()).get("calibration") == meta.calibration
 
 
 def _complete(folder: Path, meta: NetworksMeta) -> bool:
@@ -120,8 +131,10 @@ def _complete(folder: Path, meta: NetworksMeta) -> bool:
         return False
     old = json.loads(path.read_text())
     same = all(old.get(k) == v for k, v in asdict(meta).items() if k not in ("timings", "fbn_prune_version"))
-    return same and all((folder / "maps" / f"layer{i:03d}_run{r:03d}.safetensors").is_file()
-                        for i in range(len(meta.widths)) for r in range(meta.runs))
+    maps = all((folder / "maps" / f"layer{i:03d}_run{r:03d}.safetensors").is_file()
+               for i in range(len(meta.widths)) for r in range(meta.runs))
+    grams = all(gram_path(folder, i).is_file() for i in range(len(meta.widths)))
+    return same and maps and grams
 
 
 def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model_bundle=None,
@@ -148,12 +161,15 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
                                          sum(widths[i] for i in pruned_layers))
         budget = Budget(**{**asdict(budget), "ratio": ratio})
     kept = select_channels(scores, budget)
+    predictors, replace = None, None
+    if s.compensate == "lstsq":
+        predictors, replace = _compensation(model, adapter, kept, artifact, s.ridge)
     t_select = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     export_dtype = DTYPES[recipe.export.dtype or recipe.dtype]
     working = next(model.parameters()).dtype
-    pruned = build_pruned(model, adapter, kept, layout, s.round_to, working)
+    pruned = build_pruned(model, adapter, kept, layout, s.round_to, working, replace=replace)
     t_build = time.perf_counter() - t1
     info = provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget)
     info["timings"] = {**artifact.meta.timings, **(timings or {}), "select_s": round(t_select, 2), "build_s": round(t_build, 2)}
@@ -166,7 +182,8 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
 
     def check(folder: str) -> dict:
         t = time.perf_counter()
-        result = verify(model, adapter, kept, folder, layout, docs, pruned=pruned, saved_dtype=export_dtype)
+        result = verify(model, adapter, kept, folder, layout, docs, pruned=pruned, saved_dtype=export_dtype,
+                        predictors=predictors)
         info["timings"]["verify_s"] = round(time.perf_counter() - t, 2)
         return result
 
@@ -175,6 +192,21 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
                      verify=check, card=lambda i: render_card(i, license=i.get("license")), dtype=export_dtype)
     log.info("wrote %s in %.1f s", target, time.perf_counter() - t2)
     return target
+
+
+def _compensation(model, adapter, kept, artifact: Networks, ridge: float):
+    """Per-layer predictors B and the compensated full-size down-projection weights (see compensate.py)."""
+    from .compensate import compensated_columns, predictor
+    from .scores import down_columns
+
+    predictors, replace = [], {}
+    for i, keep in enumerate(kept):
+        b = predictor(artifact.gram(i), keep, ridge)
+        predictors.append(b)
+        w = adapter.down_module(model, i).weight
+        cols = compensated_columns(down_columns(model, adapter, i), keep, b.double())
+        replace[f"{adapter.layers}.{i}.{adapter.down}.weight"] = (cols if adapter.conv1d else cols.T).to(w.dtype).contiguous()
+    return predictors, replace
 
 
 def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, networks_dir: str | None = None,
@@ -231,7 +263,8 @@ def provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, b
         "selection": {"method": s.method, "ratio": s.ratio, "ratio_of": s.ratio_of, "threshold": s.threshold,
                       "channel_ratio": budget.ratio, "achieved_ratio": achieved_ratio(kept, original, layers),
                       "protect_first": s.protect_first, "protect_last": s.protect_last,
-                      "round_to": s.round_to, "min_width": s.min_width},
+                      "round_to": s.round_to, "min_width": s.min_width,
+                      "compensate": s.compensate, "ridge": s.ridge if s.compensate != "none" else None},
         "params": {"before": before, "after": after,
                    "after_effective": before - ppc * sum(o - k.numel() for o, k in zip(original, kept)),
                    "ffn_channels_before": sum(original), "ffn_channels_after": sum(k.numel() for k in kept)},

@@ -61,6 +61,8 @@ class Selection:
     protect_last: int = 0
     round_to: int = 8  # kept widths are multiples of this (hardware-friendly)
     min_width: int = 8  # no pruned layer keeps fewer channels than this
+    compensate: Literal["none", "lstsq"] = "lstsq"  # fold removed channels into kept ones (see compensate.py)
+    ridge: float = 1e-3  # relative ridge of the least-squares reconstruction
 
 
 @dataclass
@@ -71,6 +73,19 @@ class Export:
     dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None: the working dtype
     max_shard_size: str = "2GB"
     verify_tokens: int = 256
+
+
+@dataclass
+class Evaluation:
+    """lm-eval after export (`prune --eval-tasks`): original vs pruned, same settings, optional gate."""
+
+    tasks: list[str] = field(default_factory=list)  # lm-eval task names, YAML paths or ppl:FILE; empty: no evaluation
+    limit: str | None = None  # documents per task: N, a fraction < 1, or "N,TASK=M"; None: all
+    num_fewshot: int | None = None  # None: each task's default (0 for the standard tasks)
+    batch_size: int = 8
+    max_drop: float | None = None  # gate: largest fall of an accuracy-type metric, in points
+    min_retention: float | None = None  # gate: smallest pruned/original ratio (original/pruned for perplexity)
+    include_path: list[str] = field(default_factory=list)  # folders of extra task YAMLs
 
 
 @dataclass
@@ -87,6 +102,7 @@ class Recipe:
     decomposition: Decomposition = field(default_factory=Decomposition)
     selection: Selection = field(default_factory=Selection)
     export: Export = field(default_factory=Export)
+    evaluation: Evaluation = field(default_factory=Evaluation)
 
     # ---- construction -----------------------------------------------------
     @classmethod
@@ -170,6 +186,26 @@ class Recipe:
             )
         if c.source and c.task:
             raise UserError("give one calibration source: --calib or --calib-task, not both.")
+        self._validate_evaluation()
+
+    def _validate_evaluation(self) -> None:
+        e = self.evaluation
+        for name in ("tasks", "include_path"):
+            value = getattr(e, name)
+            if isinstance(value, str):  # "piqa,arc_easy" from the command line
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise UserError(f"evaluation.{name} must be a list of strings, got {value!r}.")
+            setattr(e, name, value)
+        if e.batch_size < 1:
+            raise UserError(f"evaluation.batch_size must be >= 1, got {e.batch_size}.")
+        if e.num_fewshot is not None and e.num_fewshot < 0:
+            raise UserError(f"evaluation.num_fewshot must be >= 0, got {e.num_fewshot}.")
+        from .evaluate import parse_limit
+        from .report import Gate
+
+        parse_limit(e.limit)
+        Gate.make(e.max_drop, e.min_retention)
 
 
 # ---- typed construction from plain data ------------------------------------

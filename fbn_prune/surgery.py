@@ -106,15 +106,17 @@ def exact_module(base_model_type: str) -> types.ModuleType:
 
 
 def build_pruned(model, adapter: Adapter, kept: list[torch.Tensor], layout: str, round_to: int = 1,
-                 dtype: torch.dtype | None = None) -> nn.Module:
+                 dtype: torch.dtype | None = None, replace: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """The pruned model as a new module on the CPU, weights sliced from ``model``.
 
     kept[i]: sorted original channel indices of layer i, shape (n_i,).
+    replace: full-size tensors used instead of the model's own before slicing (compensated
+    down projections); the model itself is not touched.
     """
     original = [adapter.down_module(model, i).weight.shape[0 if adapter.conv1d else 1] for i in range(len(kept))]
     widths = target_widths(kept, layout, round_to, original)
     config = pruned_config(model, adapter, widths, layout)
-    state = slice_state(model.state_dict(), adapter, kept, widths, original)
+    state = slice_state({**model.state_dict(), **(replace or {})}, adapter, kept, widths, original)
     dtype = dtype or next(model.parameters()).dtype
     with init_empty_weights(include_buffers=False):
         if layout == "exact":

