@@ -208,7 +208,7 @@ def load(recipe, model, tokenizer) -> CalibrationSet:
         holdout=c.holdout, seed=seed, source=source,
     )
     k = recipe.decomposition.components
-    short = [(r, t) for r, t in enumerate(cal.run_tokens()) if t < k] if recipe.selection.method == "fbn" else []
+    short = [(r, t) for r, t in enumerate(cal.run_tokens()) if t < k] if recipe.selection.method in ("fbn", "fbn-paper") else []
     if short:
         r, t = short[0]
         raise UserError(

@@ -46,7 +46,8 @@ DECOMPOSITION_OPTIONS = {
 }
 SELECTION_OPTIONS = {
     "method": ("selection.method", dict(type=click.Choice(METHODS),
-               help="Channel scores: fbn (functional networks) or a baseline at equal size [fbn].")),
+               help="Channel scores: fbn (functional networks weighted by activation energy), fbn-paper "
+                    "(the authors' pure network membership) or a baseline at equal size [fbn].")),
     "ratio": ("selection.ratio", dict(type=float, metavar="R",
               help="Fraction of FFN channels removed across pruned layers, in [0, 1) [0.2].")),
     "ratio_of": ("selection.ratio_of", dict(type=click.Choice(["ffn", "params"]),
@@ -232,7 +233,7 @@ def select(networks_dir, out, model, recipe_file, overrides, overwrite):
     recipe = make_recipe(recipe_file or (str(own) if own.is_file() else None), overrides, model, out)
     if not recipe.out:
         raise UserError("name the output folder with --out.")
-    if recipe.selection.method == "fbn" and artifact.meta.runs == 0:
+    if recipe.selection.method in ("fbn", "fbn-paper") and artifact.meta.runs == 0:
         raise UserError(f"{networks_dir} holds no ICA maps; choose a baseline --method or rerun `fbn-prune networks`.")
     path = run(recipe, artifact, overwrite=overwrite)
     _summary(path)

@@ -380,7 +380,8 @@ def _task_manager(include_path: list[str], data_dir: str | None):
         stamp.append((str(root), tuple((str(f), f.stat().st_mtime_ns) for f in files if f.exists())))
     key = tuple(map(str, stamp))
     if key not in _TM_MEMO:
-        _TM_MEMO.clear()
+        while len(_TM_MEMO) >= 4:
+            _TM_MEMO.pop(next(iter(_TM_MEMO)))
         _TM_MEMO[key] = task_manager(include_path=list(include_path) or None, data=data_dir)
     return _TM_MEMO[key]
 
@@ -667,9 +668,11 @@ def compare(base: str | None, pruned: str | os.PathLike[str], settings: EvalSett
     timings: dict[str, float] = {"prepare_s": round(time.perf_counter() - t_start, 2)}
     base_hash = model_hash(source)
     cached: dict[str, dict] = {}
-    if settings.cache and base_hash:
+    if base_hash:  # keys from the tasks as loaded, before lm-eval sets anything on them
         for s in specs:
             s.key = _cache_key(s, base_hash, settings, samples, device)
+            if not settings.cache:
+                continue
             try:
                 cached[s.requested] = json.loads(_cache_path(s.key).read_text())["result"]
             except (OSError, ValueError, KeyError):

@@ -150,6 +150,8 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
         raise UserError(f"networks artifact {artifact.folder} holds no ICA maps; create it with --method fbn.")
     stats = artifact.stats() if s.method in NEEDS_STATS else None
     scores = layer_scores(s.method, model, adapter, stats=stats, maps_fn=artifact.maps if needs else None, seed=recipe.seed)
+    if s.threshold is not None:  # the paper's |z| rule ranks by membership, whichever fbn score was asked for
+        scores = layer_scores("fbn-paper", model, adapter, maps_fn=artifact.maps)
     widths = [int(x.numel()) for x in scores]
     layout = recipe.export.layout
     budget = Budget(ratio=s.ratio, threshold=s.threshold, uniform=layout == "uniform",

@@ -21,7 +21,7 @@ import yaml
 from .errors import UserError
 
 LAYOUTS = ("uniform", "padded", "exact")
-METHODS = ("fbn", "random", "magnitude", "wanda-sp", "flap")
+METHODS = ("fbn", "fbn-paper", "random", "magnitude", "wanda-sp", "flap")
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Decomposition:
 class Selection:
     """Which channels survive: a budget (ratio or threshold) and its constraints."""
 
-    method: Literal["fbn", "random", "magnitude", "wanda-sp", "flap"] = "fbn"
+    method: Literal["fbn", "fbn-paper", "random", "magnitude", "wanda-sp", "flap"] = "fbn"
     ratio: float | None = 0.2  # fraction of FFN channels removed across pruned layers
     ratio_of: Literal["ffn", "params"] = "ffn"  # "params": ratio is a fraction of all model parameters
     threshold: float | None = None  # the paper's |z| rule instead of a ratio
@@ -157,7 +157,7 @@ class Recipe:
             raise UserError(f"ratio must be in [0, 1), got {s.ratio}.")
         if s.threshold is not None and s.threshold < 0:
             raise UserError(f"threshold must be >= 0, got {s.threshold}.")
-        if s.threshold is not None and s.method != "fbn":
+        if s.threshold is not None and s.method not in ("fbn", "fbn-paper"):
             raise UserError("--threshold is the functional-network |z| rule; other methods take --ratio.")
         if s.threshold is not None and self.export.layout == "uniform":
             raise UserError("--threshold gives each layer its own width; use --layout padded or exact, or --ratio.")

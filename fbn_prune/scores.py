@@ -3,7 +3,11 @@
 Every method returns ``list[Tensor]`` with one (width_i,) float64 score per layer, so all
 methods share selection, surgery, export and verification and compare at equal size.
 
-- ``fbn``: functional-network membership, max |z| over all ICA maps and runs.
+- ``fbn``: functional-network membership weighted by the activation energy it carries:
+  flap_j * (1 + m_j / mean(m)), with m_j the membership score below. On SmolLM2 pure
+  membership loses badly to activation scores (METHOD.md, README "Results"); weighting
+  keeps the networks' preference while not cutting the high-energy channels everything uses.
+- ``fbn-paper``: the authors' rule, pure membership m_j = max |z| over all ICA maps and runs.
 - ``random``: seeded uniform noise (the floor).
 - ``magnitude``: L2 norm of all weights of the channel (its up-type rows and down column).
 - ``wanda-sp``: sum_o |W_down[o, j]| * ||X_j||_2 (structured Wanda; X_j: channel j's signal).
@@ -17,8 +21,8 @@ import torch
 from .arch import Adapter
 from .arch.base import channel_index
 
-NEEDS_STATS = {"wanda-sp", "flap"}
-NEEDS_MAPS = {"fbn"}
+NEEDS_STATS = {"wanda-sp", "flap", "fbn"}
+NEEDS_MAPS = {"fbn", "fbn-paper"}
 
 
 def down_columns(model, adapter: Adapter, layer: int) -> torch.Tensor:
@@ -54,11 +58,15 @@ def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=No
     """Scores of every layer for ``method``. ``maps_fn(i)`` gives layer i's maps (runs, k, width)."""
     n_layers = adapter.num_layers(model)
     out = []
-    for i in range(n_layers):
-        if method == "fbn":
-            from .networks import membership
+    from .networks import membership
 
+    for i in range(n_layers):
+        if method == "fbn-paper":
             out.append(membership(maps_fn(i)).double())
+        elif method == "fbn":
+            m = membership(maps_fn(i)).double()
+            _, var, _ = activation_stats(stats, i)
+            out.append(var * (down_columns(model, adapter, i) ** 2).sum(1) * (1 + m / m.mean()))
         elif method == "random":
             width = down_columns(model, adapter, i).shape[0]
             g = torch.Generator().manual_seed(seed * 7919 + i)

