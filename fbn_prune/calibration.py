@@ -143,6 +143,20 @@ def generate_documents(model, tokenizer, n: int, max_new_tokens: int, seed: int,
     return texts
 
 
+CHAT_PROMPT = "Write a passage."
+
+
+def as_chat(tokenizer, texts: list[str]) -> list[str]:
+    """Each text as the assistant's reply in the tokenizer's chat template.
+
+    An instruct model is served in its chat format; calibrating on bare text leaves out the
+    neurons of the role and turn tokens (on SmolLM2 pruned that way, the model answers
+    questions with an immediate end of turn).
+    """
+    return [tokenizer.apply_chat_template([{"role": "user", "content": CHAT_PROMPT}, {"role": "assistant", "content": t}],
+                                          tokenize=False) for t in texts]
+
+
 def build(
     tokenizer,
     texts: list[str],
@@ -203,6 +217,9 @@ def load(recipe, model, tokenizer) -> CalibrationSet:
         log.info("no calibration source given: the model writes %d calibration texts itself", total)
         texts = generate_documents(model, tokenizer, total, c.seq_len, seed)
         source = GENERATED
+    if c.chat == "always" or (c.chat == "auto" and getattr(tokenizer, "chat_template", None)):
+        texts = as_chat(tokenizer, texts)
+        source += " (chat template)"
     cal = build(
         tokenizer, texts, samples=c.samples, runs=recipe.decomposition.runs, seq_len=c.seq_len,
         holdout=c.holdout, seed=seed, source=source,

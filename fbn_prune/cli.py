@@ -34,6 +34,9 @@ CALIBRATION_OPTIONS = {
                         "(task-specific networks), e.g. arc_easy.")),
     "calib_field": ("calibration.field", dict(type=str, metavar="FIELD", help="Text field of a .jsonl calibration file [text].")),
     "calib_samples": ("calibration.samples", dict(type=int, metavar="N", help="Calibration documents used [128].")),
+    "calib_chat": ("calibration.chat", dict(type=click.Choice(["auto", "always", "never"]),
+                   help="Wrap each calibration document as an assistant reply in the model's chat template "
+                        "(auto: when the tokenizer has one) [auto].")),
     "seq_len": ("calibration.seq_len", dict(type=int, metavar="N", help="Tokens per document, longer ones are truncated [256].")),
     "batch_size": ("calibration.batch_size", dict(type=int, metavar="N", help="Documents per forward pass [8].")),
     "data_dir": ("data_dir", dict(type=str, metavar="DIR", help="Folder with local task data (default: $FBN_PRUNE_DATA or ../shared/data).")),
@@ -58,6 +61,8 @@ SELECTION_OPTIONS = {
     "protect_last": ("selection.protect_last", dict(type=int, metavar="M", help="Never prune the last M layers [0].")),
     "round_to": ("selection.round_to", dict(type=int, metavar="K", help="Kept widths are multiples of K [8].")),
     "min_width": ("selection.min_width", dict(type=int, metavar="N", help="No layer keeps fewer channels [8].")),
+    "network_weight": ("selection.network_weight", dict(type=float, metavar="W",
+                       help="fbn: weight of network membership against activation energy [0.25].")),
     "compensate": ("selection.compensate", dict(type=click.Choice(["lstsq", "none"]),
                    help="lstsq: fold the removed channels' least-squares prediction from the kept ones into the "
                         "down projection (no new parameters); none: plain deletion [lstsq].")),

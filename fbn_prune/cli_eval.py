@@ -53,7 +53,7 @@ def _finish(record: dict, report_dir: Path) -> None:
                    ".jsonl: a \"text\" field per line), as ppl:FILE in --tasks does. Repeatable.")
 @click.option("--limit", multiple=True, metavar="N",
               help="Documents per task (the first N): a count, a fraction below 1, or TASK=N; comma-separated "
-                   "or repeated, e.g. --limit 200,wikitext=5 [all].")
+                   "or repeated, e.g. --limit 300,wikitext=3 [all].")
 @click.option("--num-fewshot", type=int, metavar="K", help="Few-shot examples [each task's default: 0 for the standard tasks].")
 @click.option("--batch-size", type=int, default=8, show_default=True, metavar="B", help="Requests per forward pass, both models.")
 @click.option("--max-length", type=int, metavar="N", help="Context length for lm-eval (perplexity windows) [the model's].")
@@ -82,7 +82,7 @@ def eval_command(ctx, base, pruned, tasks, ppl, limit, num_fewshot, batch_size, 
 
     \b
     Examples:
-      fbn-prune eval --base smollm2 --pruned smollm2-pruned --tasks piqa,arc_easy,wikitext --limit 200,wikitext=5
+      fbn-prune eval --base smollm2 --pruned smollm2-pruned --tasks piqa,arc_easy,wikitext --limit 300,wikitext=3
       fbn-prune eval --pruned out --tasks arc_easy --ppl notes.txt --max-drop 2
       fbn-prune eval --pruned out --tasks piqa --min-retention 0.95 --out reports/run7
 

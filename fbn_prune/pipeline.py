@@ -149,7 +149,8 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     if needs and artifact.meta.runs == 0:
         raise UserError(f"networks artifact {artifact.folder} holds no ICA maps; create it with --method fbn.")
     stats = artifact.stats() if s.method in NEEDS_STATS else None
-    scores = layer_scores(s.method, model, adapter, stats=stats, maps_fn=artifact.maps if needs else None, seed=recipe.seed)
+    scores = layer_scores(s.method, model, adapter, stats=stats, maps_fn=artifact.maps if needs else None,
+                          seed=recipe.seed, network_weight=s.network_weight)
     if s.threshold is not None:  # the paper's |z| rule ranks by membership, whichever fbn score was asked for
         scores = layer_scores("fbn-paper", model, adapter, maps_fn=artifact.maps)
     widths = [int(x.numel()) for x in scores]
@@ -266,6 +267,7 @@ def provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, b
                       "channel_ratio": budget.ratio, "achieved_ratio": achieved_ratio(kept, original, layers),
                       "protect_first": s.protect_first, "protect_last": s.protect_last,
                       "round_to": s.round_to, "min_width": s.min_width,
+                      "network_weight": s.network_weight if s.method == "fbn" else None,
                       "compensate": s.compensate, "ridge": s.ridge if s.compensate != "none" else None},
         "params": {"before": before, "after": after,
                    "after_effective": before - ppc * sum(o - k.numel() for o, k in zip(original, kept)),

@@ -35,6 +35,7 @@ class Calibration:
     seq_len: int = 256  # each document is truncated to this many tokens
     batch_size: int = 8
     holdout: int = 4  # further documents kept aside for verification
+    chat: Literal["auto", "always", "never"] = "auto"  # wrap documents in the chat template (auto: if the model has one)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Selection:
     protect_last: int = 0
     round_to: int = 8  # kept widths are multiples of this (hardware-friendly)
     min_width: int = 8  # no pruned layer keeps fewer channels than this
+    network_weight: float = 0.25  # fbn: weight of network membership against activation energy
     compensate: Literal["none", "lstsq"] = "lstsq"  # fold removed channels into kept ones (see compensate.py)
     ridge: float = 1e-3  # relative ridge of the least-squares reconstruction
 

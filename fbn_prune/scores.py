@@ -4,7 +4,8 @@ Every method returns ``list[Tensor]`` with one (width_i,) float64 score per laye
 methods share selection, surgery, export and verification and compare at equal size.
 
 - ``fbn``: functional-network membership weighted by the activation energy it carries:
-  flap_j * (1 + m_j / mean(m)), with m_j the membership score below. On SmolLM2 pure
+  flap_j * (1 + w * m_j / mean(m)), with m_j the membership score below and w the
+  network weight (``selection.network_weight``). On SmolLM2 pure
   membership loses badly to activation scores (METHOD.md, README "Results"); weighting
   keeps the networks' preference while not cutting the high-energy channels everything uses.
 - ``fbn-paper``: the authors' rule, pure membership m_j = max |z| over all ICA maps and runs.
@@ -54,7 +55,8 @@ def activation_stats(stats: dict[str, torch.Tensor], layer: int) -> tuple[torch.
     return mean, var, stats[f"sumsq.{layer}"].sqrt()
 
 
-def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=None, seed: int = 0) -> list[torch.Tensor]:
+def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=None, seed: int = 0,
+                 network_weight: float = 1.0) -> list[torch.Tensor]:
     """Scores of every layer for ``method``. ``maps_fn(i)`` gives layer i's maps (runs, k, width)."""
     n_layers = adapter.num_layers(model)
     out = []
@@ -66,7 +68,7 @@ def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=No
         elif method == "fbn":
             m = membership(maps_fn(i)).double()
             _, var, _ = activation_stats(stats, i)
-            out.append(var * (down_columns(model, adapter, i) ** 2).sum(1) * (1 + m / m.mean()))
+            out.append(var * (down_columns(model, adapter, i) ** 2).sum(1) * (1 + network_weight * m / m.mean()))
         elif method == "random":
             width = down_columns(model, adapter, i).shape[0]
             g = torch.Generator().manual_seed(seed * 7919 + i)
