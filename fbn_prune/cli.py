@@ -266,10 +266,9 @@ def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="fbn-prune")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 from .cli_eval import eval_command  # noqa: E402
 
 cli.add_command(eval_command, "eval")
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
