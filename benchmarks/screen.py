@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--networks", required=True, help="networks artifact folder (created if missing)")
     ap.add_argument("--recipe", default="recipes/smollm2-135m.yaml", help="recipe used to create the artifact")
     ap.add_argument("--calib-task", help="create the artifact from this lm-eval task's documents")
+    ap.add_argument("--calib-chat", choices=["auto", "always", "never"], help="override calibration.chat")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--ratios", default="0.2,0.4")
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -47,6 +48,8 @@ def main() -> None:
     recipe = Recipe.load(args.recipe).override({"data_dir": args.data})
     if args.calib_task:
         recipe.calibration.source, recipe.calibration.task = None, args.calib_task
+    if args.calib_chat:
+        recipe.calibration.chat = args.calib_chat
     bundle = pipeline._load(recipe)
     _, model, tok = bundle
     art = pipeline.networks(recipe, args.networks, model_bundle=bundle)

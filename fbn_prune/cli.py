@@ -134,7 +134,6 @@ def _setup_logging(verbose: int) -> None:
         import transformers
 
         transformers.logging.set_verbosity_error() if verbose < 2 else transformers.logging.set_verbosity_info()
-        transformers.utils.logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
 
@@ -190,6 +189,7 @@ def prune(model, out, recipe_file, overrides, save_networks, overwrite, no_progr
     recipe = make_recipe(recipe_file, overrides, model, out)
     if not recipe.out:
         raise UserError("name the output folder with --out (or `out:` in the recipe).")
+    _progress(not no_progress)
     path = run(recipe, overwrite=overwrite, progress=not no_progress, networks_dir=save_networks)
     _summary(path)
     if recipe.evaluation.tasks:
@@ -214,6 +214,7 @@ def networks(model, out, recipe_file, overrides, keep_capture, no_progress):
     from .pipeline import networks as run
 
     recipe = make_recipe(recipe_file, overrides, model, None)
+    _progress(not no_progress)
     art = run(recipe, out, progress=not no_progress, keep_capture=keep_capture)
     click.echo(f"networks: {art.folder} ({art.n_layers} layers x {art.meta.runs} runs x {art.meta.components} components, "
                f"{art.meta.calibration['tokens']:,} calibration tokens)")
@@ -227,7 +228,8 @@ def networks(model, out, recipe_file, overrides, keep_capture, no_progress):
               help="YAML recipe [the artifact's own recipe.yaml]; command-line flags override it.")
 @recipe_options(SELECTION_OPTIONS, EXPORT_OPTIONS, {"device": RUN_OPTIONS["device"]})
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-def select(networks_dir, out, model, recipe_file, overrides, overwrite):
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def select(networks_dir, out, model, recipe_file, overrides, overwrite, no_progress):
     """Turn a networks artifact and a budget into a verified checkpoint (no new ICA)."""
     from .export import RECIPE_FILE
     from .networks import Networks
@@ -238,6 +240,7 @@ def select(networks_dir, out, model, recipe_file, overrides, overwrite):
     recipe = make_recipe(recipe_file or (str(own) if own.is_file() else None), overrides, model, out)
     if not recipe.out:
         raise UserError("name the output folder with --out.")
+    _progress(not no_progress)
     if recipe.selection.method in ("fbn", "fbn-paper") and artifact.meta.runs == 0:
         raise UserError(f"{networks_dir} holds no ICA maps; choose a baseline --method or rerun `fbn-prune networks`.")
     path = run(recipe, artifact, overwrite=overwrite)
@@ -255,6 +258,13 @@ def inspect(path, as_json):
     click.echo(json.dumps(record, indent=1) if as_json else text)
 
 
+def _progress(enabled: bool) -> None:
+    """transformers' own bars (loading and writing shards) follow --no-progress too."""
+    import transformers
+
+    (transformers.utils.logging.enable_progress_bar if enabled else transformers.utils.logging.disable_progress_bar)()
+
+
 def _summary(path: Path) -> None:
     from .inspect import describe
 
@@ -269,6 +279,11 @@ def main(argv: list[str] | None = None) -> None:
 from .cli_eval import eval_command  # noqa: E402
 
 cli.add_command(eval_command, "eval")
+
+from .cli_ship import push_command, recipes_command  # noqa: E402
+
+cli.add_command(push_command, "push")
+cli.add_command(recipes_command, "recipes")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

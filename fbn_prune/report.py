@@ -32,7 +32,6 @@ import datetime as _dt
 import json
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,16 +356,6 @@ def model_index(record: dict) -> list[dict]:
     return eval_results_to_model_index(record["pruned"]["name"], results) if results else []
 
 
-def hub_front_matter(text: str) -> str:
-    """Spell the model-index key the way the Hub reads it (``model-index``) in a card's YAML header."""
-    if not text.startswith("---"):
-        return text
-    end = text.find("\n---", 3)
-    if end < 0:
-        return text
-    return re.sub(r"(?m)^model_index:", "model-index:", text[:end]) + text[end:]
-
-
 def summary(record: dict, report_file: Path, folder: Path) -> dict:
     """The ``evaluation`` entry of the checkpoint's fbn_prune.json."""
     try:
@@ -407,4 +396,4 @@ def update_checkpoint(folder: Path, record: dict, report_folder: Path) -> None:
     info["evaluation"] = summary(record, Path(report_folder) / "eval.json", folder)
     text = render(info, license=info.get("license"), eval_table=card_section(record), model_index=model_index(record))
     _atomic_write(folder / PROVENANCE_FILE, json.dumps(info, indent=1))
-    _atomic_write(folder / "README.md", hub_front_matter(text))
+    _atomic_write(folder / "README.md", text)
