@@ -22,7 +22,6 @@ from quick_eval import arc_easy_acc_norm, wikitext_ppl  # noqa: E402
 
 from fbn_prune import pipeline  # noqa: E402
 from fbn_prune.arch import adapter_for  # noqa: E402
-from fbn_prune.networks import Networks  # noqa: E402
 from fbn_prune.recipe import Recipe  # noqa: E402
 from fbn_prune.scores import layer_scores  # noqa: E402
 from fbn_prune.select import Budget, select  # noqa: E402

@@ -97,9 +97,9 @@ def base_license(hub_id: str | None, online: bool = False, endpoint: str | None 
                 return found
     except Exception as e:  # a cache we cannot read says nothing
         log.debug("no cached card for %s: %s", hub_id, e)
-    from huggingface_hub import constants
+    from .hub import offline
 
-    if online and not constants.is_offline_mode():
+    if online and not offline():
         try:
             from huggingface_hub import HfApi
 

@@ -364,6 +364,14 @@ def _redacted_logs(secret: str):
             h.removeFilter(filt)
 
 
+def offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub read it at import, or as the environment says now."""
+    from huggingface_hub import constants
+
+    now = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return constants.is_offline_mode() or now.strip().lower() in ("1", "on", "yes", "true")
+
+
 def _scrub(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
@@ -397,11 +405,11 @@ def commit_message(p: Plan) -> str:
 def push(p: Plan, *, token: str | None = None, endpoint: str | None = None, message: str | None = None):
     """Upload plan ``p``; return huggingface_hub's CommitInfo. ``token`` defaults to HF_TOKEN or the login,
     ``endpoint`` to ``$HF_ENDPOINT`` (else huggingface.co)."""
-    from huggingface_hub import HfApi, constants, get_token
+    from huggingface_hub import HfApi, get_token
 
     if p.problems and not p.forced:
         raise p.refusal()  # type: ignore[misc]
-    if constants.is_offline_mode():
+    if offline():
         raise UserError("HF_HUB_OFFLINE is set: unset it to push to the Hub.")
     token = token or get_token()
     if not token:

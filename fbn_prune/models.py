@@ -151,10 +151,8 @@ def _converted_gguf(gguf: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     log.info("converting %s to safetensors once (cached in %s)", gguf.name, target)
-    try:
-        import gguf  # noqa: F401
-    except ImportError as e:
-        raise UserError("loading .gguf files needs the gguf package: pip install gguf") from e
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError("loading .gguf files needs the gguf package: pip install gguf")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     d, f = str(gguf.parent), gguf.name

@@ -73,7 +73,6 @@ def test_compensation_brings_output_closer_to_original(tiny_dir, calib_txt, tmp_
     bundle = pipeline._load(r)
     art = pipeline.networks(r.override({"calibration.samples": 40}), tmp_path / "net", model_bundle=bundle, progress=False)
     _, model, tok = bundle
-    adapter = adapter_for(model.config)
     ids = [tok(t)["input_ids"][:64] for t in sample_texts(6, seed=99)]  # held out: not calibration text
     full = logits(model, ids)
     errors = {}
