@@ -80,37 +80,47 @@ class CalibrationSet:
         return [sum(len(d) for d in run) for run in self.runs]
 
 
-def read_documents(path: str, field: str = "text") -> list[str]:
-    """Documents of a local .txt or .jsonl file. Raises UserError when missing or empty."""
+def text_documents(path: str | Path, field: str = "text", what: str = "calibration file",
+                   hint: str = "; choose the text field with --calib-field") -> list[str]:
+    """Unfiltered documents of a file: one per line of a .jsonl (its ``field``), else the blocks
+    between blank lines. Raises UserError for a missing, unreadable or malformed file."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise UserError(f"calibration file {path} does not exist.")
+        raise UserError(f"{what} {path} does not exist.")
     try:
         raw = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"calibration file {path} cannot be read as UTF-8 text: {e}") from e
-    if p.suffix == ".jsonl":
-        docs = []
-        for n, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}, line {n}: not valid JSON ({e.msg}).") from e
-            if not isinstance(record, dict) or field not in record:
-                raise UserError(f"{path}, line {n}: no {field!r} field; choose the text field with --calib-field.")
-            docs.append(str(record[field]))
-    else:
-        blocks = [b.strip() for b in re.split(r"\n[ \t]*\n", raw.replace("\r\n", "\n"))]
-        docs = []
-        for block in blocks:
-            lines = [ln.strip() for ln in block.split("\n") if ln.strip()]
-            # a block of long single lines (WikiText) is a list of paragraphs
-            if len(lines) > 1 and all(len(ln.split()) >= 20 for ln in lines):
-                docs.extend(lines)
-            elif lines:
-                docs.append(" ".join(lines) if len(lines) > 1 else lines[0])
+        raise UserError(f"{what} {path} cannot be read as UTF-8 text: {e}") from e
+    if p.suffix != ".jsonl":
+        return [b.strip() for b in re.split(r"\n[ \t]*\n", raw.replace("\r\n", "\n")) if b.strip()]
+    docs = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}, line {n}: not valid JSON ({e.msg}).") from e
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            raise UserError(f"{path}, line {n}: no {field!r} text field{hint}.")
+        if record[field].strip():
+            docs.append(record[field])
+    return docs
+
+
+def read_documents(path: str, field: str = "text") -> list[str]:
+    """Calibration documents of a local .txt or .jsonl file. Raises UserError when missing or empty.
+
+    A text block of several long lines (WikiText: one paragraph per line) is split into its lines;
+    documents under MIN_WORDS words (headings, fragments) are skipped.
+    """
+    docs = []
+    for block in text_documents(path, field):
+        lines = [ln.strip() for ln in block.split("\n") if ln.strip()]
+        if Path(path).suffix != ".jsonl" and len(lines) > 1 and all(len(ln.split()) >= 20 for ln in lines):
+            docs.extend(lines)
+        else:
+            docs.append(" ".join(lines))
     docs = [d for d in docs if len(d.split()) >= MIN_WORDS]
     if not docs:
         raise UserError(f"calibration file {path} holds no text (paragraphs of at least {MIN_WORDS} words).")

@@ -251,25 +251,9 @@ def _json_digest(value: Any) -> str:
 # ----------------------------------------------------------------------------- ppl:FILE
 def _ppl_documents(path: Path) -> list[str]:
     """A text file's documents: .jsonl -> the "text" field of each line; else blocks between blank lines."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"perplexity file {path} cannot be read as UTF-8 text: {e}") from e
-    docs: list[str] = []
-    if path.suffix == ".jsonl":
-        for n, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}, line {n}: not valid JSON ({e.msg}).") from e
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise UserError(f"{path}, line {n}: no \"text\" field.")
-            if record["text"].strip():
-                docs.append(record["text"])
-    else:
-        docs = [b.strip() for b in re.split(r"\n[ \t]*\n", raw.replace("\r\n", "\n")) if b.strip()]
+    from .calibration import text_documents
+
+    docs = text_documents(path, "text", "perplexity file", hint="")
     if not docs:
         raise UserError(f"perplexity file {path} holds no text.")
     return docs

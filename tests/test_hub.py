@@ -341,6 +341,10 @@ def test_push_without_token_or_offline(ckpt, no_token, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- upload (fake Hub)
+NO_LICENSE = "ignore:Warnings while validating metadata in README.md"  # the tiny base model has no licence
+
+
+@pytest.mark.filterwarnings(NO_LICENSE)
 def test_push_uploads_the_listed_files_and_never_leaks_the_token(ckpt, fake_hub, monkeypatch, caplog, tmp_path):
     import os
 
@@ -395,6 +399,7 @@ def test_push_reports_a_rejected_token(ckpt, fake_hub, monkeypatch):
     assert fake_hub.repos == {}
 
 
+@pytest.mark.filterwarnings(NO_LICENSE)
 def test_push_library_call(ckpt, fake_hub):
     """hub.plan + hub.push with an explicit token and endpoint (what the CLI wraps)."""
     p = hub.plan(ckpt, "someone/tiny")
