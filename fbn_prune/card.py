@@ -146,7 +146,8 @@ def render(info: dict, repo: str = PLACEHOLDER_REPO, license: str | None = None,
     cal = info["calibration"]
     budget = (f"ratio {sel['ratio']:.3f} of {'FFN channels' if sel.get('ratio_of', 'ffn') == 'ffn' else 'all parameters'} "
               f"requested, {sel['achieved_ratio']:.3f} of FFN channels removed"
-              if sel.get("ratio") is not None else f"|z| threshold {sel['threshold']}, {sel['achieved_ratio']:.3f} of FFN channels removed")
+              if sel.get("ratio") is not None
+              else f"|z| threshold {sel['threshold']}, {sel['achieved_ratio']:.3f} of FFN channels removed")
     compensate = sel.get("compensate") or "none"
     compensation = ("least-squares prediction of the removed channels from the kept ones, folded into the down projection"
                     if compensate == "lstsq" else "none (plain deletion)")

@@ -112,7 +112,7 @@ def recipe_options(*groups: dict):
 
 
 def make_recipe(recipe_file: str | None, overrides: dict, model: str | None = None, out: str | None = None) -> Recipe:
-    recipe = Recipe.load(recipe_file) if recipe_file else Recipe()
+    recipe = Recipe.load(_recipe_path(recipe_file)) if recipe_file else Recipe()
     if overrides.get("selection.threshold") is not None and overrides.get("selection.ratio") is not None:
         raise UserError("give --ratio or --threshold, not both.")
     if overrides.get("selection.threshold") is not None:
@@ -124,6 +124,15 @@ def make_recipe(recipe_file: str | None, overrides: dict, model: str | None = No
         recipe.calibration.task = None
     overrides = {**overrides, "model": model, "out": out}
     return recipe.override(overrides)
+
+
+def _recipe_path(spec: str) -> str:
+    """A recipe file path, or the name of a listed recipe (`fbn-prune recipes`)."""
+    if Path(spec).exists() or "/" in spec:
+        return spec
+    from .cli_ship import find_recipe
+
+    return str(find_recipe(spec).path)
 
 
 def _setup_logging(verbose: int) -> None:

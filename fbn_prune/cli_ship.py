@@ -133,7 +133,8 @@ def recipes_command(name, show_path):
 @click.option("--repo-id", required=True, metavar="ORG/NAME", help="The Hub model repository (created if missing).")
 @click.option("--private", is_flag=True, help="Create the repository private (an existing one keeps its visibility).")
 @click.option("--revision", metavar="BRANCH", help="Push to this branch (created from main if missing) [main].")
-@click.option("--dry-run", is_flag=True, help="List exactly what would be uploaded (files and card); needs no token, uploads nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="List exactly what would be uploaded (files and card); needs no token, uploads nothing.")
 @click.option("--force", is_flag=True,
               help="Push even a folder that failed verification or its evaluation gate, or has no fbn_prune.json.")
 @click.option("--require-eval", is_flag=True, help="Also refuse a folder without a passed evaluation gate.")

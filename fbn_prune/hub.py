@@ -214,7 +214,8 @@ def plan(folder: str | os.PathLike, repo_id: str, *, revision: str | None = None
     else:
         if info.get("verified") is not True:
             ver = info.get("verification") or {}
-            detail = f" (max relative logit diff {ver['relative_diff']:.3g})" if isinstance(ver.get("relative_diff"), (int, float)) else ""
+            diff = ver.get("relative_diff")
+            detail = f" (max relative logit diff {diff:.3g})" if isinstance(diff, (int, float)) else ""
             p.problems.append((f"its verification against the original model failed or is missing{detail}", EXIT_VERIFY_FAILED))
         gate = _gate(info)
         if gate is not None and gate.get("passed") is False:
@@ -296,7 +297,7 @@ def token_source() -> str | None:
 def describe(p: Plan, dry_run: bool = False) -> str:
     """The listing ``fbn-prune push`` prints (the same with and without --dry-run)."""
     info = p.info or {}
-    where = f"https://huggingface.co/{p.repo_id}" if not os.environ.get("HF_ENDPOINT") else f"{os.environ['HF_ENDPOINT'].rstrip('/')}/{p.repo_id}"
+    where = f"{(os.environ.get('HF_ENDPOINT') or 'https://huggingface.co').rstrip('/')}/{p.repo_id}"
     head = f"{'dry run: ' if dry_run else ''}push {p.folder} -> {where}"
     head += f" (revision {p.revision or 'main'}{', private if created' if p.private else ''})"
     lines = [head]

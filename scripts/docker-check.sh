@@ -8,7 +8,8 @@
 #   3. check the result: every pip install uses constraints.txt and what got installed matches its
 #      pins; the image runs as a non-root numeric user with the Hub cache and /out as volumes; the
 #      ENTRYPOINT runs (--help, --version, its default CMD, `recipes` from the installed data files,
-#      `push --help`) from the image's WORKDIR, offline.
+#      `push --help`) from the image's WORKDIR, offline; the VARIANT-dependent steps pick the CUDA
+#      index for VARIANT=cuda (probed with a stub pip: nothing is downloaded) and reject others.
 #
 # Usage: bash scripts/docker-check.sh [--keep] [--verbose] [NAME=VALUE ...]
 #   NAME=VALUE overrides a build ARG, as `docker build --build-arg` would (e.g. TORCH_INDEX=...).
@@ -120,6 +121,7 @@ shell = ["/bin/sh", "-c"]
 workdir = root
 user, entrypoint, cmd, volumes, from_image = None, None, None, [], None
 pip_steps = 0
+variant_steps = []  # RUN steps that depend on VARIANT: probed for the CUDA variant below
 var = re.compile(r"\$(?:\{(\w+)(?::([-+])([^}]*))?\}|(\w+))")
 
 
@@ -231,6 +233,8 @@ for n, (kw, rest, notes) in enumerate(instructions, 1):
                 if "pip install" in piece and not re.search(r"(-c|--constraint)\s+constraints\.txt", piece):
                     fail(f"RUN: a pip install without -c constraints.txt: {piece.strip()}")
         argv = json.loads(rest) if rest.startswith("[") else [*shell, rest]
+        if "$VARIANT" in rest:
+            variant_steps.append(argv)
         run_step(n, argv, "RUN " + " ".join(rest.split())[:70] + ("..." if len(rest) > 70 else ""))
     elif kw == "USER":
         user = expand(rest)
@@ -284,6 +288,27 @@ for required in ("torch", "transformers", "lm-eval", "huggingface-hub", "fbn-pru
     if required not in installed:
         fail(f"{required} is not installed in the image's environment")
 print(f"  {checked} packages installed at exactly their constraints.txt pins; torch {installed['torch']}")
+
+# the CUDA variant, without downloading it: the VARIANT-dependent steps with a `pip` that only echoes
+stub = work / "stub"
+stub.mkdir()
+(stub / "pip").write_text('#!/bin/sh\necho "pip $*"\n')
+(stub / "pip").chmod(0o755)
+for variant, index, expect in (("cuda", "auto", "--extra-index-url https://download.pytorch.org/whl/cu124"),
+                               ("cuda", "https://example.invalid/whl/cu126", "--extra-index-url https://example.invalid/whl/cu126"),
+                               ("cpu", "auto", "--extra-index-url https://download.pytorch.org/whl/cpu"),
+                               ("tpu", "auto", None)):
+    for argv in variant_steps:
+        probe = {**base, **build_args, **env, "VARIANT": variant, "TORCH_INDEX": index,
+                 "PATH": os.pathsep.join([str(stub), base["PATH"]])}
+        proc = subprocess.run(argv, cwd=workdir, env=probe, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if expect is None and proc.returncode == 0:
+            fail(f"VARIANT={variant} was accepted by: {argv[-1][:80]}")
+        if expect is not None and (proc.returncode != 0 or expect not in proc.stdout):
+            fail(f"VARIANT={variant} TORCH_INDEX={index}: expected {expect!r}, got:\n{proc.stdout}{proc.stderr}")
+if not variant_steps:
+    fail("no RUN step uses $VARIANT: the CUDA build argument does nothing")
+print(f"  VARIANT=cuda/cpu pick their torch index, an unknown VARIANT stops the build ({len(variant_steps)} step)")
 
 # ---- the ENTRYPOINT, the way `docker run IMAGE ...` calls it (offline, from the image's WORKDIR)
 final = {**base, **env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

@@ -228,6 +228,7 @@ def fake_hub(monkeypatch, tmp_path):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     with FakeHub(SECRET) as fh:
@@ -336,6 +337,7 @@ def test_push_without_token_or_offline(ckpt, no_token, monkeypatch):
     assert code == 2 and "HF_HUB_OFFLINE" in out
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     code, out = run("push", ckpt, "--repo-id", "o/n")
     assert code == 2 and "no Hugging Face token" in out and "HF_TOKEN" in out
 
@@ -474,3 +476,11 @@ def test_license_from_the_base_models_cached_card(monkeypatch, tmp_path):
     monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo_id, filename, **kw: None)
     assert cards.base_license("someone/base-model") is None
     assert cards.base_license(SMOL) == "apache-2.0"
+
+
+def test_missing_card_is_made_from_the_provenance(ckpt):
+    (ckpt / "README.md").unlink()
+    p = hub.plan(ckpt, "o/n")
+    assert "README.md" in p.names and any("generated" in c for c in p.card_changes)
+    assert 'from_pretrained("o/n")' in p.card and cards.validate(p.card)[0] == []
+    assert not (ckpt / "README.md").exists(), "planning writes nothing"
