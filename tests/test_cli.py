@@ -6,15 +6,10 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
+from clitools import bad, run
 
-from fbn_prune.cli import cli
 
 SMALL = ["--calib-samples", "24", "--seq-len", "64", "--runs", "2", "--components", "8", "--no-progress", "--device", "cpu"]
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.mark.parametrize("command", ["prune", "networks", "select", "inspect"])
@@ -57,14 +52,6 @@ def test_recipe_file_and_flag_override(tiny_dir, calib_txt, tmp_path):
     info = json.loads((tmp_path / "o" / "fbn_prune.json").read_text())
     assert info["selection"]["ratio"] == 0.25 and info["layout"] == "padded"
     assert "ratio: 0.25" in (tmp_path / "o" / "recipe.yaml").read_text()
-
-
-def bad(args, fragment, code=2):
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    assert r.exit_code == code, r.output
-    assert fragment in r.output, r.output
-    assert "Traceback" not in r.output
-    return r
 
 
 def test_missing_model(tmp_path):

@@ -13,11 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from clitools import bad, run
 from tiny import sample_texts
 
 from fbn_prune import evaluate, pipeline, report
-from fbn_prune.cli import cli
 from fbn_prune.errors import UserError
 from fbn_prune.networks import Networks
 from fbn_prune.recipe import Recipe
@@ -86,18 +85,6 @@ def checkpoints(env, tiny_dir, calib_txt):
 
 def settings(tasks_dir, *tasks, **kw) -> evaluate.EvalSettings:
     return evaluate.EvalSettings(tasks=list(tasks), include_path=[str(tasks_dir)], device="cpu", batch_size=4, **kw)
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def bad(args, fragment, code=2):
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    assert r.exit_code == code, r.output
-    assert fragment in r.output, r.output
-    assert "Traceback" not in r.output
-    return r
 
 
 # ----------------------------------------------------------------------------- units
