@@ -78,7 +78,7 @@ def capture(model, adapter: Adapter, cal: CalibrationSet, folder: str | Path, ba
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     n_layers = adapter.num_layers(model)
-    widths = [adapter.down_module(model, i).weight.shape[1 if not adapter.conv1d else 0] for i in range(n_layers)]
+    widths = adapter.channel_widths(model)
     device = next(model.parameters()).device
     sums = [torch.zeros(w, dtype=torch.float64) for w in widths]
     sumsq = [torch.zeros(w, dtype=torch.float64) for w in widths]

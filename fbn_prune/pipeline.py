@@ -28,7 +28,7 @@ from .errors import UserError
 from .export import RECIPE_FILE, check_target, write_checkpoint
 from .models import DTYPES, load_model, resolve
 from .capture import CaptureIndex
-from .networks import ARTIFACT_FILE, Networks, NetworksMeta, decompose_all, gram_path, write_grams
+from .networks import ARTIFACT_FILE, Networks, NetworksMeta, decompose_all, gram_path, map_path, write_grams
 from .recipe import Recipe
 from .scores import NEEDS_MAPS, NEEDS_STATS, layer_scores
 from .select import Budget, achieved_ratio, channel_ratio_for_params, select as select_channels
@@ -84,7 +84,7 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
     needs_maps = recipe.selection.method in NEEDS_MAPS
     meta = NetworksMeta(
         model=source.spec, model_type=model.config.model_type,
-        widths=[adapter.down_module(model, i).weight.shape[0 if adapter.conv1d else 1] for i in range(adapter.num_layers(model))],
+        widths=adapter.channel_widths(model),
         runs=d.runs if needs_maps else 0, components=d.components if needs_maps else 0, seed=recipe.seed,
         ica={"fun": d.fun, "max_iter": d.max_iter, "tol": d.tol, "engine": d.engine},
         calibration={"source": cal.source, "sha256": cal.sha256, "documents": sum(len(r) for r in cal.runs),
@@ -112,8 +112,10 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
     t2 = time.perf_counter()
     write_grams(index, folder, progress)
     meta.timings["gram_s"] = round(time.perf_counter() - t2, 2)
-    result = decompose_all(index, folder, meta, progress) if needs_maps else None
-    (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(result.meta if result else meta), indent=1))
+    if needs_maps:
+        decompose_all(index, folder, meta, progress)  # writes the final metadata itself
+    else:
+        (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
     if not keep_capture:
         shutil.rmtree(cap_dir, ignore_errors=True)
     return Networks(folder)
@@ -131,8 +133,7 @@ def _complete(folder: Path, meta: NetworksMeta) -> bool:
         return False
     old = json.loads(path.read_text())
     same = all(old.get(k) == v for k, v in asdict(meta).items() if k not in ("timings", "fbn_prune_version"))
-    maps = all((folder / "maps" / f"layer{i:03d}_run{r:03d}.safetensors").is_file()
-               for i in range(len(meta.widths)) for r in range(meta.runs))
+    maps = all(map_path(folder, i, r).is_file() for i in range(len(meta.widths)) for r in range(meta.runs))
     grams = all(gram_path(folder, i).is_file() for i in range(len(meta.widths)))
     return same and maps and grams
 
@@ -243,7 +244,7 @@ def _recipe_text(recipe: Recipe) -> str:
 def provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget) -> dict:
     """Everything fbn_prune.json records about a checkpoint."""
     original = [int(s.numel()) for s in scores]
-    stored = [adapter.down_module(pruned, i).weight.shape[0 if adapter.conv1d else 1] for i in range(len(kept))]
+    stored = adapter.channel_widths(pruned)
     ppc = adapter.params_per_channel(model.config)
     before = model.num_parameters()
     after = pruned.num_parameters()

@@ -113,7 +113,7 @@ def build_pruned(model, adapter: Adapter, kept: list[torch.Tensor], layout: str,
     replace: full-size tensors used instead of the model's own before slicing (compensated
     down projections); the model itself is not touched.
     """
-    original = [adapter.down_module(model, i).weight.shape[0 if adapter.conv1d else 1] for i in range(len(kept))]
+    original = adapter.channel_widths(model)
     widths = target_widths(kept, layout, round_to, original)
     config = pruned_config(model, adapter, widths, layout)
     state = slice_state({**model.state_dict(), **(replace or {})}, adapter, kept, widths, original)

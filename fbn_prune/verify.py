@@ -36,7 +36,7 @@ def masked(model, adapter: Adapter, kept: list[torch.Tensor], predictors: list[t
     try:
         for i, keep in enumerate(kept):
             down = adapter.down_module(model, i)
-            width = down.weight.shape[0 if adapter.conv1d else 1]
+            width = adapter.channel_width(model, i)
             mask = torch.zeros(width, dtype=down.weight.dtype, device=down.weight.device)
             keep = keep.to(mask.device)
             mask[keep] = 1

@@ -53,6 +53,15 @@ class Adapter:
     def down_module(self, model: nn.Module, layer: int) -> nn.Module:
         return model.get_submodule(f"{self.layers}.{layer}.{self.down}")
 
+    def channel_width(self, model: nn.Module, layer: int) -> int:
+        """FFN channels layer ``layer`` of ``model`` holds now (its down projection's input features)."""
+        w = self.down_module(model, layer).weight
+        return int(w.shape[0] if self.conv1d else w.shape[1])
+
+    def channel_widths(self, model: nn.Module) -> list[int]:
+        """channel_width of every layer."""
+        return [self.channel_width(model, i) for i in range(self.num_layers(model))]
+
     def ffn_width(self, config) -> int:
         width = getattr(config, self.width_key, None)
         if width is None and self.width_key == "n_inner":  # GPT-2 default
