@@ -7,6 +7,9 @@ optionally, ARC-Easy test acc_norm on the first N questions. Prints a Markdown t
 
     python benchmarks/screen.py --networks /tmp/net-wt --ratios 0.2,0.4
     python benchmarks/screen.py --networks /tmp/net-arc --calib-task arc_easy --arc 200
+    python benchmarks/screen.py --networks /tmp/net-wt --methods flap,fbn@0,fbn@1 --compensate lstsq
+
+A method may carry its network weight: fbn@0 (no membership prior), fbn-act@0.25.
 """
 
 from __future__ import annotations
@@ -27,7 +30,13 @@ from fbn_prune.scores import layer_scores  # noqa: E402
 from fbn_prune.select import Budget, select  # noqa: E402
 from fbn_prune.verify import masked  # noqa: E402
 
-METHODS = ["fbn-paper", "random", "magnitude", "wanda-sp", "flap", "fbn"]
+METHODS = ["fbn-paper", "random", "magnitude", "wanda-sp", "flap", "fbn-act", "fbn"]
+
+
+def parse_variant(spec: str) -> tuple[str, float | None]:
+    """"fbn@0.25" -> ("fbn", 0.25): a method and its network weight (None: the recipe's)."""
+    method, _, weight = spec.partition("@")
+    return method, float(weight) if weight else None
 
 
 def main() -> None:
@@ -62,12 +71,18 @@ def main() -> None:
     cols = "| method | compensation | ratio removed | WikiText-2 ppl |" + (" ARC-Easy acc_norm |" if args.arc else "") + " seconds |"
     print(cols)
     print("|" + "---|" * (cols.count("|") - 1))
+    cache: dict[str, list] = {}
     for ratio in [float(r) for r in args.ratios.split(",")]:
         budget = Budget(ratio=ratio, uniform=True, round_to=recipe.selection.round_to, min_width=recipe.selection.min_width)
         for method in args.methods.split(","):
-            scores = layer_scores(method, model, adapter, stats=stats, maps_fn=art.maps, seed=recipe.seed)
-            kept = select(scores, budget)
-            removed = 1 - sum(k.numel() for k in kept) / sum(s.numel() for s in scores)
+            name, weight = parse_variant(method)
+            if method not in cache:
+                cache[method] = layer_scores(
+                    name, model, adapter, stats=stats, maps_fn=art.maps, gram_fn=art.gram, seed=recipe.seed,
+                    network_weight=recipe.selection.network_weight if weight is None else weight,
+                    ridge=recipe.selection.ridge, cache=art.folder / "scores")
+            kept = select(cache[method], budget)
+            removed = 1 - sum(k.numel() for k in kept) / sum(s.numel() for s in cache[method])
             for comp in args.compensate.split(","):
                 t = time.time()
                 predictors = pipeline._compensation(model, adapter, kept, art, recipe.selection.ridge)[0] if comp == "lstsq" else None

@@ -131,7 +131,9 @@ def generate_documents(model, tokenizer, n: int, max_new_tokens: int, seed: int,
     """``n`` texts the model writes itself, continuing ``PROMPTS`` with seeded sampling."""
     from tqdm.auto import tqdm
 
-    device = next(model.parameters()).device
+    from .placement import input_device
+
+    device = input_device(model)
     gen = torch.Generator().manual_seed(seed)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
     side = tokenizer.padding_side

@@ -2,10 +2,15 @@
 
 For each layer ``i`` the capture folder holds ``layer_{i:03d}.f16``: a float16 matrix of
 shape (tokens, width_i) written row-block by row-block as batches go through the
-model, so RAM stays at the model plus one batch whatever the number of tokens.
+model, so RAM stays at the model plus one batch whatever the number of tokens (the batch
+size can be derived from a RAM budget: ``resources.batch_under_budget``).
 Runs are contiguous row ranges (``run_offsets``). Per-channel running statistics
 (sum, sum of squares, sum of |x|, over all tokens) go to ``stats.safetensors``:
 they feed activation-aware scores and bias compensation without re-reading signals.
+
+The model may be spread over several devices (accelerate ``device_map``): each hook reduces
+its layer's rows where they were computed (statistics in float64 there) and moves only the
+float16 rows to the CPU.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from .arch import Adapter
 from .calibration import CalibrationSet
+from .placement import input_device
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +61,6 @@ class CaptureIndex:
         return cls(**json.loads((Path(folder) / "capture.json").read_text()))
 
 
-def disk_bytes(widths: list[int], n_tokens: int) -> int:
-    """Disk a capture will use: float16 signals of every layer (stats are negligible)."""
-    return 2 * n_tokens * sum(widths)
-
-
 def _batches(docs: list[list[int]], batch_size: int) -> list[list[list[int]]]:
     """Documents grouped into batches in their given order (keeps runs and tokens contiguous)."""
     return [docs[i : i + batch_size] for i in range(0, len(docs), batch_size)]
@@ -79,24 +80,27 @@ def capture(model, adapter: Adapter, cal: CalibrationSet, folder: str | Path, ba
     folder.mkdir(parents=True, exist_ok=True)
     n_layers = adapter.num_layers(model)
     widths = adapter.channel_widths(model)
-    device = next(model.parameters()).device
-    sums = [torch.zeros(w, dtype=torch.float64) for w in widths]
-    sumsq = [torch.zeros(w, dtype=torch.float64) for w in widths]
-    sumabs = [torch.zeros(w, dtype=torch.float64) for w in widths]
+    device = input_device(model)
+    stats: list[torch.Tensor | None] = [None] * n_layers  # (3, width) float64 on the layer's device: sum, sumsq, sumabs
     offsets = [0]
-    state: dict[str, torch.Tensor] = {}
+    valid: dict[torch.device, torch.Tensor] = {}  # the batch's real-token mask, on each device that asked for it
 
     with ExitStack() as stack:
         files = [stack.enter_context(open(folder / f"layer_{i:03d}.f16", "wb")) for i in range(n_layers)]
 
         def hook_for(i: int):
             def hook(_module, args):
-                x = args[0].reshape(-1, args[0].shape[-1])[state["valid"]]
-                x = x.detach().to("cpu", torch.float32)
-                sums[i].add_(x.sum(0, dtype=torch.float64))
-                sumsq[i].add_((x.double() ** 2).sum(0))
-                sumabs[i].add_(x.abs().sum(0, dtype=torch.float64))
-                files[i].write(x.to(torch.float16).numpy().tobytes())
+                x = args[0].detach()
+                if x.device not in valid:
+                    valid[x.device] = valid[torch.device("cpu")].to(x.device)
+                x = x.reshape(-1, x.shape[-1])[valid[x.device]]  # (real tokens, width) where it was computed
+                if stats[i] is None:
+                    stats[i] = torch.zeros(3, x.shape[1], dtype=torch.float64, device=x.device)
+                xd = x.double()  # exact; one conversion for the three float64 sums
+                stats[i][0].add_(xd.sum(0))
+                stats[i][1].add_((xd * xd).sum(0))
+                stats[i][2].add_(xd.abs().sum(0))
+                files[i].write(x.to(torch.float16).cpu().numpy().data)
             return hook
 
         for i in range(n_layers):
@@ -113,7 +117,8 @@ def capture(model, adapter: Adapter, cal: CalibrationSet, folder: str | Path, ba
                 for b, d in enumerate(batch):  # right padding: causal attention keeps real tokens exact
                     ids[b, : len(d)] = torch.tensor(d)
                     mask[b, : len(d)] = 1
-                state["valid"] = mask.reshape(-1).bool().to(device)
+                valid.clear()
+                valid[torch.device("cpu")] = mask.reshape(-1).bool()
                 base(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
                 bar.update(int(mask.sum()))
             offsets.append(offsets[-1] + sum(len(d) for d in run))
@@ -122,7 +127,8 @@ def capture(model, adapter: Adapter, cal: CalibrationSet, folder: str | Path, ba
 
     tensors = {"count": torch.tensor([offsets[-1]], dtype=torch.float64)}
     for i in range(n_layers):
-        tensors[f"sum.{i}"], tensors[f"sumsq.{i}"], tensors[f"sumabs.{i}"] = sums[i], sumsq[i], sumabs[i]
+        s = stats[i].cpu() if stats[i] is not None else torch.zeros(3, widths[i], dtype=torch.float64)
+        tensors[f"sum.{i}"], tensors[f"sumsq.{i}"], tensors[f"sumabs.{i}"] = (t.contiguous() for t in s)
     save_file(tensors, str(folder / "stats.safetensors"))
     index = CaptureIndex(folder=str(folder), widths=widths, run_offsets=offsets)
     (folder / "capture.json").write_text(json.dumps(asdict(index)))

@@ -39,6 +39,9 @@ CALIBRATION_OPTIONS = {
                         "(auto: when the tokenizer has one) [auto].")),
     "seq_len": ("calibration.seq_len", dict(type=int, metavar="N", help="Tokens per document, longer ones are truncated [256].")),
     "batch_size": ("calibration.batch_size", dict(type=int, metavar="N", help="Documents per forward pass [8].")),
+    "max_ram": ("calibration.max_ram", dict(type=str, metavar="SIZE",
+                help="Host RAM the capture may use in all, e.g. 16GB: lowers --batch-size to fit; exit 2 when the "
+                     "model and one batch do not fit. Signals always stream to disk.")),
     "data_dir": ("data_dir", dict(type=str, metavar="DIR", help="Folder with local task data (default: $FBN_PRUNE_DATA or ../shared/data).")),
 }
 DECOMPOSITION_OPTIONS = {
@@ -46,11 +49,17 @@ DECOMPOSITION_OPTIONS = {
     "components": ("decomposition.components", dict(type=int, metavar="K", help="ICA components (networks) per layer and run [64].")),
     "ica_engine": ("decomposition.engine", dict(type=click.Choice(["auto", "sklearn", "torch"]),
                    help="ICA engine: scikit-learn FastICA on CPU or the torch port (GPU when present) [auto].")),
+    "ica_device": ("decomposition.device", dict(type=str, metavar="DEV",
+                   help="Where ICA runs: auto (CUDA when present), cpu, cuda (every GPU with --jobs), cuda:N [auto].")),
+    "jobs": ("decomposition.jobs", dict(type=str, metavar="N",
+             help="(layer, run) decompositions at once in worker processes: N, or auto (one per GPU; on the CPU "
+                  "one per 8 cores). Same result for any N [1].")),
 }
 SELECTION_OPTIONS = {
     "method": ("selection.method", dict(type=click.Choice(METHODS),
-               help="Channel scores: fbn (functional networks weighted by activation energy), fbn-paper "
-                    "(the authors' pure network membership) or a baseline at equal size [fbn].")),
+               help="Channel scores: fbn (compensated elimination over functional connectivity with a network-"
+                    "membership prior), fbn-act (activation energy x membership), fbn-paper (the authors' pure "
+                    "network membership) or a baseline at equal size [fbn].")),
     "ratio": ("selection.ratio", dict(type=float, metavar="R",
               help="Fraction of FFN channels removed across pruned layers, in [0, 1) [0.2].")),
     "ratio_of": ("selection.ratio_of", dict(type=click.Choice(["ffn", "params"]),
@@ -62,7 +71,7 @@ SELECTION_OPTIONS = {
     "round_to": ("selection.round_to", dict(type=int, metavar="K", help="Kept widths are multiples of K [8].")),
     "min_width": ("selection.min_width", dict(type=int, metavar="N", help="No layer keeps fewer channels [8].")),
     "network_weight": ("selection.network_weight", dict(type=float, metavar="W",
-                       help="fbn: weight of network membership against activation energy [0.25].")),
+                       help="fbn, fbn-act: weight of the network-membership prior (0: none) [recipe's].")),
     "compensate": ("selection.compensate", dict(type=click.Choice(["lstsq", "none"]),
                    help="lstsq: fold the removed channels' least-squares prediction from the kept ones into the "
                         "down projection (no new parameters); none: plain deletion [lstsq].")),
@@ -89,7 +98,13 @@ RUN_OPTIONS = {
     "seed": ("seed", dict(type=int, metavar="N", help="Seed for sampling, ICA and random baselines [0].")),
     "device": ("device", dict(type=str, metavar="DEV", help="auto, cpu, cuda, cuda:1 ... [auto].")),
     "dtype": ("dtype", dict(type=click.Choice(["float32", "bfloat16", "float16"]), help="Working dtype [float32].")),
+    "device_map": ("device_map", dict(type=str, metavar="MAP",
+                   help="Place the model with accelerate instead of --device: auto (all GPUs, then CPU offload), "
+                        "balanced, sequential, cpu.")),
+    "max_memory": ("max_memory", dict(type=str, metavar="SPEC",
+                   help="With --device-map: memory per device, 70GiB (each GPU) or 0=70GiB,1=70GiB,cpu=200GiB.")),
 }
+PLACEMENT_OPTIONS = {k: RUN_OPTIONS[k] for k in ("device", "device_map", "max_memory")}
 
 
 def recipe_options(*groups: dict):
@@ -184,7 +199,8 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--save-networks", type=str, metavar="DIR", help="Also keep the networks artifact here (for `fbn-prune select`).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def prune(model, out, recipe_file, overrides, save_networks, overwrite, no_progress):
+@click.option("--dry-run", is_flag=True, help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
+def prune(model, out, recipe_file, overrides, save_networks, overwrite, no_progress, dry_run):
     """Prune MODEL (a Hub id, a local folder, a .gguf file, or `smollm2` for the embedded
     SmolLM2-135M-Instruct) and write a verified checkpoint to --out.
 
@@ -198,6 +214,8 @@ def prune(model, out, recipe_file, overrides, save_networks, overwrite, no_progr
     recipe = make_recipe(recipe_file, overrides, model, out)
     if not recipe.out:
         raise UserError("name the output folder with --out (or `out:` in the recipe).")
+    if dry_run:
+        return _plan(recipe, save_networks)
     _progress(not no_progress)
     path = run(recipe, overwrite=overwrite, progress=not no_progress, networks_dir=save_networks)
     _summary(path)
@@ -214,7 +232,8 @@ def prune(model, out, recipe_file, overrides, save_networks, overwrite, no_progr
 @recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, RUN_OPTIONS)
 @click.option("--keep-capture", is_flag=True, help="Keep the raw float16 neuron signals (capture/) in the artifact.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def networks(model, out, recipe_file, overrides, keep_capture, no_progress):
+@click.option("--dry-run", is_flag=True, help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
+def networks(model, out, recipe_file, overrides, keep_capture, no_progress, dry_run):
     """Capture and decompose only: find MODEL's functional networks and save them to --out.
 
     The artifact (ICA maps, activation statistics, held-out tokens, metadata) feeds
@@ -223,6 +242,8 @@ def networks(model, out, recipe_file, overrides, keep_capture, no_progress):
     from .pipeline import networks as run
 
     recipe = make_recipe(recipe_file, overrides, model, None)
+    if dry_run:
+        return _plan(recipe, out)
     _progress(not no_progress)
     art = run(recipe, out, progress=not no_progress, keep_capture=keep_capture)
     click.echo(f"networks: {art.folder} ({art.n_layers} layers x {art.meta.runs} runs x {art.meta.components} components, "
@@ -235,7 +256,7 @@ def networks(model, out, recipe_file, overrides, keep_capture, no_progress):
 @click.option("--model", "model", type=str, help="The model the networks were found in [as recorded in the artifact].")
 @click.option("--recipe", "recipe_file", type=str, metavar="FILE",
               help="YAML recipe [the artifact's own recipe.yaml]; command-line flags override it.")
-@recipe_options(SELECTION_OPTIONS, EXPORT_OPTIONS, {"device": RUN_OPTIONS["device"]})
+@recipe_options(SELECTION_OPTIONS, EXPORT_OPTIONS, PLACEMENT_OPTIONS)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def select(networks_dir, out, model, recipe_file, overrides, overwrite, no_progress):
@@ -259,12 +280,26 @@ def select(networks_dir, out, model, recipe_file, overrides, overwrite, no_progr
 @cli.command()
 @click.argument("path", type=str)
 @click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
-def inspect(path, as_json):
+@click.option("--plot", "plot_file", type=str, metavar="FILE",
+              help="Also draw where the networks live / what was kept (layer x channel map, widths per layer) "
+                   "to FILE (.png, .svg or .pdf).")
+def inspect(path, as_json, plot_file):
     """Summarise a pruned checkpoint, a networks artifact, or any model folder."""
     from .inspect import describe
 
     text, record = describe(path)
     click.echo(json.dumps(record, indent=1) if as_json else text)
+    if plot_file:
+        from .plot import plot
+
+        click.echo(f"plot written to {plot(path, plot_file)}", err=as_json)
+
+
+def _plan(recipe: Recipe, networks_dir: str | None) -> None:
+    """--dry-run: print what the run would do and need (see plan.py)."""
+    from .plan import make
+
+    click.echo(make(recipe, networks_dir).text())
 
 
 def _progress(enabled: bool) -> None:

@@ -17,8 +17,8 @@ Two FastICA engines implement step 3 with the same algorithm, whitened input and
 unmixing matrix (``numpy.random.RandomState(seed).normal(size=(k, k))``, exactly what
 scikit-learn draws for ``random_state=seed``): ``"sklearn"`` (CPU,
 ``sklearn.decomposition.FastICA`` with BLAS limited to one thread) and ``"torch"`` (any
-device, a line-by-line port of scikit-learn's ``_ica_par``). ``"auto"`` picks torch on
-CUDA when available, scikit-learn otherwise.
+device, a line-by-line port of scikit-learn's ``_ica_par``). ``"auto"`` picks torch when
+the work runs on CUDA (``device``, by default CUDA when available), scikit-learn otherwise.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def decompose(
         n_components: number of maps ``k``; ``1 <= k <= min(tokens, neurons)``.
         seed: integer in [0, 2**32); seeds the randomized SVD and FastICA's initial
             unmixing matrix. The global torch/numpy random states are left untouched.
-        engine: ``"sklearn"``, ``"torch"`` or ``"auto"`` (torch on CUDA if available, else
+        engine: ``"sklearn"``, ``"torch"`` or ``"auto"`` (torch when ``device`` is CUDA, else
             sklearn).
         fun: FastICA nonlinearity: ``"cube"`` (default), ``"logcosh"`` or ``"exp"``.
         max_iter: maximum FastICA iterations.
@@ -137,8 +137,8 @@ class CanICA:
         """Fit on one layer's activations ``X`` of shape (tokens, neurons); returns self."""
         signal = _as_tensor(X)
         k = self._validate(signal)
-        engine = _resolve_engine(self.engine)
         device = _resolve_device(self.device)
+        engine = _resolve_engine(self.engine, device)
 
         t0 = time.perf_counter()
         z = _zscore_neurons(signal, device)  # (tokens, neurons) float32
@@ -213,9 +213,10 @@ def _as_tensor(X: torch.Tensor | np.ndarray) -> torch.Tensor:
     raise UserError(f"signal must be a torch.Tensor or numpy array, got {type(X).__name__}")
 
 
-def _resolve_engine(engine: str) -> str:
+def _resolve_engine(engine: str, device: torch.device) -> str:
+    """``auto``: the torch engine where the work runs on a GPU, scikit-learn on the CPU."""
     if engine == "auto":
-        return "torch" if torch.cuda.is_available() else "sklearn"
+        return "torch" if device.type == "cuda" else "sklearn"
     return engine
 
 

@@ -87,14 +87,19 @@ def resolve(spec: str) -> ModelSource:
     return ModelSource(spec, spec, spec, False, hub_id=spec)
 
 
-def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu", device_map: str | None = None):
+def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu", device_map: str | None = None,
+               max_memory: str | None = None):
     """Load (model, tokenizer) in eval mode. The model is never written back anywhere.
 
     Args:
         dtype: one of float32, bfloat16, float16.
         device: torch device for the whole model; ignored when ``device_map`` is given
             (e.g. "auto" for accelerate's multi-GPU / CPU-offload placement).
+        max_memory: with ``device_map``, per-device caps ("70GiB" for each GPU, or
+            "0=70GiB,1=70GiB,cpu=200GiB"; see placement.py).
     """
+    from .placement import load_kwargs
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
@@ -106,9 +111,7 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu",
 
         adapter_for(AutoConfig.from_pretrained(source.path))  # unsupported types fail before any weights load
         tok = AutoTokenizer.from_pretrained(source.path)
-        kwargs = {"dtype": DTYPES[dtype]}
-        if device_map:
-            kwargs["device_map"] = device_map
+        kwargs = {"dtype": DTYPES[dtype], **load_kwargs(device_map, max_memory)}
         model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

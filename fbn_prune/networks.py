@@ -10,7 +10,8 @@ Artifact folder layout (no pickles)::
                                        (least-squares compensation, see compensate.py)
 
 Each (layer, run) job is written atomically when it finishes, so an interrupted
-decomposition resumes where it stopped. Selection reads only this folder (and the
+decomposition resumes where it stopped; jobs run one after the other in this process or in
+parallel worker processes (``--jobs``, see jobs.py) with the same result. Selection reads only this folder (and the
 model's weights for weight-aware scores), so budgets can be changed without new ICA.
 """
 
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -116,33 +118,61 @@ def membership(maps: torch.Tensor) -> torch.Tensor:
     return maps.abs().amax(dim=(0, 1))
 
 
-def decompose_all(index: CaptureIndex, folder: str | Path, meta: NetworksMeta, progress: bool = True) -> Networks:
+def decompose_all(index: CaptureIndex, folder: str | Path, meta: NetworksMeta, progress: bool = True, *,
+                  jobs: int = 1, device: str = "auto") -> Networks:
     """ICA for every (layer, run) of a capture, written into a networks artifact folder.
 
     Jobs whose map file exists are skipped (resume). ``meta.ica`` holds the keyword
-    arguments of :func:`fbn_prune.ica.decompose` except the seed.
+    arguments of :func:`fbn_prune.ica.decompose` except the seed. ``jobs`` > 1 runs that
+    many worker processes (see jobs.py); ``device`` is the ICA device (auto, cpu, cuda,
+    cuda:N). Neither changes the result.
     """
     from tqdm.auto import tqdm
 
-    from .ica import decompose
+    from .jobs import resolve_ica_device, run_parallel
 
     folder = Path(folder)
     (folder / "maps").mkdir(parents=True, exist_ok=True)
-    jobs = [(i, r) for i in range(len(index.widths)) for r in range(meta.runs)]
-    todo = [(i, r) for i, r in jobs if not map_path(folder, i, r).is_file()]
-    if len(todo) < len(jobs):
-        log.info("resuming: %d of %d decompositions already done", len(jobs) - len(todo), len(jobs))
+    for stale in (folder / "maps").glob("*.tmp"):  # half-written by a killed run
+        stale.unlink(missing_ok=True)
+    every = [(i, r) for i in range(len(index.widths)) for r in range(meta.runs)]
+    todo = [(i, r) for i, r in every if not map_path(folder, i, r).is_file()]
+    if len(todo) < len(every):
+        log.info("resuming: %d of %d decompositions already done", len(every) - len(todo), len(every))
+    device = resolve_ica_device(device)
+    workers = max(1, min(jobs, len(todo)))
     start = time.perf_counter()
-    for i, r in tqdm(todo, desc="decompose", unit="layer-run", disable=not progress):
-        signal = torch.from_numpy(index.signal(i, r).astype("float32"))
-        maps = decompose(signal, meta.components, seed=job_seed(meta.seed, i, r), **meta.ica)
-        target = map_path(folder, i, r)
-        tmp = target.with_suffix(".tmp")
-        save_file({"maps": maps.to(torch.float16).contiguous()}, str(tmp))
-        os.replace(tmp, target)
+    bar = tqdm(total=len(todo), desc="decompose", unit="layer-run", disable=not progress)
+    if workers == 1:
+        for i, r in todo:
+            decompose_job(index, folder, i, r, meta.components, meta.seed, meta.ica, device)
+            bar.update()
+    else:
+        specs = [(index, str(folder), i, r, meta.components, meta.seed, meta.ica) for i, r in todo]
+        for _ in run_parallel(specs, workers, device):
+            bar.update()
+    bar.close()
     meta.timings["decompose_s"] = round(meta.timings.get("decompose_s", 0.0) + time.perf_counter() - start, 2)
     (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
     return Networks(folder)
+
+
+def decompose_job(index: CaptureIndex, folder: str | Path, layer: int, run: int, components: int, seed: int,
+                  ica: dict, device: str | None = None) -> None:
+    """One job: ICA of run ``run``'s rows of layer ``layer``'s signal, saved atomically as its map file
+    ({"maps": (components, width) float16}). On the CPU it runs on one thread (see jobs.py)."""
+    from .ica import decompose
+    from .jobs import one_thread
+
+    with warnings.catch_warnings():  # the read-only memmap is copied (float32, z-scored) by decompose
+        warnings.simplefilter("ignore", UserWarning)
+        signal = torch.from_numpy(index.signal(layer, run))  # (run tokens, width) float16, not read yet
+    with one_thread(device is None or not str(device).startswith("cuda")):  # bitwise the same whatever --jobs
+        maps = decompose(signal, components, seed=job_seed(seed, layer, run), device=device, **ica)
+    target = map_path(Path(folder), layer, run)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    save_file({"maps": maps.to(torch.float16).contiguous()}, str(tmp))
+    os.replace(tmp, target)
 
 
 def job_seed(seed: int, layer: int, run: int) -> int:

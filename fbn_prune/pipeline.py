@@ -11,6 +11,7 @@ import json
 import logging
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -28,9 +29,10 @@ from .errors import UserError
 from .export import RECIPE_FILE, check_target, write_checkpoint
 from .models import DTYPES, load_model, resolve
 from .capture import CaptureIndex
+from .placement import devices, load_kwargs, onloaded
 from .networks import ARTIFACT_FILE, Networks, NetworksMeta, decompose_all, gram_path, map_path, write_grams
 from .recipe import Recipe
-from .scores import NEEDS_MAPS, NEEDS_STATS, layer_scores
+from .scores import NEEDS_GRAM, NEEDS_MAPS, NEEDS_STATS, layer_scores
 from .select import Budget, achieved_ratio, channel_ratio_for_params, select as select_channels
 from .surgery import MODELING_FILE, build_pruned, modeling_source
 from .verify import held_out_tokens, verify
@@ -63,7 +65,7 @@ def _load(recipe: Recipe, model_spec: str | None = None):
     if not spec:
         raise UserError("name a model: fbn-prune prune MODEL, or `model:` in the recipe.")
     source = resolve(spec)
-    model, tok = load_model(source, recipe.dtype, resolve_device(recipe.device))
+    model, tok = load_model(source, recipe.dtype, resolve_device(recipe.device), recipe.device_map, recipe.max_memory)
     return source, model, tok
 
 
@@ -97,7 +99,8 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
     if _complete(folder, meta):
         log.info("networks artifact %s is already complete", folder)
         return Networks(folder)
-    needs_capture = needs_maps or recipe.selection.method in NEEDS_STATS or recipe.selection.compensate != "none"
+    needs_capture = (needs_maps or recipe.selection.method in NEEDS_STATS | NEEDS_GRAM
+                     or recipe.selection.compensate != "none")
     if not needs_capture:
         (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
         return Networks(folder)
@@ -105,20 +108,82 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
     if _same_calibration(folder, meta) and (cap_dir / "capture.json").is_file():
         index = CaptureIndex.open(cap_dir)  # an interrupted run left its capture: resume from it
     else:
-        index = capture(model, adapter, cal, cap_dir, recipe.calibration.batch_size, tok.pad_token_id or 0, progress)
+        _check_disk(folder, meta, cal.n_tokens, progress)
+        batch = _capture_batch(recipe, model, adapter)
+        index = capture(model, adapter, cal, cap_dir, batch, tok.pad_token_id or 0, progress)
     meta.timings["capture_s"] = round(time.perf_counter() - t1, 2)
     shutil.copyfile(cap_dir / "stats.safetensors", folder / "stats.safetensors")
     (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
     t2 = time.perf_counter()
     write_grams(index, folder, progress)
     meta.timings["gram_s"] = round(time.perf_counter() - t2, 2)
-    if needs_maps:
-        decompose_all(index, folder, meta, progress)  # writes the final metadata itself
+    if needs_maps:  # writes the final metadata itself
+        decompose_all(index, folder, meta, progress, jobs=_ica_jobs(recipe, index), device=d.device)
     else:
         (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
     if not keep_capture:
         shutil.rmtree(cap_dir, ignore_errors=True)
     return Networks(folder)
+
+
+def _check_disk(folder: Path, meta: NetworksMeta, tokens: int, progress: bool) -> None:
+    """Report the disk the capture, Gram matrices and maps will take; refuse (exit 2) when it is not free."""
+    from . import resources as res
+
+    disk = (res.capture_disk(meta.widths, tokens), res.gram_disk(meta.widths),
+            res.maps_disk(meta.widths, meta.runs, meta.components))
+    free = res.free_disk(folder)
+    text = (f"disk: capture {res.gb(disk[0])} ({tokens:,} tokens x {sum(meta.widths):,} channels x 2 bytes) + Gram "
+            f"{res.gb(disk[1])} + maps {res.gb(disk[2])} = {res.gb(sum(disk))} in {folder} ({res.gb(free)} free)")
+    log.info(text)
+    if progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    if sum(disk) > free:
+        raise UserError(f"the networks need {res.gb(sum(disk))} of disk in {folder} but {res.gb(free)} is free; "
+                        "free space, use fewer --calib-samples or a shorter --seq-len, or put them elsewhere "
+                        "(--save-networks / TMPDIR).")
+
+
+def _capture_batch(recipe: Recipe, model, adapter) -> int:
+    """Documents per forward pass: calibration.batch_size, lowered to fit calibration.max_ram (--max-ram).
+
+    The budget counts this process's resident memory (runtime, weights in host memory) plus the
+    batch's activations; UserError when not even one document fits.
+    """
+    from . import resources as res
+    from .placement import input_device, resident_bytes
+    from .plan import model_shape
+
+    c = recipe.calibration
+    if c.max_ram is None:
+        return c.batch_size
+    shape = model_shape(model.config, adapter.channel_widths(model), model.num_parameters(), recipe.dtype)
+    per_token = res.capture_bytes_per_token(shape, c.seq_len, host_model=input_device(model).type == "cpu")
+    batch = res.batch_under_budget(res.parse_size(c.max_ram), resident_bytes(model), per_token, c.seq_len, c.batch_size)
+    if batch < c.batch_size:
+        log.info("--max-ram %s: capturing %d documents per batch instead of %d", c.max_ram, batch, c.batch_size)
+    return batch
+
+
+def _ica_jobs(recipe: Recipe, index: CaptureIndex) -> int:
+    """Parallel ICA workers: decomposition.jobs (auto: one per GPU, or cores / 8), fewer when
+    calibration.max_ram cannot hold that many CPU working sets."""
+    from . import resources as res
+    from .jobs import resolve_ica_device, resolve_jobs
+
+    d = recipe.decomposition
+    device = resolve_ica_device(d.device)
+    jobs = resolve_jobs(d.jobs, device)
+    if recipe.calibration.max_ram and jobs > 1 and device == "cpu":
+        tokens = max(b - a for a, b in zip(index.run_offsets, index.run_offsets[1:]))
+        per_job = res.ica_job_bytes(tokens, max(index.widths), d.components) + res.RUNTIME_BYTES
+        capped = res.jobs_under_budget(jobs, res.parse_size(recipe.calibration.max_ram), res.current_rss(), per_job)
+        if capped < jobs:
+            log.info("--max-ram %s: %d parallel ICA jobs instead of %d", recipe.calibration.max_ram, capped, jobs)
+        jobs = capped
+    return jobs
 
 
 def _same_calibration(folder: Path, meta: NetworksMeta) -> bool:
@@ -150,8 +215,10 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     if needs and artifact.meta.runs == 0:
         raise UserError(f"networks artifact {artifact.folder} holds no ICA maps; create it with --method fbn.")
     stats = artifact.stats() if s.method in NEEDS_STATS else None
-    scores = layer_scores(s.method, model, adapter, stats=stats, maps_fn=artifact.maps if needs else None,
-                          seed=recipe.seed, network_weight=s.network_weight)
+    with onloaded(model):  # offloaded weights (device_map with CPU offload) are read on the CPU
+        scores = layer_scores(s.method, model, adapter, stats=stats, maps_fn=artifact.maps if needs else None,
+                              gram_fn=artifact.gram, seed=recipe.seed, network_weight=s.network_weight,
+                              ridge=s.ridge, cache=artifact.folder / "scores")
     if s.threshold is not None:  # the paper's |z| rule ranks by membership, whichever fbn score was asked for
         scores = layer_scores("fbn-paper", model, adapter, maps_fn=artifact.maps)
     widths = [int(x.numel()) for x in scores]
@@ -167,13 +234,15 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     kept = select_channels(scores, budget)
     predictors, replace = None, None
     if s.compensate == "lstsq":
-        predictors, replace = _compensation(model, adapter, kept, artifact, s.ridge)
+        with onloaded(model):
+            predictors, replace = _compensation(model, adapter, kept, artifact, s.ridge)
     t_select = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     export_dtype = DTYPES[recipe.export.dtype or recipe.dtype]
     working = next(model.parameters()).dtype
-    pruned = build_pruned(model, adapter, kept, layout, s.round_to, working, replace=replace)
+    with onloaded(model):
+        pruned = build_pruned(model, adapter, kept, layout, s.round_to, working, replace=replace)
     t_build = time.perf_counter() - t1
     info = provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget)
     info["timings"] = {**artifact.meta.timings, **(timings or {}), "select_s": round(t_select, 2), "build_s": round(t_build, 2)}
@@ -187,7 +256,7 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     def check(folder: str) -> dict:
         t = time.perf_counter()
         result = verify(model, adapter, kept, folder, layout, docs, pruned=pruned, saved_dtype=export_dtype,
-                        predictors=predictors)
+                        predictors=predictors, load=load_kwargs(recipe.device_map, recipe.max_memory))
         info["timings"]["verify_s"] = round(time.perf_counter() - t, 2)
         return result
 
@@ -268,7 +337,7 @@ def provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, b
                       "channel_ratio": budget.ratio, "achieved_ratio": achieved_ratio(kept, original, layers),
                       "protect_first": s.protect_first, "protect_last": s.protect_last,
                       "round_to": s.round_to, "min_width": s.min_width,
-                      "network_weight": s.network_weight if s.method == "fbn" else None,
+                      "network_weight": s.network_weight if s.method in ("fbn", "fbn-act") else None,
                       "compensate": s.compensate, "ridge": s.ridge if s.compensate != "none" else None},
         "params": {"before": before, "after": after,
                    "after_effective": before - ppc * sum(o - k.numel() for o, k in zip(original, kept)),
@@ -278,6 +347,6 @@ def provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, b
         "stored_widths": [int(w) for w in stored],
         "kept": {str(i): k.tolist() for i, k in enumerate(kept)},
         "versions": versions(),
-        "device": str(next(model.parameters()).device),
+        "device": ", ".join(devices(model)),
         "dtype": recipe.export.dtype or recipe.dtype,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -21,7 +22,7 @@ import yaml
 from .errors import UserError
 
 LAYOUTS = ("uniform", "padded", "exact")
-METHODS = ("fbn", "fbn-paper", "random", "magnitude", "wanda-sp", "flap")
+METHODS = ("fbn", "fbn-act", "fbn-paper", "random", "magnitude", "wanda-sp", "flap")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Calibration:
     batch_size: int = 8
     holdout: int = 4  # further documents kept aside for verification
     chat: Literal["auto", "always", "never"] = "auto"  # wrap documents in the chat template (auto: if the model has one)
+    max_ram: str | None = None  # host RAM the capture may use in all ("16GB"); lowers batch_size to fit
 
 
 @dataclass
@@ -48,13 +50,15 @@ class Decomposition:
     max_iter: int = 300
     tol: float = 1e-4
     engine: Literal["auto", "sklearn", "torch"] = "auto"
+    device: str = "auto"  # where ICA runs: auto (CUDA when present), cpu, cuda, cuda:N
+    jobs: int | str = 1  # (layer, run) decompositions at once: N or auto (one per GPU / CPU workers)
 
 
 @dataclass
 class Selection:
     """Which channels survive: a budget (ratio or threshold) and its constraints."""
 
-    method: Literal["fbn", "fbn-paper", "random", "magnitude", "wanda-sp", "flap"] = "fbn"
+    method: Literal["fbn", "fbn-act", "fbn-paper", "random", "magnitude", "wanda-sp", "flap"] = "fbn"
     ratio: float | None = 0.2  # fraction of FFN channels removed across pruned layers
     ratio_of: Literal["ffn", "params"] = "ffn"  # "params": ratio is a fraction of all model parameters
     threshold: float | None = None  # the paper's |z| rule instead of a ratio
@@ -99,6 +103,8 @@ class Recipe:
     seed: int = 0
     device: str = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device_map: str | None = None  # accelerate placement instead of `device`: auto, balanced, sequential, cpu
+    max_memory: str | None = None  # with device_map: per-device caps, "70GiB" (each GPU) or "0=70GiB,1=70GiB,cpu=200GiB"
     data_dir: str | None = None
     calibration: Calibration = field(default_factory=Calibration)
     decomposition: Decomposition = field(default_factory=Decomposition)
@@ -159,7 +165,7 @@ class Recipe:
             raise UserError(f"ratio must be in [0, 1), got {s.ratio}.")
         if s.threshold is not None and s.threshold < 0:
             raise UserError(f"threshold must be >= 0, got {s.threshold}.")
-        if s.threshold is not None and s.method not in ("fbn", "fbn-paper"):
+        if s.threshold is not None and s.method not in ("fbn", "fbn-act", "fbn-paper"):
             raise UserError("--threshold is the functional-network |z| rule; other methods take --ratio.")
         if s.threshold is not None and self.export.layout == "uniform":
             raise UserError("--threshold gives each layer its own width; use --layout padded or exact, or --ratio.")
@@ -188,7 +194,30 @@ class Recipe:
             )
         if c.source and c.task:
             raise UserError("give one calibration source: --calib or --calib-task, not both.")
+        self._validate_scale()
         self._validate_evaluation()
+
+    def _validate_scale(self) -> None:
+        """Memory budget, ICA device and jobs, model placement (see resources.py, jobs.py, placement.py)."""
+        from .placement import parse_max_memory
+        from .resources import parse_size
+
+        d = self.decomposition
+        if self.calibration.max_ram is not None:
+            parse_size(self.calibration.max_ram, "calibration.max_ram (--max-ram)")
+        if isinstance(d.jobs, str):
+            if d.jobs.strip().isdigit():
+                d.jobs = int(d.jobs)
+            elif d.jobs != "auto":
+                raise UserError(f"decomposition.jobs (--jobs) must be a positive integer or auto, got {d.jobs!r}.")
+        if isinstance(d.jobs, int) and d.jobs < 1:
+            raise UserError(f"decomposition.jobs (--jobs) must be >= 1, got {d.jobs}.")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", d.device):
+            raise UserError(f"decomposition.device (--ica-device) must be auto, cpu, cuda or cuda:N, got {d.device!r}.")
+        if self.max_memory is not None:
+            if not self.device_map:
+                raise UserError("max_memory (--max-memory) caps the devices of a device_map; give --device-map auto too.")
+            parse_max_memory(self.max_memory)
 
     def _validate_evaluation(self) -> None:
         e = self.evaluation

@@ -3,11 +3,13 @@
 Every method returns ``list[Tensor]`` with one (width_i,) float64 score per layer, so all
 methods share selection, surgery, export and verification and compare at equal size.
 
-- ``fbn``: functional-network membership weighted by the activation energy it carries:
-  flap_j * (1 + w * m_j / mean(m)), with m_j the membership score below and w the
-  network weight (``selection.network_weight``). On SmolLM2 pure
-  membership loses badly to activation scores (METHOD.md, README "Results"); weighting
-  keeps the networks' preference while not cutting the high-energy channels everything uses.
+- ``fbn``: compensated elimination over the layer's functional connectivity (eliminate.py):
+  channels leave in the order that costs least once the remaining members of their networks
+  take over their signal (least-squares reconstruction from the calibration Gram matrix),
+  each cost weighted by the network-membership prior (1 + w * m_j / mean(m)), with m_j the
+  membership score below and w the network weight (``selection.network_weight``).
+- ``fbn-act``: the previous default, activation energy weighted by membership:
+  flap_j * (1 + w * m_j / mean(m)) (kept for the ablation in benchmarks/quality.py).
 - ``fbn-paper``: the authors' rule, pure membership m_j = max |z| over all ICA maps and runs.
 - ``random``: seeded uniform noise (the floor).
 - ``magnitude``: L2 norm of all weights of the channel (its up-type rows and down column).
@@ -17,13 +19,18 @@ methods share selection, surgery, export and verification and compare at equal s
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_file, save_file
 
 from .arch import Adapter
 from .arch.base import channel_index
 
-NEEDS_STATS = {"wanda-sp", "flap", "fbn"}
-NEEDS_MAPS = {"fbn", "fbn-paper"}
+NEEDS_STATS = {"wanda-sp", "flap", "fbn-act"}
+NEEDS_MAPS = {"fbn", "fbn-act", "fbn-paper"}
+NEEDS_GRAM = {"fbn"}
 
 
 def down_columns(model, adapter: Adapter, layer: int) -> torch.Tensor:
@@ -55,9 +62,42 @@ def activation_stats(stats: dict[str, torch.Tensor], layer: int) -> tuple[torch.
     return mean, var, stats[f"sumsq.{layer}"].sqrt()
 
 
-def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=None, seed: int = 0,
-                 network_weight: float = 1.0) -> list[torch.Tensor]:
-    """Scores of every layer for ``method``. ``maps_fn(i)`` gives layer i's maps (runs, k, width)."""
+def prior(maps: torch.Tensor, network_weight: float) -> torch.Tensor:
+    """The network-membership prior 1 + w * m / mean(m) of one layer's maps (runs, k, width): (width,) float64."""
+    from .networks import membership
+
+    m = membership(maps).double()
+    return 1 + network_weight * m / m.mean().clamp_min(1e-12)
+
+
+def fbn_scores(g: torch.Tensor, columns: torch.Tensor, maps: torch.Tensor | None, network_weight: float,
+               ridge: float, cache: Path | None = None) -> torch.Tensor:
+    """One layer's ``fbn`` scores (width,), cached in ``cache`` (a folder) by the content of its inputs."""
+    from .eliminate import elimination_scores
+
+    p = prior(maps, network_weight) if maps is not None and network_weight else None
+    path = None
+    if cache is not None:
+        h = hashlib.sha256()
+        for t in (g.float(), columns.float(), p if p is not None else torch.zeros(1)):
+            h.update(t.contiguous().numpy().tobytes())
+        h.update(f"{ridge!r}".encode())
+        path = Path(cache) / f"fbn-{h.hexdigest()[:20]}.safetensors"
+        if path.is_file():
+            return load_file(str(path))["score"]
+    score = elimination_scores(g, columns, ridge, prior=p)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"score": score}, str(tmp))
+        tmp.replace(path)
+    return score
+
+
+def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=None, gram_fn=None, seed: int = 0,
+                 network_weight: float = 1.0, ridge: float = 1e-3, cache: Path | None = None) -> list[torch.Tensor]:
+    """Scores of every layer for ``method``. ``maps_fn(i)`` gives layer i's maps (runs, k, width),
+    ``gram_fn(i)`` its calibration Gram matrix (width, width); ``cache``: folder for fbn's scores."""
     n_layers = adapter.num_layers(model)
     out = []
     from .networks import membership
@@ -66,6 +106,9 @@ def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=No
         if method == "fbn-paper":
             out.append(membership(maps_fn(i)).double())
         elif method == "fbn":
+            out.append(fbn_scores(gram_fn(i), down_columns(model, adapter, i), maps_fn(i) if maps_fn else None,
+                                  network_weight, ridge, cache))
+        elif method == "fbn-act":
             m = membership(maps_fn(i)).double()
             _, var, _ = activation_stats(stats, i)
             out.append(var * (down_columns(model, adapter, i) ** 2).sum(1) * (1 + network_weight * m / m.mean()))

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 
 from .arch import Adapter
+from .placement import input_device
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +38,21 @@ def masked(model, adapter: Adapter, kept: list[torch.Tensor], predictors: list[t
         for i, keep in enumerate(kept):
             down = adapter.down_module(model, i)
             width = adapter.channel_width(model, i)
-            mask = torch.zeros(width, dtype=down.weight.dtype, device=down.weight.device)
-            keep = keep.to(mask.device)
+            keep = keep.cpu()
+            mask = torch.zeros(width, dtype=down.weight.dtype)
             mask[keep] = 1
             if predictors is None:
-                hook = lambda _m, args, mask=mask: (args[0] * mask,) + args[1:]  # noqa: E731
-            else:
-                rem, b = removed(keep.cpu(), width).to(mask.device), predictors[i].to(mask.device, mask.dtype)
+                on = _on_device(mask=mask)
 
-                def hook(_m, args, mask=mask, keep=keep, rem=rem, b=b):
-                    x = args[0] * mask
-                    x[..., rem] = args[0][..., keep] @ b
+                def hook(_m, args, on=on):
+                    return (args[0] * on(args[0].device)["mask"],) + args[1:]
+            else:
+                on = _on_device(mask=mask, keep=keep, rem=removed(keep, width), b=predictors[i].to(mask.dtype))
+
+                def hook(_m, args, on=on):
+                    t = on(args[0].device)
+                    x = args[0] * t["mask"]
+                    x[..., t["rem"]] = args[0][..., t["keep"]] @ t["b"]
                     return (x,) + args[1:]
             handles.append(down.register_forward_pre_hook(hook))
         yield model
@@ -56,10 +61,23 @@ def masked(model, adapter: Adapter, kept: list[torch.Tensor], predictors: list[t
             h.remove()
 
 
+def _on_device(**tensors: torch.Tensor):
+    """device -> ``tensors`` moved there (once per device): a layer's input sits wherever accelerate
+    placed the layer (a GPU, or the execution device of an offloaded layer)."""
+    cache: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def get(device: torch.device) -> dict[str, torch.Tensor]:
+        if device not in cache:
+            cache[device] = {k: v.to(device) for k, v in tensors.items()}
+        return cache[device]
+
+    return get
+
+
 @torch.inference_mode()
 def logits(model, docs: list[list[int]]) -> torch.Tensor:
     """Concatenated next-token logits of each document, run one at a time: (total tokens, vocab) float32."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     return torch.cat([model(input_ids=torch.tensor([d], device=device)).logits[0].float().cpu() for d in docs])
 
 
@@ -89,9 +107,12 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, dtype: torch.dtype
 
 def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, layout: str,
            docs: list[list[int]], pruned=None, saved_dtype: torch.dtype | None = None,
-           predictors: list[torch.Tensor] | None = None) -> dict:
+           predictors: list[torch.Tensor] | None = None, load: dict | None = None) -> dict:
     """Load ``folder`` like a user would and compare its logits with the masked original on ``docs``
     (removed channels predicted by ``predictors`` when the export was compensated).
+
+    ``load``: from_pretrained placement arguments (``device_map``, ``max_memory``) for a model
+    spread over several devices; without them the checkpoint goes to the original's input device.
 
     When the weights were saved in a lower precision than the working one, rounding alone
     moves the logits, so the check is split in two exact ones: the in-memory ``pruned``
@@ -103,12 +124,15 @@ def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, la
 
     working = next(original.parameters()).dtype
     saved_dtype = saved_dtype or working
-    device = next(original.parameters()).device
+    device = input_device(original)
     with masked(original, adapter, kept, predictors):
         reference = logits(original, docs)
     # always computed in the working dtype: weights saved in lower precision are upcast exactly
-    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=working, trust_remote_code=(layout == "exact"))
-    loaded.to(device).eval()
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=working, trust_remote_code=(layout == "exact"),
+                                                  **(load or {}))
+    if not load:
+        loaded.to(device)
+    loaded.eval()
     if saved_dtype == working:
         result = compare(reference, logits(loaded, docs), working)
     else:

@@ -37,10 +37,16 @@ def test_prune_networks_select_inspect(tiny_dir, calib_txt, tmp_path):
     r = run("select", net, "--out", tmp_path / "sel", "--ratio", "0.5", "--layout", "exact")
     assert r.exit_code == 0, r.output
     assert "exact layout" in r.output
-    r = run("inspect", net)
-    assert "networks artifact" in r.output
+    r = run("inspect", net, "--plot", tmp_path / "net.png")
+    assert "networks artifact" in r.output and r.exit_code == 0, r.output
     r = run("inspect", tmp_path / "sel", "--json")
     assert json.loads(r.output)["layout"] == "exact"
+    r = run("inspect", tmp_path / "sel", "--plot", tmp_path / "sel.svg")
+    assert r.exit_code == 0, r.output
+    for picture in ("net.png", "sel.svg"):  # real images, not empty files
+        assert (tmp_path / picture).stat().st_size > 5000
+    assert (tmp_path / "net.png").read_bytes()[:4] == b"\x89PNG"
+    bad(["inspect", tmp_path / "sel", "--plot", tmp_path / "x.txt"], "needs a .png, .svg or .pdf")
 
 
 def test_recipe_file_and_flag_override(tiny_dir, calib_txt, tmp_path):

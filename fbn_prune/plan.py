@@ -1,0 +1,185 @@
+"""``--dry-run``: what a run would do and need, without loading weights or writing anything.
+
+The plan reads the model's config (an empty "meta" model gives the exact layer widths and
+parameter count), tokenizes the calibration documents (cheap; self-generated text is
+estimated as samples x seq_len), and turns them into disk, RAM and time figures with the
+rough rates of resources.py. Capture disk is exact: tokens x sum(widths) x 2 bytes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import resources as res
+from .recipe import Recipe
+
+
+def model_shape(config, widths: list[int], params: int, dtype: str) -> res.Shape:
+    """The sizes the estimates need, from a transformers config and the FFN widths."""
+    hidden = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd"))
+    heads = int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head"))
+    return res.Shape(params=params, hidden=hidden, heads=heads, widths=tuple(widths), dtype_bytes=res.DTYPE_BYTES[dtype])
+
+
+def compute_device(recipe: Recipe) -> str:
+    """Where the model runs: ``cuda`` or ``cpu`` (a device_map counts as CUDA when a GPU is present)."""
+    if recipe.device_map:
+        return "cpu" if recipe.device_map == "cpu" or not torch.cuda.is_available() else "cuda"
+    if recipe.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return recipe.device
+
+
+@dataclass
+class Plan:
+    """Everything ``--dry-run`` prints. Sizes in bytes, times in seconds."""
+
+    model: str
+    model_type: str
+    params: int
+    dtype: str
+    placement: str
+    widths: list[int]
+    calibration: str
+    documents: int
+    tokens: int
+    tokens_exact: bool
+    seq_len: int
+    batch_size: int
+    runs: int
+    components: int
+    ica_jobs: int
+    workers: int
+    ica_device: str
+    engine: str
+    networks_dir: str
+    out: str | None
+    disk: dict[str, int] = field(default_factory=dict)
+    free: int = 0
+    ram: dict[str, int] = field(default_factory=dict)
+    gpu: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def text(self) -> str:
+        w = self.widths
+        width_text = f"{w[0]:,}" if len(set(w)) == 1 else f"{min(w):,}..{max(w):,}"
+        tokens = f"{self.tokens:,}" if self.tokens_exact else f"at most {self.tokens:,} (self-generated text, estimated)"
+        total_disk = sum(self.disk.values())
+        lines = [
+            "plan (dry run: nothing is loaded, captured or written)",
+            f"  model          {self.model} ({self.model_type}, {self.params / 1e6:,.1f}M parameters, {self.dtype}, {self.placement})",
+            f"  layers         {len(w)} FFN layers x {width_text} channels ({sum(w):,} in all)",
+            f"  calibration    {self.calibration}: {self.documents:,} documents, {tokens} tokens "
+            f"(seq_len {self.seq_len}, batch {self.batch_size} documents)",
+        ]
+        if self.runs:
+            lines.append(f"  decomposition  {self.runs} runs x {self.components} components: {self.ica_jobs} ICA jobs "
+                         f"(layer x run), {self.engine} engine on {self.ica_device}, {self.workers} at a time")
+        else:
+            lines.append("  decomposition  none (the method needs no ICA maps)")
+        lines += [
+            f"  disk           capture {res.gb(self.disk['capture'])} ({self.tokens:,} tokens x {sum(w):,} channels x 2 bytes = "
+            f"{self.disk['capture']:,} bytes) + Gram matrices {res.gb(self.disk['gram'])} + maps {res.gb(self.disk['maps'])} "
+            f"= {res.gb(total_disk)} in {self.networks_dir} ({res.gb(self.free)} free"
+            + ("; NOT ENOUGH)" if total_disk > self.free else ")"),
+            f"  RAM            ~{res.gb(self.ram['peak'])} peak: runtime {res.gb(self.ram['runtime'])} + weights in host memory "
+            f"{res.gb(self.ram['weights'])} + the largest step: capture batch {res.gb(self.ram['capture'])}, "
+            f"Gram {res.gb(self.ram['gram'])}, ICA {self.workers} x {res.gb(self.ram['ica_job'])}",
+        ]
+        if self.gpu:
+            lines.append(f"  GPU memory     ~{res.gb(self.gpu['weights'] + self.gpu['capture'])}: weights {res.gb(self.gpu['weights'])} "
+                         f"+ capture batch {res.gb(self.gpu['capture'])} (spread over the GPUs with a device_map)")
+        s = self.seconds
+        lines.append(f"  time           ~{_duration(sum(s.values()))} (capture {_duration(s['capture'])}, Gram {_duration(s['gram'])}, "
+                     f"ICA {_duration(s['ica'])}; rough rates, within ~2x)")
+        if self.out:
+            lines.append(f"  checkpoint     {self.out} (at most {res.gb(self.params * res.DTYPE_BYTES[self.dtype])})")
+        return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
+    """The plan of ``fbn-prune networks`` (``networks_dir`` given) or ``prune`` (networks in a temporary
+    folder unless ``networks_dir``). Raises UserError for what a real run would refuse early
+    (unknown model, bad calibration, a RAM budget too small)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from . import calibration as calib
+    from .arch import adapter_for
+    from .errors import UserError
+    from .jobs import resolve_ica_device, resolve_jobs
+    from .models import resolve
+    from .scores import NEEDS_MAPS
+
+    if not recipe.model:
+        raise UserError("name a model: fbn-prune prune MODEL, or `model:` in the recipe.")
+    source = resolve(recipe.model)
+    try:
+        config = AutoConfig.from_pretrained(source.path)
+        tok = AutoTokenizer.from_pretrained(source.path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"could not read model {source.spec!r}: {str(e).strip().splitlines()[0]}") from e
+    adapter = adapter_for(config)
+    with init_empty_weights():
+        empty = AutoModelForCausalLM.from_config(config)
+    widths = adapter.channel_widths(empty)
+    shape = model_shape(config, widths, empty.num_parameters(), recipe.dtype)
+    del empty
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+
+    c, d = recipe.calibration, recipe.decomposition
+    generated = not c.task and (not c.source or c.source == calib.GENERATED)
+    if generated:
+        documents, tokens, source_text = c.samples, c.samples * c.seq_len, calib.GENERATED
+    else:
+        cal = calib.load(recipe, None, tok)
+        documents, tokens, source_text = sum(len(r) for r in cal.runs), cal.n_tokens, cal.source
+
+    device = compute_device(recipe)
+    host_model = device == "cpu"
+    resident = res.RUNTIME_BYTES + (shape.weight_bytes if host_model else 0)
+    per_token = res.capture_bytes_per_token(shape, c.seq_len, host_model)
+    max_ram = res.parse_size(c.max_ram) if c.max_ram else None
+    batch = res.batch_under_budget(max_ram, resident, per_token, c.seq_len, c.batch_size) if max_ram else c.batch_size
+
+    needs_maps = recipe.selection.method in NEEDS_MAPS
+    runs = d.runs if needs_maps else 0
+    ica_device = resolve_ica_device(d.device)
+    run_tokens = -(-tokens // max(d.runs, 1))
+    per_job = res.ica_job_bytes(run_tokens, max(widths), d.components) if needs_maps else 0
+    workers = res.jobs_under_budget(resolve_jobs(d.jobs, ica_device), max_ram, resident, per_job + res.RUNTIME_BYTES)
+    workers = max(1, min(workers, len(widths) * runs))
+    engine = d.engine if d.engine != "auto" else ("torch" if ica_device.startswith("cuda") else "sklearn")
+
+    folder = Path(networks_dir) if networks_dir else Path(tempfile.gettempdir())
+    disk = {"capture": res.capture_disk(widths, tokens), "gram": res.gram_disk(widths),
+            "maps": res.maps_disk(widths, runs, d.components)}
+    ica_host = per_job * workers if ica_device == "cpu" else 2 * run_tokens * max(widths) * workers
+    ram = {"runtime": res.RUNTIME_BYTES, "weights": resident - res.RUNTIME_BYTES, "capture": batch * c.seq_len * per_token,
+           "gram": res.gram_bytes(max(widths)), "ica_job": per_job}
+    ram["peak"] = resident + max(ram["capture"], ram["gram"], ica_host)
+    gpu = {}
+    if not host_model:
+        gpu = {"weights": shape.weight_bytes, "capture": batch * c.seq_len * res.forward_bytes_per_token(shape, c.seq_len)}
+    seconds = {"capture": res.capture_seconds(shape, tokens, device), "gram": res.gram_seconds(widths, tokens),
+               "ica": res.ica_seconds(widths, tokens, runs, d.components, ica_device, workers) if runs else 0.0}
+    placement = f"device_map={recipe.device_map}" if recipe.device_map else f"on {device}"
+    return Plan(model=source.spec, model_type=config.model_type, params=shape.params, dtype=recipe.dtype,
+                placement=placement, widths=widths, calibration=source_text, documents=documents, tokens=tokens,
+                tokens_exact=not generated, seq_len=c.seq_len, batch_size=batch, runs=runs, components=d.components,
+                ica_jobs=len(widths) * runs, workers=workers, ica_device=ica_device, engine=engine,
+                networks_dir=str(folder), out=recipe.out, disk=disk, free=res.free_disk(folder), ram=ram, gpu=gpu,
+                seconds=seconds)
