@@ -1,68 +1,103 @@
-"""Is the pruned checkpoint actually faster? Original vs pruned: prefill and decode tokens/s, peak RSS,
-file size, next to the ideal speedup from the FLOPs removed. "speedup/ideal" is the measured speedup over the FLOP ratio;
-"gain achieved" is (speedup - 1) / (ideal - 1), the share of the ideal gain that shows up.
+"""Is the pruned checkpoint actually faster? Original vs pruned: prefill and KV-cache decode tokens/s
+at several batch sizes, peak RSS, file size, next to the ideal speedup from the FLOPs removed.
 
 Each model is measured in its own subprocess (clean peak RSS), loaded the way a user loads it
-(exact layout: trust_remote_code). Decode is greedy with a fixed number of new tokens, batch 1.
+(exact layout: trust_remote_code), float32 on the CPU with torch threads = the cores given to
+the process. Decode is a plain greedy loop over the model with its KV cache (no ``generate``
+bookkeeping): ``--prompt-len`` tokens of prefill, then ``--new-tokens`` steps, for each batch
+size; one warm-up, then the median of ``--repeats`` timings.
+
+The ideal speedup is the ratio of FLOPs per decoded token: 2 x every matrix a token multiplies
+through (attention projections, FFN, LM head) plus attention over the cache (QK^T and AV:
+4 x layers x heads x head_dim x context, at the mean decode context). Two readings of "how
+much of the ideal shows up": speedup/ideal (measured speedup over the FLOP ratio) and gain
+achieved = (speedup - 1) / (ideal - 1), the share of the ideal *gain*.
 
     python benchmarks/inference.py --base smollm2 --pruned /tmp/p30-uniform /tmp/p30-padded /tmp/p30-exact
+    python benchmarks/inference.py --base smollm2 --pruned /tmp/p30-uniform --batch 1 8 32 --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def flops_per_token(model) -> int:
-    """2 x the parameters every token multiplies through (all matrices but the embedding lookup)."""
+
+def matrix_params(model) -> int:
+    """Parameters every token multiplies through: all >= 2-D weights but the embedding lookup,
+    plus the LM head when it is tied to the embedding (it still multiplies)."""
     embed = model.get_input_embeddings().weight
-    total = 0
-    for p in model.parameters():
-        if p.dim() >= 2 and p is not embed:
-            total += p.numel()
+    total = sum(p.numel() for p in model.parameters() if p.dim() >= 2 and p is not embed)
     head = model.get_output_embeddings()
-    if head is not None and head.weight is embed:  # tied: the head still multiplies
+    if head is not None and head.weight is embed:
         total += embed.numel()
-    return 2 * total
+    return total
 
 
-def measure(path: str, prompt_len: int, new_tokens: int, repeats: int, threads: int | None) -> dict:
+def flops_per_token(model, context: float) -> float:
+    """FLOPs of one token attending to ``context`` cached tokens: 2 x matrix parameters + 4 x layers x
+    heads x head_dim x context (scores and weighted values). Padded channels count: they are computed."""
+    c = model.config
+    layers = getattr(c, "num_hidden_layers", None) or c.n_layer
+    heads = getattr(c, "num_attention_heads", None) or c.n_head
+    hidden = getattr(c, "hidden_size", None) or c.n_embd
+    head_dim = getattr(c, "head_dim", None) or hidden // heads
+    return 2 * matrix_params(model) + 4 * layers * heads * head_dim * context
+
+
+def decode(model, prompt, new_tokens: int) -> float:
+    """Seconds for ``new_tokens`` greedy steps after prefilling ``prompt`` (batch, prompt_len), KV cache on."""
+    out = model(input_ids=prompt, use_cache=True)
+    past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    start = time.perf_counter()
+    for _ in range(new_tokens):
+        out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    return time.perf_counter() - start
+
+
+def measure(path: str, batches: list[int], prompt_len: int, new_tokens: int, repeats: int, threads: int | None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
     from fbn_prune.models import resolve
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     folder = Path(resolve(path).path)
     trust = (folder / "modeling_fbn.py").is_file()
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, trust_remote_code=trust).eval()
     g = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
     prefill_ids = torch.randint(100, vocab, (1, 512), generator=g)
-    prompt = torch.randint(100, vocab, (1, prompt_len), generator=g)
+    rows = []
     with torch.inference_mode():
         model(input_ids=prefill_ids[:, :64])  # warm-up
-        best_prefill = best_decode = 0.0
+        prefill = []
         for _ in range(repeats):
             t = time.perf_counter()
             model(input_ids=prefill_ids)
-            best_prefill = max(best_prefill, prefill_ids.shape[1] / (time.perf_counter() - t))
-            t = time.perf_counter()
-            model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                           pad_token_id=model.config.eos_token_id if model.config.pad_token_id is None else model.config.pad_token_id)
-            best_decode = max(best_decode, new_tokens / (time.perf_counter() - t))
+            prefill.append(prefill_ids.shape[1] / (time.perf_counter() - t))
+        for b in batches:
+            prompt = torch.randint(100, vocab, (b, prompt_len), generator=g)
+            decode(model, prompt, min(4, new_tokens))  # warm-up
+            times = [decode(model, prompt, new_tokens) for _ in range(repeats)]
+            rows.append({"batch": b, "decode_tok_s": b * new_tokens / statistics.median(times),
+                         "spread": (max(times) - min(times)) / statistics.median(times)})
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
-    return {"model": path, "layout": json.loads((folder / "fbn_prune.json").read_text())["layout"]
-            if (folder / "fbn_prune.json").is_file() else "original",
-            "params": model.num_parameters(), "flops_per_token": flops_per_token(model),
-            "prefill_tok_s": best_prefill, "decode_tok_s": best_decode, "file_bytes": size,
+    info = folder / "fbn_prune.json"
+    return {"model": path, "layout": json.loads(info.read_text())["layout"] if info.is_file() else "original",
+            "params": model.num_parameters(), "flops_per_token": flops_per_token(model, prompt_len + new_tokens / 2),
+            "prefill_tok_s": statistics.median(prefill), "decode": rows, "file_bytes": size,
+            "threads": torch.get_num_threads(),
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
@@ -70,31 +105,43 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True)
     ap.add_argument("--pruned", nargs="+", required=True)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="decode batch sizes [1 8 32]")
     ap.add_argument("--prompt-len", type=int, default=32)
-    ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads [the process's cores]")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.prompt_len, args.new_tokens, args.repeats, args.threads)))
+        print(json.dumps(measure(args.one, args.batch, args.prompt_len, args.new_tokens, args.repeats, args.threads)))
         return
     rows = []
     for path in [args.base, *args.pruned]:
-        cmd = [sys.executable, __file__, "--base", args.base, "--pruned", "x", "--one", path,
-               "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
+        cmd = [sys.executable, __file__, "--base", args.base, "--pruned", "x", "--one", path, "--batch",
+               *map(str, args.batch), "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens),
+               "--repeats", str(args.repeats)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
     base = rows[0]
-    print("| model | layout | params | file MB | peak RSS MB | prefill tok/s | decode tok/s | decode speedup | ideal (FLOPs) | speedup/ideal | gain achieved |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"float32, CPU, {base['threads']} threads; prompt {args.prompt_len} tokens, {args.new_tokens} decoded tokens, "
+          f"median of {args.repeats}; ideal = FLOPs per decoded token (matrices incl. LM head + attention), original / pruned")
+    print("| model | layout | params | file MB | peak RSS MB | prefill tok/s (512, batch 1) |")
+    print("|---|---|---:|---:|---:|---:|")
     for r in rows:
-        speed = r["decode_tok_s"] / base["decode_tok_s"]
+        print(f"| {r['model']} | {r['layout']} | {r['params']:,} | {r['file_bytes'] / 1e6:.0f} | "
+              f"{r['peak_rss_bytes'] / 1e6:.0f} | {r['prefill_tok_s']:.0f} |")
+    print()
+    print("| layout | batch | decode tok/s original | decode tok/s pruned | speedup | ideal (FLOPs) | speedup/ideal "
+          "| gain achieved |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows[1:]:
         ideal = base["flops_per_token"] / r["flops_per_token"]
-        print(f"| {r['model']} | {r['layout']} | {r['params']:,} | {r['file_bytes'] / 1e6:.0f} | {r['peak_rss_bytes'] / 1e6:.0f} "
-              f"| {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | {speed:.3f} | {ideal:.3f} | {speed / ideal:.0%} | "
-              f"{(speed - 1) / (ideal - 1) if ideal > 1 else float('nan'):.0%} |")
+        for b0, b1 in zip(base["decode"], r["decode"]):
+            speed = b1["decode_tok_s"] / b0["decode_tok_s"]
+            gain = (speed - 1) / (ideal - 1) if ideal > 1 else float("nan")
+            print(f"| {r['layout']} | {b1['batch']} | {b0['decode_tok_s']:.1f} | {b1['decode_tok_s']:.1f} | {speed:.3f} | "
+                  f"{ideal:.3f} | {speed / ideal:.0%} | {gain:.0%} |")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ A method may carry its network weight: fbn@0 (no membership prior), fbn-act@0.25
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning threads on a shared CPU
+
 import argparse
 import sys
 import time

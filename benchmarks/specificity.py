@@ -13,6 +13,10 @@ more within a task than across tasks.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning threads on a shared CPU
+
 import argparse
 import itertools
 import json

@@ -158,8 +158,9 @@ def render(info: dict, repo: str = PLACEHOLDER_REPO, license: str | None = None,
 This model is {_link(info)} with
 {1 - p['after'] / p['before']:.1%} of its parameters removed ({p['before']:,} -> {p['after']:,}) by
 **functional-network pruning** of its feed-forward layers: fbn_prune records each FFN neuron's
-activity on calibration text, finds functional networks with ICA (as in fMRI), keeps the neurons
-that belong to them and physically deletes the rest. No fine-tuning was applied.
+activity on calibration text, finds functional networks with ICA (as in fMRI), removes the neurons
+whose signal the rest of their network can carry (folding that signal into the kept neurons'
+weights) and physically deletes them. No fine-tuning was applied.
 
 ## How it was made
 

@@ -72,7 +72,7 @@ SELECTION_OPTIONS = {
     "min_width": ("selection.min_width", dict(type=int, metavar="N", help="No layer keeps fewer channels [8].")),
     "network_weight": ("selection.network_weight", dict(type=float, metavar="W",
                        help="fbn, fbn-act: weight of the network-membership prior (0: none) [recipe's].")),
-    "compensate": ("selection.compensate", dict(type=click.Choice(["lstsq", "none"]),
+    "compensate": ("selection.compensate", dict(type=click.Choice(["lstsq", "bias", "none"]),
                    help="lstsq: fold the removed channels' least-squares prediction from the kept ones into the "
                         "down projection (no new parameters); none: plain deletion [lstsq].")),
 }
@@ -199,7 +199,8 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--save-networks", type=str, metavar="DIR", help="Also keep the networks artifact here (for `fbn-prune select`).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
 def prune(model, out, recipe_file, overrides, save_networks, overwrite, no_progress, dry_run):
     """Prune MODEL (a Hub id, a local folder, a .gguf file, or `smollm2` for the embedded
     SmolLM2-135M-Instruct) and write a verified checkpoint to --out.
@@ -232,7 +233,8 @@ def prune(model, out, recipe_file, overrides, save_networks, overwrite, no_progr
 @recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, RUN_OPTIONS)
 @click.option("--keep-capture", is_flag=True, help="Keep the raw float16 neuron signals (capture/) in the artifact.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
 def networks(model, out, recipe_file, overrides, keep_capture, no_progress, dry_run):
     """Capture and decompose only: find MODEL's functional networks and save them to --out.
 

@@ -96,8 +96,9 @@ def gram_path(folder: Path, layer: int) -> Path:
     return Path(folder) / "gram" / f"layer{layer:03d}.safetensors"
 
 
-def write_grams(index: CaptureIndex, folder: str | Path, progress: bool = True) -> None:
-    """Each layer's Gram matrix (width, width), float32, streamed from the capture one layer at a time."""
+def write_grams(index: CaptureIndex, folder: str | Path, progress: bool = True, device: str = "cpu") -> None:
+    """Each layer's Gram matrix (width, width), float32, streamed from the capture one layer at a time
+    (products on ``device``: cpu, cuda or cuda:N)."""
     from tqdm.auto import tqdm
 
     from .compensate import gram
@@ -108,7 +109,7 @@ def write_grams(index: CaptureIndex, folder: str | Path, progress: bool = True) 
         if target.is_file():
             continue
         tmp = target.with_suffix(".tmp")
-        save_file({"gram": gram(index.signal(i)).float()}, str(tmp))
+        save_file({"gram": gram(index.signal(i), device=device).float()}, str(tmp))
         os.replace(tmp, target)
 
 

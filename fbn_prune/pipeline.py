@@ -32,6 +32,7 @@ from .capture import CaptureIndex
 from .placement import devices, load_kwargs, onloaded
 from .networks import ARTIFACT_FILE, Networks, NetworksMeta, decompose_all, gram_path, map_path, write_grams
 from .recipe import Recipe
+from .compensate import removed as compensate_removed
 from .scores import NEEDS_GRAM, NEEDS_MAPS, NEEDS_STATS, layer_scores
 from .select import Budget, achieved_ratio, channel_ratio_for_params, select as select_channels
 from .surgery import MODELING_FILE, build_pruned, modeling_source
@@ -115,7 +116,7 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
     shutil.copyfile(cap_dir / "stats.safetensors", folder / "stats.safetensors")
     (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
     t2 = time.perf_counter()
-    write_grams(index, folder, progress)
+    write_grams(index, folder, progress, device=_gram_device(d.device))
     meta.timings["gram_s"] = round(time.perf_counter() - t2, 2)
     if needs_maps:  # writes the final metadata itself
         decompose_all(index, folder, meta, progress, jobs=_ica_jobs(recipe, index), device=d.device)
@@ -167,8 +168,16 @@ def _capture_batch(recipe: Recipe, model, adapter) -> int:
     return batch
 
 
+def _gram_device(ica_device: str) -> str:
+    """Gram matrices go where ICA goes (the first GPU when ICA uses every GPU)."""
+    from .jobs import resolve_ica_device
+
+    device = resolve_ica_device(ica_device)
+    return "cuda:0" if device == "cuda" else device
+
+
 def _ica_jobs(recipe: Recipe, index: CaptureIndex) -> int:
-    """Parallel ICA workers: decomposition.jobs (auto: one per GPU, or cores / 8), fewer when
+    """Parallel ICA workers: decomposition.jobs (auto: one per GPU, or one per CPU core), fewer when
     calibration.max_ram cannot hold that many CPU working sets."""
     from . import resources as res
     from .jobs import resolve_ica_device, resolve_jobs
@@ -211,6 +220,9 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     adapter = adapter_for(model.config)
     s = recipe.selection
     t0 = time.perf_counter()
+    if s.compensate == "bias" and getattr(adapter.down_module(model, 0), "bias", None) is None:
+        raise UserError(f"--compensate bias needs a down-projection bias, which {model.config.model_type} does not "
+                        "have (GPT-2, OPT and GPT-NeoX do); use lstsq or none.")
     needs = s.method in NEEDS_MAPS
     if needs and artifact.meta.runs == 0:
         raise UserError(f"networks artifact {artifact.folder} holds no ICA maps; create it with --method fbn.")
@@ -233,9 +245,9 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
         budget = Budget(**{**asdict(budget), "ratio": ratio})
     kept = select_channels(scores, budget)
     predictors, replace = None, None
-    if s.compensate == "lstsq":
+    if s.compensate != "none":
         with onloaded(model):
-            predictors, replace = _compensation(model, adapter, kept, artifact, s.ridge)
+            predictors, replace = _compensation(model, adapter, kept, artifact, s.ridge, s.compensate)
     t_select = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -267,12 +279,26 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     return target
 
 
-def _compensation(model, adapter, kept, artifact: Networks, ridge: float):
-    """Per-layer predictors B and the compensated full-size down-projection weights (see compensate.py)."""
-    from .compensate import compensated_columns, predictor
-    from .scores import down_columns
+def _compensation(model, adapter, kept, artifact: Networks, ridge: float, mode: str = "lstsq"):
+    """Per-layer predictors and the compensated full-size down-projection tensors (see compensate.py):
+    ``lstsq``: B and the down weights; ``bias``: (None, mean) and the down biases."""
+    from .compensate import bias_shift, compensated_columns, predictor
+    from .scores import activation_stats, down_columns
 
     predictors, replace = [], {}
+    if mode == "bias":
+        stats = artifact.stats()
+        for i, keep in enumerate(kept):
+            down = adapter.down_module(model, i)
+            if getattr(down, "bias", None) is None:
+                raise UserError(f"--compensate bias needs a down-projection bias, which {model.config.model_type} "
+                                "does not have (GPT-2, OPT and GPT-NeoX do); use lstsq or none.")
+            mean = activation_stats(stats, i)[0]
+            predictors.append((None, mean[compensate_removed(keep, mean.numel())].float()))
+            shift = bias_shift(down_columns(model, adapter, i), keep, mean)
+            replace[f"{adapter.layers}.{i}.{adapter.down}.bias"] = (down.bias.detach().double().cpu() + shift).to(
+                down.bias.dtype).contiguous()
+        return predictors, replace
     for i, keep in enumerate(kept):
         b = predictor(artifact.gram(i), keep, ridge)
         predictors.append(b)

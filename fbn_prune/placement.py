@@ -35,8 +35,8 @@ def parse_max_memory(text: str) -> dict[int | str, int]:
             out["gpu"] = parse_size(part, "max_memory (--max-memory)")
             continue
         key, size = (s.strip() for s in part.split("=", 1))
-        if not re.fullmatch(r"\d+|cpu|disk", key):
-            raise UserError(f"max_memory (--max-memory): devices are GPU numbers, cpu or disk, got {key!r}.")
+        if not re.fullmatch(r"\d+|cpu", key):
+            raise UserError(f"max_memory (--max-memory): devices are GPU numbers or cpu, got {key!r}.")
         out[int(key) if key.isdigit() else key] = parse_size(size, "max_memory (--max-memory)")
     if not out:
         raise UserError(f"max_memory (--max-memory) is empty: {text!r}.")
@@ -121,6 +121,6 @@ def onloaded(model: nn.Module) -> Iterator[nn.Module]:
             if has_offloaded_params(mod):
                 stack.enter_context(align_module_device(mod, torch.device("cpu")))
         if offloaded(model):
-            raise UserError("some weights are offloaded to disk; fbn_prune needs them in CPU or GPU memory "
-                            "(raise the cpu entry of --max-memory).")
+            raise UserError("some weights are on the meta device with no values to load; load the model "
+                            "with --device or a --device-map that keeps every weight in GPU or CPU memory.")
         yield model

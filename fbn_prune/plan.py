@@ -71,7 +71,8 @@ class Plan:
         total_disk = sum(self.disk.values())
         lines = [
             "plan (dry run: nothing is loaded, captured or written)",
-            f"  model          {self.model} ({self.model_type}, {self.params / 1e6:,.1f}M parameters, {self.dtype}, {self.placement})",
+            f"  model          {self.model} ({self.model_type}, {self.params / 1e6:,.1f}M parameters, {self.dtype}, "
+            f"{self.placement})",
             f"  layers         {len(w)} FFN layers x {width_text} channels ({sum(w):,} in all)",
             f"  calibration    {self.calibration}: {self.documents:,} documents, {tokens} tokens "
             f"(seq_len {self.seq_len}, batch {self.batch_size} documents)",
@@ -91,10 +92,12 @@ class Plan:
             f"Gram {res.gb(self.ram['gram'])}, ICA {self.workers} x {res.gb(self.ram['ica_job'])}",
         ]
         if self.gpu:
-            lines.append(f"  GPU memory     ~{res.gb(self.gpu['weights'] + self.gpu['capture'])}: weights {res.gb(self.gpu['weights'])} "
+            lines.append(f"  GPU memory     ~{res.gb(self.gpu['weights'] + self.gpu['capture'])}: "
+                         f"weights {res.gb(self.gpu['weights'])} "
                          f"+ capture batch {res.gb(self.gpu['capture'])} (spread over the GPUs with a device_map)")
         s = self.seconds
-        lines.append(f"  time           ~{_duration(sum(s.values()))} (capture {_duration(s['capture'])}, Gram {_duration(s['gram'])}, "
+        lines.append(f"  time           ~{_duration(sum(s.values()))} (capture {_duration(s['capture'])}, "
+                     f"Gram {_duration(s['gram'])}, "
                      f"ICA {_duration(s['ica'])}; rough rates, within ~2x)")
         if self.out:
             lines.append(f"  checkpoint     {self.out} (at most {res.gb(self.params * res.DTYPE_BYTES[self.dtype])})")
@@ -134,6 +137,7 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     adapter = adapter_for(config)
     with init_empty_weights():
         empty = AutoModelForCausalLM.from_config(config)
+    empty.tie_weights()  # not done on meta tensors by from_config; counts a tied LM head once
     widths = adapter.channel_widths(empty)
     shape = model_shape(config, widths, empty.num_parameters(), recipe.dtype)
     del empty
@@ -174,7 +178,7 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     gpu = {}
     if not host_model:
         gpu = {"weights": shape.weight_bytes, "capture": batch * c.seq_len * res.forward_bytes_per_token(shape, c.seq_len)}
-    seconds = {"capture": res.capture_seconds(shape, tokens, device), "gram": res.gram_seconds(widths, tokens),
+    seconds = {"capture": res.capture_seconds(shape, tokens, device), "gram": res.gram_seconds(widths, tokens, ica_device),
                "ica": res.ica_seconds(widths, tokens, runs, d.components, ica_device, workers) if runs else 0.0}
     placement = f"device_map={recipe.device_map}" if recipe.device_map else f"on {device}"
     return Plan(model=source.spec, model_type=config.model_type, params=shape.params, dtype=recipe.dtype,

@@ -66,8 +66,8 @@ class Selection:
     protect_last: int = 0
     round_to: int = 8  # kept widths are multiples of this (hardware-friendly)
     min_width: int = 8  # no pruned layer keeps fewer channels than this
-    network_weight: float = 0.25  # fbn: weight of network membership against activation energy
-    compensate: Literal["none", "lstsq"] = "lstsq"  # fold removed channels into kept ones (see compensate.py)
+    network_weight: float = 1.0  # fbn, fbn-act: weight of the network-membership prior (0: none)
+    compensate: Literal["none", "lstsq", "bias"] = "lstsq"  # fold removed channels into kept ones (see compensate.py)
     ridge: float = 1e-3  # relative ridge of the least-squares reconstruction
 
 

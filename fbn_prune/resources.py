@@ -210,9 +210,10 @@ def capture_seconds(shape: Shape, tokens: int, device: str) -> float:
     return max(compute, capture_disk(shape.widths, tokens) / DISK_BYTES_PER_S)
 
 
-def gram_seconds(widths: list[int] | tuple[int, ...], tokens: int) -> float:
-    """Gram matrices: 2 T w^2 per layer, computed on the CPU."""
-    return sum(2 * tokens * w * w for w in widths) / rate("gram", "cpu")
+def gram_seconds(widths: list[int] | tuple[int, ...], tokens: int, device: str) -> float:
+    """Gram matrices: 2 T w^2 per layer (on the ICA device), or reading the capture, whichever is slower."""
+    compute = sum(2 * tokens * w * w for w in widths) / rate("gram", device)
+    return max(compute, capture_disk(widths, tokens) / DISK_BYTES_PER_S)
 
 
 def ica_job_flops(tokens: int, width: int, components: int, power_iterations: int = 3) -> float:

@@ -29,7 +29,8 @@ def masked(model, adapter: Adapter, kept: list[torch.Tensor], predictors: list[t
 
     With ``predictors`` (per layer B of shape (|K|, |R|), see compensate.py) the removed
     channels' signals are replaced by their prediction x_K B instead of zero: the exact
-    function of a compensated pruned model.
+    function of a compensated pruned model. A predictor may also be a pair (None, c) with c
+    (|R|,): the removed channels take the constant c (FLAP's bias compensation).
     """
     from .compensate import removed
 
@@ -46,6 +47,14 @@ def masked(model, adapter: Adapter, kept: list[torch.Tensor], predictors: list[t
 
                 def hook(_m, args, on=on):
                     return (args[0] * on(args[0].device)["mask"],) + args[1:]
+            elif isinstance(predictors[i], tuple):
+                on = _on_device(mask=mask, rem=removed(keep, width), c=predictors[i][1].to(mask.dtype))
+
+                def hook(_m, args, on=on):
+                    t = on(args[0].device)
+                    x = args[0] * t["mask"]
+                    x[..., t["rem"]] = t["c"]
+                    return (x,) + args[1:]
             else:
                 on = _on_device(mask=mask, keep=keep, rem=removed(keep, width), b=predictors[i].to(mask.dtype))
 

@@ -83,6 +83,40 @@ def test_compensation_brings_output_closer_to_original(tiny_dir, calib_txt, tmp_
     assert errors["lstsq"] < errors["none"]
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "opt", "gpt_neox"])
+def test_bias_compensation_is_exact_and_moves_only_the_bias(arch, tiny_dir, calib_txt, tmp_path):
+    """FLAP's bias compensation: verified export; the pruned model equals the original with the removed
+    channels held at their calibration mean; only the down bias differs from plain deletion."""
+    folder = tiny_dir(arch)
+    r = small_recipe(folder, tmp_path / "x", calib_txt, ratio=0.5).override({"selection.method": "flap"})
+    bundle = pipeline._load(r)
+    art = pipeline.networks(r, tmp_path / "net", model_bundle=bundle, progress=False)
+    _, model, tok = bundle
+    adapter = adapter_for(model.config)
+    ids = [tok("the quick brown fox jumps over the lazy dog")["input_ids"]]
+    outs = {m: pipeline.select(r.override({"out": str(tmp_path / m), "selection.compensate": m}), art, model_bundle=bundle)
+            for m in ("none", "bias")}
+    info = json.loads((outs["bias"] / "fbn_prune.json").read_text())
+    assert info["verified"] and info["selection"]["compensate"] == "bias"
+    kept = [torch.tensor(info["kept"][str(i)]) for i in range(len(info["kept"]))]
+    predictors = pipeline._compensation(model, adapter, kept, art, r.selection.ridge, "bias")[0]
+    with masked(model, adapter, kept, predictors):
+        ref = logits(model, ids)
+    loaded = {m: AutoModelForCausalLM.from_pretrained(o).eval() for m, o in outs.items()}
+    torch.testing.assert_close(logits(loaded["bias"], ids), ref, atol=1e-4, rtol=1e-4)
+    a, b = loaded["none"].state_dict(), loaded["bias"].state_dict()
+    differ = {k for k in a if not torch.equal(a[k], b[k])}
+    assert differ and all(k.endswith(f"{adapter.down}.bias") for k in differ), differ
+
+
+def test_bias_compensation_needs_a_bias(tiny_dir, calib_txt, tmp_path):
+    r = small_recipe(tiny_dir("llama"), tmp_path / "x", calib_txt).override({"selection.compensate": "bias"})
+    bundle = pipeline._load(r)
+    art = pipeline.networks(r, tmp_path / "net", model_bundle=bundle, progress=False)
+    with pytest.raises(UserError, match="needs a down-projection bias"):
+        pipeline.select(r, art, model_bundle=bundle)
+
+
 def test_same_seed_same_kept_indices(tiny_dir, calib_txt, tmp_path):
     folder = tiny_dir("llama")
     outs = []

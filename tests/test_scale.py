@@ -151,6 +151,17 @@ def test_jobs_give_the_same_maps(tiny_dir, calib_txt, tmp_path):
         assert torch.equal(a, b)
 
 
+def test_jobs_auto_and_worker_devices(monkeypatch):
+    from fbn_prune import jobs
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert jobs.resolve_jobs("auto", "cuda") == 3 and jobs.resolve_jobs("auto", "cuda:1") == 1
+    assert jobs.resolve_jobs("auto", "cpu") == res.cpu_cores() and jobs.resolve_jobs(5, "cpu") == 5
+    assert jobs.worker_devices("cuda", 4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    assert jobs.worker_devices("cuda:1", 2) == ["cuda:1", "cuda:1"]
+    assert jobs.worker_devices("cpu", 2) == ["cpu", "cpu"]
+
+
 _SLOW_CHILD = """
 import sys, time
 import fbn_prune.networks as networks
@@ -219,7 +230,7 @@ def test_ica_device_cpu_matches_default(tiny_dir, calib_txt, tmp_path):
     (["--ica-device", "gpu"], "auto, cpu, cuda or cuda:N"),
     (["--max-memory", "70GiB"], "give --device-map auto too"),
     (["--device-map", "auto", "--max-memory", "0=lots"], "size such as"),
-    (["--device-map", "auto", "--max-memory", "gpu0=4GB"], "GPU numbers, cpu or disk"),
+    (["--device-map", "auto", "--max-memory", "gpu0=4GB"], "GPU numbers or cpu"),
 ])
 def test_bad_scale_options(tiny_dir, tmp_path, flags, fragment):
     bad(["prune", tiny_dir("llama"), "--out", tmp_path / "o", *flags], fragment)
