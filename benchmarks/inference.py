@@ -1,11 +1,13 @@
 """Is the pruned checkpoint actually faster? Original vs pruned: prefill and KV-cache decode tokens/s
 at several batch sizes, peak RSS, file size, next to the ideal speedup from the FLOPs removed.
 
-Each model is measured in its own subprocess (clean peak RSS), loaded the way a user loads it
-(exact layout: trust_remote_code), float32 on the CPU with torch threads = the cores given to
-the process. Decode is a plain greedy loop over the model with its KV cache (no ``generate``
-bookkeeping): ``--prompt-len`` tokens of prefill, then ``--new-tokens`` steps, for each batch
-size; one warm-up, then the median of ``--repeats`` timings.
+Models are loaded the way a user loads them (exact layout: trust_remote_code), float32 on the
+CPU with torch threads = the cores given to the process. Size, prefill speed and peak RSS come
+from one subprocess per model (clean RSS). Decode speed comes from one subprocess holding every
+model, timings interleaved round by round so that other load on a shared machine hits all
+models alike; the speedup is the median over rounds of the per-round ratio. Decode is a plain
+greedy loop with the KV cache (no ``generate`` bookkeeping): ``--prompt-len`` tokens of
+prefill, then ``--new-tokens`` steps, for each batch size, after one warm-up.
 
 The ideal speedup is the ratio of FLOPs per decoded token: 2 x every matrix a token multiplies
 through (attention projections, FFN, LM head) plus attention over the cache (QK^T and AV:
@@ -65,40 +67,74 @@ def decode(model, prompt, new_tokens: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(path: str, batches: list[int], prompt_len: int, new_tokens: int, repeats: int, threads: int | None) -> dict:
+def load(path: str):
+    """(model, folder) loaded the way a user loads it, float32 on the CPU, eval mode."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from fbn_prune.models import resolve
 
-    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     folder = Path(resolve(path).path)
     trust = (folder / "modeling_fbn.py").is_file()
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, trust_remote_code=trust).eval()
-    g = torch.Generator().manual_seed(0)
-    vocab = model.config.vocab_size
-    prefill_ids = torch.randint(100, vocab, (1, 512), generator=g)
-    rows = []
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, trust_remote_code=trust).eval(), folder
+
+
+def static(path: str, prompt_len: int, new_tokens: int, repeats: int) -> dict:
+    """One model alone in its process: size, FLOPs, prefill tokens/s (512 tokens, batch 1), peak RSS."""
+    import torch
+
+    model, folder = load(path)
+    ids = torch.randint(100, model.config.vocab_size, (1, 512), generator=torch.Generator().manual_seed(0))
+    prefill = []
     with torch.inference_mode():
-        model(input_ids=prefill_ids[:, :64])  # warm-up
-        prefill = []
+        model(input_ids=ids[:, :64])  # warm-up
         for _ in range(repeats):
             t = time.perf_counter()
-            model(input_ids=prefill_ids)
-            prefill.append(prefill_ids.shape[1] / (time.perf_counter() - t))
-        for b in batches:
-            prompt = torch.randint(100, vocab, (b, prompt_len), generator=g)
-            decode(model, prompt, min(4, new_tokens))  # warm-up
-            times = [decode(model, prompt, new_tokens) for _ in range(repeats)]
-            rows.append({"batch": b, "decode_tok_s": b * new_tokens / statistics.median(times),
-                         "spread": (max(times) - min(times)) / statistics.median(times)})
-    size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+            model(input_ids=ids)
+            prefill.append(ids.shape[1] / (time.perf_counter() - t))
+        decode(model, ids[:, :prompt_len], new_tokens)
     info = folder / "fbn_prune.json"
     return {"model": path, "layout": json.loads(info.read_text())["layout"] if info.is_file() else "original",
             "params": model.num_parameters(), "flops_per_token": flops_per_token(model, prompt_len + new_tokens / 2),
-            "prefill_tok_s": statistics.median(prefill), "decode": rows, "file_bytes": size,
-            "threads": torch.get_num_threads(),
+            "prefill_tok_s": statistics.median(prefill),
+            "file_bytes": sum(f.stat().st_size for f in folder.glob("*.safetensors")),
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def speeds(paths: list[str], batches: list[int], prompt_len: int, new_tokens: int, repeats: int) -> dict:
+    """All models in one process, decode timings interleaved (model 0, 1, ..., 0, 1, ...) so that other
+    load on the machine hits every model alike. Per batch size: median tokens/s of each model, and the
+    median over repeats of each model's speedup over model 0 in the same round."""
+    import torch
+
+    models = [load(p)[0] for p in paths]
+    g = torch.Generator().manual_seed(1)
+    out = {}
+    with torch.inference_mode():
+        for b in batches:
+            prompt = torch.randint(100, models[0].config.vocab_size, (b, prompt_len), generator=g)
+            for m in models:
+                decode(m, prompt, min(4, new_tokens))  # warm-up
+            times = [[decode(m, prompt, new_tokens) for m in models] for _ in range(repeats)]
+            out[b] = {"tok_s": [b * new_tokens / statistics.median(t[i] for t in times) for i in range(len(models))],
+                      "speedup": [statistics.median(t[0] / t[i] for t in times) for i in range(len(models))]}
+    return out
+
+
+def child(args: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    if args.one:
+        return {**static(args.one, args.prompt_len, args.new_tokens, args.repeats), "threads": torch.get_num_threads()}
+    return speeds([args.base, *args.pruned], args.batch, args.prompt_len, args.new_tokens, args.repeats)
+
+
+def run_child(args: argparse.Namespace, extra: list[str]) -> dict:
+    cmd = [sys.executable, __file__, "--base", args.base, "--pruned", *args.pruned, "--batch", *map(str, args.batch),
+           "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
+           *(["--threads", str(args.threads)] if args.threads else []), *extra]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -111,37 +147,35 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch threads [the process's cores]")
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--speeds", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.one:
-        print(json.dumps(measure(args.one, args.batch, args.prompt_len, args.new_tokens, args.repeats, args.threads)))
+    if args.one or args.speeds:
+        print(json.dumps(child(args)))
         return
-    rows = []
-    for path in [args.base, *args.pruned]:
-        cmd = [sys.executable, __file__, "--base", args.base, "--pruned", "x", "--one", path, "--batch",
-               *map(str, args.batch), "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens),
-               "--repeats", str(args.repeats)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
+    rows = [run_child(args, ["--one", p]) for p in [args.base, *args.pruned]]
+    timing = {int(b): v for b, v in run_child(args, ["--speeds"]).items()}
     base = rows[0]
-    print(f"float32, CPU, {base['threads']} threads; prompt {args.prompt_len} tokens, {args.new_tokens} decoded tokens, "
-          f"median of {args.repeats}; ideal = FLOPs per decoded token (matrices incl. LM head + attention), original / pruned")
-    print("| model | layout | params | file MB | peak RSS MB | prefill tok/s (512, batch 1) |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(f"float32, CPU, {base['threads']} threads; prompt {args.prompt_len} tokens, {args.new_tokens} decoded tokens with "
+          f"KV cache, models interleaved, median of {args.repeats}; ideal = FLOPs per decoded token (matrices incl. LM "
+          "head + attention), original / pruned")
+    print("| model | layout | params | file MB | peak RSS MB | prefill tok/s (512 tokens, batch 1) | ideal (FLOPs) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['layout']} | {r['params']:,} | {r['file_bytes'] / 1e6:.0f} | "
-              f"{r['peak_rss_bytes'] / 1e6:.0f} | {r['prefill_tok_s']:.0f} |")
+              f"{r['peak_rss_bytes'] / 1e6:.0f} | {r['prefill_tok_s']:.0f} | "
+              f"{base['flops_per_token'] / r['flops_per_token']:.3f} |")
     print()
     print("| layout | batch | decode tok/s original | decode tok/s pruned | speedup | ideal (FLOPs) | speedup/ideal "
           "| gain achieved |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows[1:]:
+    for i, r in enumerate(rows[1:], 1):
         ideal = base["flops_per_token"] / r["flops_per_token"]
-        for b0, b1 in zip(base["decode"], r["decode"]):
-            speed = b1["decode_tok_s"] / b0["decode_tok_s"]
+        for b in args.batch:
+            t = timing[b]
+            speed = t["speedup"][i]
             gain = (speed - 1) / (ideal - 1) if ideal > 1 else float("nan")
-            print(f"| {r['layout']} | {b1['batch']} | {b0['decode_tok_s']:.1f} | {b1['decode_tok_s']:.1f} | {speed:.3f} | "
-                  f"{ideal:.3f} | {speed / ideal:.0%} | {gain:.0%} |")
+            print(f"| {r['layout']} | {b} | {t['tok_s'][0]:.1f} | {t['tok_s'][i]:.1f} | {speed:.3f} | {ideal:.3f} | "
+                  f"{speed / ideal:.0%} | {gain:.0%} |")
 
 
 if __name__ == "__main__":

@@ -201,8 +201,12 @@ def plot(cells: list[dict], ratios: list[float], methods: list[str], path: Path)
 
     panels = [(calib, m) for calib in CALIBRATIONS for m in METRICS if m[0] in TASKS[calib]]
     panels = [p for p in panels if any(c["calibration"] == p[0] for c in cells)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
-    for ax, (calib, (task, metric, label, hib)) in zip(axes[0], panels):
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (calib, (task, metric, label, hib)) in zip(axes.flat, panels):
         sub = [c for c in cells if c["calibration"] == calib]
         base = sub[0]["original"].get(task, {}).get(metric) if sub else None
         for meth in methods:
@@ -281,7 +285,7 @@ def main() -> None:
                                              batch_size=args.batch_size, device="cpu", data_dir=args.data)
             setup[calib] = (recipe, artifact, settings)
         # the target ratios first (both calibrations), so an interrupted run has the cells that matter most
-        for ratio in sorted(ratios, key=lambda r: (r not in TARGET_RATIOS, r)):
+        for ratio in sorted(ratios, key=lambda r: (r not in TARGET_RATIOS, -r)):
             for calib, (recipe, artifact, settings) in setup.items():
                 for method in methods:
                     path = cell_path(work, calib, method, ratio)
