@@ -31,6 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+# OpenMP threads that spin while waiting stall every barrier when another process holds a core
+# (2-50x slower on a shared machine); must be set before torch is imported, as the CLI does.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
