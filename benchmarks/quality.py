@@ -229,7 +229,7 @@ def plot(cells: list[dict], ratios: list[float], methods: list[str], path: Path)
     plt.close(fig)
 
 
-def render(work: Path, out: Path, ratios: list[float], methods: list[str], limits: dict) -> None:
+def render(work: Path, out: Path, ratios: list[float], methods: list[str]) -> None:
     cells = [json.loads(p.read_text()) for p in sorted((work / "cells").glob("*.json"))]
     cells = [c for c in cells if c["method"] in methods and c["ratio"] in ratios]
     out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +296,7 @@ def main() -> None:
                     path.write_text(json.dumps(cell, indent=1))
                     print(json.dumps({k: cell[k] for k in ("calibration", "method", "ratio", "pruned", "seconds")}),
                           flush=True)
-    render(work, out, ratios, methods, limits)
+    render(work, out, ratios, methods)
 
 
 if __name__ == "__main__":

@@ -449,7 +449,7 @@ def _fastica_torch(
     g = _g_torch(fun)
     converged = False
     n_iter = 0
-    with _single_torch_thread(x1.device.type == "cpu"):
+    with single_torch_thread(x1.device.type == "cpu"):
         w = _sym_decorrelation(torch.as_tensor(w_init, dtype=x1.dtype, device=x1.device))
         p = float(x1.shape[1])
         for ii in range(max_iter):
@@ -467,7 +467,7 @@ def _fastica_torch(
 
 
 @contextlib.contextmanager
-def _single_torch_thread(enabled: bool) -> Iterator[None]:
+def single_torch_thread(enabled: bool) -> Iterator[None]:
     """Run torch CPU ops on one intra-op thread (restored afterwards): FastICA's small
     (k x k)(k x n) products gain little from threads and suffer badly from oversubscription.
     ``torch.set_num_threads`` is process-wide: do not fit concurrently from several threads."""

@@ -67,13 +67,10 @@ def one_thread(enabled: bool = True) -> Iterator[None]:
         return
     from threadpoolctl import threadpool_limits
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(before)
+    from .ica import single_torch_thread
+
+    with single_torch_thread(True), threadpool_limits(1):
+        yield
 
 
 def worker_devices(device: str, n: int) -> list[str]:

@@ -32,7 +32,6 @@ from .capture import CaptureIndex
 from .placement import devices, load_kwargs, onloaded
 from .networks import ARTIFACT_FILE, Networks, NetworksMeta, decompose_all, gram_path, map_path, write_grams
 from .recipe import Recipe
-from .compensate import removed as compensate_removed
 from .scores import NEEDS_GRAM, NEEDS_MAPS, NEEDS_STATS, layer_scores
 from .select import Budget, achieved_ratio, channel_ratio_for_params, select as select_channels
 from .surgery import MODELING_FILE, build_pruned, modeling_source
@@ -220,9 +219,8 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     adapter = adapter_for(model.config)
     s = recipe.selection
     t0 = time.perf_counter()
-    if s.compensate == "bias" and getattr(adapter.down_module(model, 0), "bias", None) is None:
-        raise UserError(f"--compensate bias needs a down-projection bias, which {model.config.model_type} does not "
-                        "have (GPT-2, OPT and GPT-NeoX do); use lstsq or none.")
+    if s.compensate == "bias":
+        _require_down_bias(model, adapter)  # before the scoring, not after it
     needs = s.method in NEEDS_MAPS
     if needs and artifact.meta.runs == 0:
         raise UserError(f"networks artifact {artifact.folder} holds no ICA maps; create it with --method fbn.")
@@ -279,22 +277,27 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     return target
 
 
+def _require_down_bias(model, adapter) -> None:
+    """UserError unless the down projection has a bias (needed by ``--compensate bias``)."""
+    if getattr(adapter.down_module(model, 0), "bias", None) is None:
+        raise UserError(f"--compensate bias needs a down-projection bias, which {model.config.model_type} does not "
+                        "have (GPT-2, OPT and GPT-NeoX do); use lstsq or none.")
+
+
 def _compensation(model, adapter, kept, artifact: Networks, ridge: float, mode: str = "lstsq"):
     """Per-layer predictors and the compensated full-size down-projection tensors (see compensate.py):
     ``lstsq``: B and the down weights; ``bias``: (None, mean) and the down biases."""
-    from .compensate import bias_shift, compensated_columns, predictor
+    from .compensate import bias_shift, compensated_columns, predictor, removed
     from .scores import activation_stats, down_columns
 
     predictors, replace = [], {}
     if mode == "bias":
+        _require_down_bias(model, adapter)
         stats = artifact.stats()
         for i, keep in enumerate(kept):
             down = adapter.down_module(model, i)
-            if getattr(down, "bias", None) is None:
-                raise UserError(f"--compensate bias needs a down-projection bias, which {model.config.model_type} "
-                                "does not have (GPT-2, OPT and GPT-NeoX do); use lstsq or none.")
             mean = activation_stats(stats, i)[0]
-            predictors.append((None, mean[compensate_removed(keep, mean.numel())].float()))
+            predictors.append((None, mean[removed(keep, mean.numel())].float()))
             shift = bias_shift(down_columns(model, adapter, i), keep, mean)
             replace[f"{adapter.layers}.{i}.{adapter.down}.bias"] = (down.bias.detach().double().cpu() + shift).to(
                 down.bias.dtype).contiguous()

@@ -94,6 +94,12 @@ def fbn_scores(g: torch.Tensor, columns: torch.Tensor, maps: torch.Tensor | None
     return score
 
 
+def _flap(model, adapter: Adapter, stats, layer: int) -> torch.Tensor:
+    """FLAP's fluctuation score Var(X_j) * ||W_down[:, j]||^2 of one layer: (width,) float64."""
+    _, var, _ = activation_stats(stats, layer)
+    return var * (down_columns(model, adapter, layer) ** 2).sum(1)
+
+
 def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=None, gram_fn=None, seed: int = 0,
                  network_weight: float = 1.0, ridge: float = 1e-3, cache: Path | None = None) -> list[torch.Tensor]:
     """Scores of every layer for ``method``. ``maps_fn(i)`` gives layer i's maps (runs, k, width),
@@ -109,9 +115,7 @@ def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=No
             out.append(fbn_scores(gram_fn(i), down_columns(model, adapter, i), maps_fn(i) if maps_fn else None,
                                   network_weight, ridge, cache))
         elif method == "fbn-act":
-            m = membership(maps_fn(i)).double()
-            _, var, _ = activation_stats(stats, i)
-            out.append(var * (down_columns(model, adapter, i) ** 2).sum(1) * (1 + network_weight * m / m.mean()))
+            out.append(_flap(model, adapter, stats, i) * prior(maps_fn(i), network_weight))
         elif method == "random":
             width = down_columns(model, adapter, i).shape[0]
             g = torch.Generator().manual_seed(seed * 7919 + i)
@@ -122,8 +126,7 @@ def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=No
             _, _, norm = activation_stats(stats, i)
             out.append(down_columns(model, adapter, i).abs().sum(1) * norm)
         elif method == "flap":
-            _, var, _ = activation_stats(stats, i)
-            out.append(var * (down_columns(model, adapter, i) ** 2).sum(1))
+            out.append(_flap(model, adapter, stats, i))
         else:
             raise ValueError(f"unknown method {method}")
     return out
