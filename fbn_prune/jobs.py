@@ -89,7 +89,7 @@ def _init_worker(queue, parent: int) -> None:
     global _device
     _device = queue.get()
     torch.set_num_threads(1)
-    if _device.startswith("cuda"):
+    if _device.startswith("cuda:"):
         torch.cuda.set_device(torch.device(_device))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 

@@ -84,6 +84,7 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
     t_cal = time.perf_counter() - t0
     d = recipe.decomposition
     needs_maps = recipe.selection.method in NEEDS_MAPS
+    _gram_device(d.device)  # an unusable --ica-device fails here, not after the capture
     meta = NetworksMeta(
         model=source.spec, model_type=model.config.model_type,
         widths=adapter.channel_widths(model),

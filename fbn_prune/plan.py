@@ -70,7 +70,7 @@ class Plan:
         tokens = f"{self.tokens:,}" if self.tokens_exact else f"at most {self.tokens:,} (self-generated text, estimated)"
         total_disk = sum(self.disk.values())
         lines = [
-            "plan (dry run: nothing is loaded, captured or written)",
+            "plan (dry run: no weights loaded, nothing captured or written)",
             f"  model          {self.model} ({self.model_type}, {self.params / 1e6:,.1f}M parameters, {self.dtype}, "
             f"{self.placement})",
             f"  layers         {len(w)} FFN layers x {width_text} channels ({sum(w):,} in all)",

@@ -19,7 +19,8 @@ def test_help_is_complete(command):
     if command == "prune":
         for flag in ("--recipe", "--calib", "--calib-task", "--calib-samples", "--seq-len", "--runs", "--components",
                      "--ratio", "--threshold", "--protect-first", "--protect-last", "--round-to", "--layout",
-                     "--seed", "--device", "--dtype", "--overwrite", "--out", "--method"):
+                     "--seed", "--device", "--dtype", "--overwrite", "--out", "--method", "--max-ram", "--jobs",
+                     "--ica-device", "--device-map", "--max-memory", "--dry-run"):
             assert flag in result.output, flag
 
 

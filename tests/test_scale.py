@@ -181,11 +181,13 @@ def test_killed_decomposition_resumes_to_the_same_result(tiny_dir, calib_txt, tm
     model = tiny_dir("llama")
     args = ["networks", str(model), "--calib", str(calib_txt), *SMALL, "--runs", "4"]
     net = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, *args, "--out", str(net)], cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "child.log"
+    with open(log, "wb") as err:
+        child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, *args, "--out", str(net)], cwd=ROOT,
+                                 stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 120
     while len(list((net / "maps").glob("*.safetensors"))) < 3:
-        assert child.poll() is None, child.stderr.read().decode()
+        assert child.poll() is None, log.read_text()
         assert time.time() < deadline, "no maps appeared"
         time.sleep(0.05)
     os.kill(child.pid, signal.SIGKILL)
