@@ -13,7 +13,9 @@ What it does:
    float16 signals streamed to ``--workdir`` (tokens x layers x 11008 x 2 bytes on disk);
 3. times the torch ICA engine on the GPU for one (layer, run) job on the first ``--run-tokens``
    captured tokens of a layer, ``--components`` components, median of ``--repeat`` jobs;
-4. projects 80 runs x 32 layers (the authors' setting: 2,560 ICA jobs, and a capture of
+4. times fbn's selection step (compensated elimination, float64 on the GPU) for one layer on
+   the captured layer's Gram matrix and the down projection's columns;
+5. projects 80 runs x 32 layers (the authors' setting: 2,560 ICA jobs, and a capture of
    80 x run-tokens tokens), next to their reported 43 h of CPU ICA / ~9 h on 6 GPUs.
 
     python benchmarks/gpu_7b.py                      # H100/H200/A100: one full layer set
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fbn_prune.arch import adapter_for  # noqa: E402
 from fbn_prune.calibration import CalibrationSet  # noqa: E402
 from fbn_prune.capture import capture  # noqa: E402
+from fbn_prune.eliminate import elimination_scores  # noqa: E402
 from fbn_prune.ica import CanICA  # noqa: E402
 
 SEVEN_B = dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
@@ -111,6 +114,7 @@ def main() -> None:
         tokens = index.n_tokens
         disk = sum(f.stat().st_size for f in (work / "capture").glob("*.f16"))
         peak_gpu = torch.cuda.max_memory_allocated() / 1e9 if args.device.startswith("cuda") else float("nan")
+        columns = adapter.down_module(model, 0).weight.detach().float().T.cpu()  # (width, hidden)
         del model
 
         run_tokens = min(args.run_tokens, tokens)
@@ -126,6 +130,14 @@ def main() -> None:
             reduce_s.append(fit.reduce_seconds_)
             ica_s.append(fit.ica_seconds_)
             iters.append(fit.n_iter_)
+        x = torch.from_numpy(index.signal(0)[:].copy()).to(args.device, torch.float32)
+        gram = (x.T @ x / x.shape[0]).cpu()  # (width, width)
+        del x
+        sync(args.device)
+        t = time.perf_counter()
+        elimination_scores(gram, columns, device=args.device)
+        sync(args.device)
+        select_s = time.perf_counter() - t
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -148,7 +160,11 @@ def main() -> None:
           f"median of {len(times)}: reduce {sorted(reduce_s)[len(reduce_s) // 2]:.2f} s + FastICA "
           f"{sorted(ica_s)[len(ica_s) // 2]:.2f} s, {max(iters)} iterations max) | {job:.2f} s | "
           f"{PAPER_RUNS * PAPER_LAYERS:,} jobs | {proj_ica / 60:.1f} min |")
-    print(f"| total | | | {(proj_capture + proj_ica) / 60:.1f} min ({(proj_capture + proj_ica) / 3600:.2f} h; "
+    proj_select = select_s * PAPER_LAYERS
+    print(f"| selection, one layer (fbn's compensated elimination, {width:,} channels, float64) | {select_s:.2f} s | "
+          f"{PAPER_LAYERS} layers | {proj_select / 60:.1f} min |")
+    total = proj_capture + proj_ica + proj_select
+    print(f"| total | | | {total / 60:.1f} min ({total / 3600:.2f} h; "
           "the authors: 43 h CPU ICA, ~9 h on 6 GPUs) |")
 
 

@@ -30,38 +30,45 @@ from .compensate import DEFAULT_RIDGE
 
 
 def elimination_scores(g: torch.Tensor, columns: torch.Tensor, ridge: float = DEFAULT_RIDGE,
-                       prior: torch.Tensor | None = None, block: int | None = None) -> torch.Tensor:
-    """Scores (width,) float64 from the Gram matrix g (width, width) and the down columns
+                       prior: torch.Tensor | None = None, block: int | None = None,
+                       device: str | torch.device = "cpu") -> torch.Tensor:
+    """Scores (width,) float64 on the CPU from the Gram matrix g (width, width) and the down columns
     (width, hidden); higher = removed later.
 
     Channels leave ``block`` at a time (default width // 128: 12 for 1,536, 86 for 11,008): the
     ``block`` cheapest by their current cost, removed jointly with the exact joint update.
-    The last block's survivors score above every removed channel."""
+    The last block's survivors score above every removed channel.
+
+    The working set shrinks with every block (only surviving rows of H^-1 and W are kept and
+    updated), so a layer costs about n^3 + n^2 (2 n / 3 + hidden) float64 flops for
+    n = width; ``device`` runs it on a GPU (float64), which matters from 7B-sized layers up."""
     n = g.shape[0]
     block = block or max(1, n // 128)
-    h = g.double() + ridge * g.diagonal().double().mean().clamp_min(1e-12) * torch.eye(n, dtype=torch.float64)
-    hinv = torch.linalg.inv(h)
-    w = columns.double().clone()
-    p = torch.ones(n, dtype=torch.float64) if prior is None else prior.double()
-    alive = torch.ones(n, dtype=torch.bool)
+    dev = torch.device(device)
+    h = g.to(dev, torch.float64)
+    h = h + ridge * h.diagonal().mean().clamp_min(1e-12) * torch.eye(n, dtype=torch.float64, device=dev)
+    hinv = torch.cholesky_inverse(torch.linalg.cholesky(h))  # (m, m) over the m surviving channels; h is SPD
+    del h
+    w = columns.to(dev, torch.float64)  # (m, hidden)
+    hidden = w.shape[1]
+    p = torch.ones(n, dtype=torch.float64, device=dev) if prior is None else prior.to(dev, torch.float64)
+    idx = torch.arange(n, device=dev)  # original channel index of each surviving row
     score = torch.zeros(n, dtype=torch.float64)
     running = 0.0
-    while int(alive.sum()) > block:
+    while idx.numel() > block:
         cost = (w * w).sum(1) / hinv.diagonal().clamp_min(1e-30) * p
-        cost[~alive] = float("inf")
-        order = torch.argsort(cost)[:block]
-        for j in order.tolist():  # cheapest first inside the block
-            running = max(math.nextafter(running, math.inf), float(cost[j]))  # strictly increasing
+        r = torch.argsort(cost)[:block]  # local rows, cheapest first
+        for j, c in zip(idx[r].tolist(), cost[r].tolist()):
+            running = max(math.nextafter(running, math.inf), c)  # strictly increasing
             score[j] = running
-        r = order
-        solve = torch.linalg.solve(hinv[r][:, r], torch.cat([w[r], hinv[r]], dim=1))  # (b, hidden + n)
-        w -= hinv[:, r] @ solve[:, : w.shape[1]]
-        hinv -= hinv[:, r] @ solve[:, w.shape[1]:]
-        alive[r] = False
-        w[r] = 0.0
-        hinv[r, :] = 0.0
-        hinv[:, r] = 0.0
-        hinv[r, r] = 1.0
-    last = (w * w).sum(1) / hinv.diagonal().clamp_min(1e-30) * p
-    score[alive] = running + last[alive] + max(abs(running), 1e-300) * 1e-9
+        keep = torch.ones(idx.numel(), dtype=torch.bool, device=dev)
+        keep[r] = False
+        # exact joint removal of rows r: W_k -= H^-1_kr (H^-1_rr)^-1 W_r ; H^-1_kk -= H^-1_kr (H^-1_rr)^-1 H^-1_rk
+        solve = torch.linalg.solve(hinv[r][:, r], torch.cat([w[r], hinv[r][:, keep]], dim=1))  # (b, hidden + m')
+        cross = hinv[keep][:, r]  # (m', b)
+        w = w[keep] - cross @ solve[:, :hidden]
+        hinv = hinv[keep][:, keep] - cross @ solve[:, hidden:]
+        p, idx = p[keep], idx[keep]
+    last = ((w * w).sum(1) / hinv.diagonal().clamp_min(1e-30) * p).cpu()
+    score[idx.cpu()] = running + last + max(abs(running), 1e-300) * 1e-9
     return score

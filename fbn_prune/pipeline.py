@@ -229,7 +229,8 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     with onloaded(model):  # offloaded weights (device_map with CPU offload) are read on the CPU
         scores = layer_scores(s.method, model, adapter, stats=stats, maps_fn=artifact.maps if needs else None,
                               gram_fn=artifact.gram, seed=recipe.seed, network_weight=s.network_weight,
-                              ridge=s.ridge, cache=artifact.folder / "scores")
+                              ridge=s.ridge, cache=artifact.folder / "scores",
+                              device=_gram_device(recipe.decomposition.device))
     if s.threshold is not None:  # the paper's |z| rule ranks by membership, whichever fbn score was asked for
         scores = layer_scores("fbn-paper", model, adapter, maps_fn=artifact.maps)
     widths = [int(x.numel()) for x in scores]

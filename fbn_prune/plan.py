@@ -98,7 +98,7 @@ class Plan:
         s = self.seconds
         lines.append(f"  time           ~{_duration(sum(s.values()))} (capture {_duration(s['capture'])}, "
                      f"Gram {_duration(s['gram'])}, "
-                     f"ICA {_duration(s['ica'])}; rough rates, within ~2x)")
+                     f"ICA {_duration(s['ica'])}, selection {_duration(s['selection'])}; rough rates, within ~2x)")
         if self.out:
             lines.append(f"  checkpoint     {self.out} (at most {res.gb(self.params * res.DTYPE_BYTES[self.dtype])})")
         return "\n".join(lines)
@@ -124,7 +124,7 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     from .errors import UserError
     from .jobs import resolve_ica_device, resolve_jobs
     from .models import resolve
-    from .scores import NEEDS_MAPS
+    from .scores import NEEDS_GRAM, NEEDS_MAPS
 
     if not recipe.model:
         raise UserError("name a model: fbn-prune prune MODEL, or `model:` in the recipe.")
@@ -179,7 +179,9 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     if not host_model:
         gpu = {"weights": shape.weight_bytes, "capture": batch * c.seq_len * res.forward_bytes_per_token(shape, c.seq_len)}
     seconds = {"capture": res.capture_seconds(shape, tokens, device), "gram": res.gram_seconds(widths, tokens, ica_device),
-               "ica": res.ica_seconds(widths, tokens, runs, d.components, ica_device, workers) if runs else 0.0}
+               "ica": res.ica_seconds(widths, tokens, runs, d.components, ica_device, workers) if runs else 0.0,
+               "selection": res.selection_seconds(widths, shape.hidden, ica_device, recipe.selection.method in NEEDS_GRAM,
+                                                  recipe.selection.compensate == "lstsq", recipe.selection.ratio or 0.2)}
     placement = f"device_map={recipe.device_map}" if recipe.device_map else f"on {device}"
     return Plan(model=source.spec, model_type=config.model_type, params=shape.params, dtype=recipe.dtype,
                 placement=placement, widths=widths, calibration=source_text, documents=documents, tokens=tokens,

@@ -181,14 +181,15 @@ def jobs_under_budget(jobs: int, max_ram: int | None, resident: int, per_job: in
 
 # ---- rough rates (seconds) -----------------------------------------------------------------
 
-CPU_FLOPS_PER_CORE = {"forward": 50e9, "gram": 80e9, "ica": 25e9}
-"""Effective float32 FLOP/s per core, measured on this project's 2-core machine (SmolLM2
+CPU_FLOPS_PER_CORE = {"forward": 50e9, "gram": 80e9, "ica": 25e9, "select": 5e9}
+"""Effective FLOP/s per core, measured on this project's 2-core machine (SmolLM2
 capture ~500 tokens/s, Gram 13 s and 120 ICA jobs 35 s for the default recipe; a 7B-sized
-ICA block 5-10 s)."""
+ICA block 5-10 s; float64 elimination ~1 s per 1,536-wide layer, benchmarks/selection_time.py)."""
 
-GPU_FLOPS = {"forward": 200e12, "gram": 40e12, "ica": 20e12}
+GPU_FLOPS = {"forward": 200e12, "gram": 40e12, "ica": 20e12, "select": 5e12}
 """Effective FLOP/s of one H100-class GPU: bf16/fp16 forward at capture batch sizes, float32
-Gram and randomized SVD (TF32 off)."""
+Gram and randomized SVD (TF32 off), float64 elimination (well under the FP64 peak: many
+small steps)."""
 
 DISK_BYTES_PER_S = 1e9
 """Sequential write/read rate assumed for the capture (a local NVMe does 1-3 GB/s)."""
@@ -214,6 +215,26 @@ def gram_seconds(widths: list[int] | tuple[int, ...], tokens: int, device: str) 
     """Gram matrices: 2 T w^2 per layer (on the ICA device), or reading the capture, whichever is slower."""
     compute = sum(2 * tokens * w * w for w in widths) / rate("gram", device)
     return max(compute, capture_disk(widths, tokens) / DISK_BYTES_PER_S)
+
+
+def elimination_flops(width: int, hidden: int) -> float:
+    """fbn's compensated elimination of one layer (eliminate.py): the Cholesky inverse (~n^3) plus
+    the shrinking joint updates (~2/3 n^3 + n^2 hidden), n = width."""
+    return width**3 + 2 / 3 * width**3 + width**2 * hidden
+
+
+def selection_seconds(widths: list[int] | tuple[int, ...], hidden: int, device: str, eliminate: bool,
+                      compensate: bool, ratio: float = 0.2) -> float:
+    """Scoring and compensation after the maps: fbn's elimination on every layer and/or the
+    least-squares predictors (one k x k solve with r right-hand sides per layer, k + r = width)."""
+    flops = 0.0
+    for w in widths:
+        if eliminate:
+            flops += elimination_flops(w, hidden)
+        if compensate:
+            k = w * (1 - ratio)
+            flops += 2 / 3 * k**3 + 2 * k * k * (w - k)
+    return flops / rate("select", device)
 
 
 def ica_job_flops(tokens: int, width: int, components: int, power_iterations: int = 3) -> float:

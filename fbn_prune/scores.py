@@ -71,8 +71,9 @@ def prior(maps: torch.Tensor, network_weight: float) -> torch.Tensor:
 
 
 def fbn_scores(g: torch.Tensor, columns: torch.Tensor, maps: torch.Tensor | None, network_weight: float,
-               ridge: float, cache: Path | None = None) -> torch.Tensor:
-    """One layer's ``fbn`` scores (width,), cached in ``cache`` (a folder) by the content of its inputs."""
+               ridge: float, cache: Path | None = None, device: str = "cpu") -> torch.Tensor:
+    """One layer's ``fbn`` scores (width,), cached in ``cache`` (a folder) by the content of its inputs;
+    the elimination runs on ``device`` (see eliminate.py)."""
     from .eliminate import elimination_scores
 
     p = prior(maps, network_weight) if maps is not None and network_weight else None
@@ -85,7 +86,7 @@ def fbn_scores(g: torch.Tensor, columns: torch.Tensor, maps: torch.Tensor | None
         path = Path(cache) / f"fbn-{h.hexdigest()[:20]}.safetensors"
         if path.is_file():
             return load_file(str(path))["score"]
-    score = elimination_scores(g, columns, ridge, prior=p)
+    score = elimination_scores(g, columns, ridge, prior=p, device=device)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -101,9 +102,11 @@ def _flap(model, adapter: Adapter, stats, layer: int) -> torch.Tensor:
 
 
 def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=None, gram_fn=None, seed: int = 0,
-                 network_weight: float = 1.0, ridge: float = 1e-3, cache: Path | None = None) -> list[torch.Tensor]:
+                 network_weight: float = 1.0, ridge: float = 1e-3, cache: Path | None = None,
+                 device: str = "cpu") -> list[torch.Tensor]:
     """Scores of every layer for ``method``. ``maps_fn(i)`` gives layer i's maps (runs, k, width),
-    ``gram_fn(i)`` its calibration Gram matrix (width, width); ``cache``: folder for fbn's scores."""
+    ``gram_fn(i)`` its calibration Gram matrix (width, width); ``cache``: folder for fbn's scores;
+    ``device``: where fbn's elimination runs."""
     n_layers = adapter.num_layers(model)
     out = []
     from .networks import membership
@@ -113,7 +116,7 @@ def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=No
             out.append(membership(maps_fn(i)).double())
         elif method == "fbn":
             out.append(fbn_scores(gram_fn(i), down_columns(model, adapter, i), maps_fn(i) if maps_fn else None,
-                                  network_weight, ridge, cache))
+                                  network_weight, ridge, cache, device))
         elif method == "fbn-act":
             out.append(_flap(model, adapter, stats, i) * prior(maps_fn(i), network_weight))
         elif method == "random":

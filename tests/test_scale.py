@@ -122,7 +122,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_dir, calib_txt, tmp_pat
     for out in (r.output, r2.output):
         assert f"{tokens:,} tokens" in out
         assert f"{disk:,} bytes" in out
-        for word in ("4 FFN layers x 96 channels", "2 runs x 8 components: 8 ICA jobs", "free", "RAM", "time"):
+        for word in ("4 FFN layers x 96 channels", "2 runs x 8 components: 8 ICA jobs", "free", "RAM", "time",
+                     "selection"):
             assert word in out, word
     assert "2 at a time" in r2.output
 
@@ -292,3 +293,20 @@ def test_gpu_7b_benchmark_tiny():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "| capture (" in r.stdout and "| ICA, one job" in r.stdout and "80 runs x 32 layers" in r.stdout
+    assert "| selection, one layer" in r.stdout
+
+
+def test_selection_time_benchmark_runs_the_real_elimination():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "selection_time.py"), "--shapes", "256x32"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    row = r.stdout.strip().splitlines()[-1].split()
+    assert row[0] == "256x32" and float(row[2]) > 0
+
+
+def test_selection_estimate_grows_with_width_and_falls_on_gpu():
+    small = res.selection_seconds([1536] * 30, 576, "cpu", eliminate=True, compensate=True)
+    big = res.selection_seconds([11008] * 32, 4096, "cpu", eliminate=True, compensate=True)
+    gpu = res.selection_seconds([11008] * 32, 4096, "cuda", eliminate=True, compensate=True)
+    none = res.selection_seconds([11008] * 32, 4096, "cpu", eliminate=False, compensate=False)
+    assert none == 0 and small < big and gpu < big / 100

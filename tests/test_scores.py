@@ -78,3 +78,33 @@ def test_fbn_scores_cache_is_keyed_by_inputs(tmp_path):
     assert torch.equal(a, fbn_scores(g, cols, maps, 0.25, 1e-3, cache=tmp_path))
     b = fbn_scores(g, cols, maps, 1.0, 1e-3, cache=tmp_path)
     assert len(list(tmp_path.glob("*.safetensors"))) == 2 and not torch.equal(a, b)
+
+
+def test_shrinking_working_set_matches_the_full_size_update():
+    """The elimination keeps only surviving rows; the reference below updates the full matrices
+    with removed rows zeroed (the textbook form). Same scores."""
+    import math
+
+    _, g, cols = _layer(seed=4, width=60)
+    n, block = g.shape[0], 3
+    h = g.double() + 1e-3 * g.diagonal().double().mean() * torch.eye(n, dtype=torch.float64)
+    hinv, w = torch.linalg.inv(h), cols.double().clone()
+    alive, ref, running = torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.float64), 0.0
+    while int(alive.sum()) > block:
+        cost = (w * w).sum(1) / hinv.diagonal().clamp_min(1e-30)
+        cost[~alive] = float("inf")
+        r = torch.argsort(cost)[:block]
+        for j in r.tolist():
+            running = max(math.nextafter(running, math.inf), float(cost[j]))
+            ref[j] = running
+        solve = torch.linalg.solve(hinv[r][:, r], torch.cat([w[r], hinv[r]], dim=1))
+        w -= hinv[:, r] @ solve[:, : w.shape[1]]
+        hinv -= hinv[:, r] @ solve[:, w.shape[1]:]
+        alive[r] = False
+        w[r], hinv[r, :], hinv[:, r] = 0.0, 0.0, 0.0
+        hinv[r, r] = 1.0
+    got = elimination_scores(g, cols, 1e-3, block=block, device="cpu")
+    assert got.dtype == torch.float64 and got.device.type == "cpu"
+    removed = ~alive
+    assert torch.allclose(got[removed], ref[removed], rtol=1e-9)
+    assert (got[alive] > ref[removed].max()).all()
