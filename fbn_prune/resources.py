@@ -181,10 +181,15 @@ def jobs_under_budget(jobs: int, max_ram: int | None, resident: int, per_job: in
 
 # ---- rough rates (seconds) -----------------------------------------------------------------
 
-CPU_FLOPS_PER_CORE = {"forward": 50e9, "gram": 80e9, "ica": 25e9, "select": 5e9}
+CPU_FLOPS_PER_CORE = {"forward": 50e9, "gram": 80e9, "ica": 25e9, "select": 11e9}
 """Effective FLOP/s per core, measured on this project's 2-core machine (SmolLM2
 capture ~500 tokens/s, Gram 13 s and 120 ICA jobs 35 s for the default recipe; a 7B-sized
-ICA block 5-10 s; float64 elimination ~1 s per 1,536-wide layer, benchmarks/selection_time.py)."""
+ICA block 5-10 s; float64 elimination of an 11,008-wide layer 120 s, benchmarks/selection_time.py)."""
+
+SELECT_FULL_RATE_WIDTH = 11_008
+"""The elimination reaches the "select" rate at this width; narrower layers run slower per FLOP
+(many small steps): rate x (width / 11,008)^0.7, measured 7 / 11 / 23 GFLOP/s on 2 cores at
+widths 1,536 / 4,096 / 11,008."""
 
 GPU_FLOPS = {"forward": 200e12, "gram": 40e12, "ica": 20e12, "select": 5e12}
 """Effective FLOP/s of one H100-class GPU: bf16/fp16 forward at capture batch sizes, float32
@@ -227,14 +232,14 @@ def selection_seconds(widths: list[int] | tuple[int, ...], hidden: int, device: 
                       compensate: bool, ratio: float = 0.2) -> float:
     """Scoring and compensation after the maps: fbn's elimination on every layer and/or the
     least-squares predictors (one k x k solve with r right-hand sides per layer, k + r = width)."""
-    flops = 0.0
+    seconds = 0.0
     for w in widths:
-        if eliminate:
-            flops += elimination_flops(w, hidden)
+        flops = elimination_flops(w, hidden) if eliminate else 0.0
         if compensate:
             k = w * (1 - ratio)
             flops += 2 / 3 * k**3 + 2 * k * k * (w - k)
-    return flops / rate("select", device)
+        seconds += flops / (rate("select", device) * min(1.0, (w / SELECT_FULL_RATE_WIDTH) ** 0.7))
+    return seconds
 
 
 def ica_job_flops(tokens: int, width: int, components: int, power_iterations: int = 3) -> float:
