@@ -65,6 +65,15 @@ def cell_path(work: Path, calib: str, method: str, ratio: float) -> Path:
     return work / "cells" / f"{calib}_{method}_{ratio:.2f}.json"
 
 
+def reusable(path: Path, documents: dict[str, int], max_length: int) -> bool:
+    """A saved cell counts only when it was evaluated on the same documents and context length
+    (cells made before max_length was recorded used the default, 2048)."""
+    if not path.is_file():
+        return False
+    cell = json.loads(path.read_text())
+    return cell.get("documents") == documents and cell.get("max_length", 2048) == max_length
+
+
 def metrics_of(results: dict, tasks: list[str]) -> dict:
     """{task: {metric: value, metric_stderr: value}} from lm-eval's results dict."""
     out = {}
@@ -99,6 +108,7 @@ def run_cell(recipe: Recipe, artifact, bundle, calib: str, method: str, ratio: f
         "pruned": metrics_of(comparison["pruned_results"]["results"], settings.tasks),
         "original": metrics_of(comparison["original"]["results"], settings.tasks),
         "documents": comparison["settings"]["documents"],
+        "max_length": settings.max_length,
         "seconds": {"prune": round(t_prune, 1), "eval": round(t_eval, 1)},
     }
 
@@ -289,7 +299,7 @@ def main() -> None:
             for calib, (recipe, artifact, settings) in setup.items():
                 for method in methods:
                     path = cell_path(work, calib, method, ratio)
-                    if path.is_file():
+                    if reusable(path, limits[calib], args.max_length):
                         continue
                     cell = run_cell(recipe, artifact, bundle, calib, method, ratio, work, settings)
                     path.parent.mkdir(parents=True, exist_ok=True)
