@@ -245,7 +245,26 @@ def _data_files(cfg: dict) -> list[str]:
 
 
 def _json_digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+    """sha256 of ``value`` as canonical JSON; what JSON cannot hold goes through ``_stable_text``."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=_stable_text).encode()).hexdigest()
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _stable_text(value: Any) -> str:
+    """A text for a non-JSON value that is the same in every process: a function (lm-eval task
+    configs hold some, e.g. wikitext's detokenizer) is its module, name and source hash, not its
+    repr, whose memory address changes from run to run; other objects lose addresses too."""
+    import inspect
+
+    if callable(value) and hasattr(value, "__qualname__"):
+        try:
+            source = inspect.getsource(value)
+        except (OSError, TypeError):
+            source = ""
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}:{hashlib.sha256(source.encode()).hexdigest()[:16]}"
+    return _ADDRESS.sub("", str(value))
 
 
 # ----------------------------------------------------------------------------- ppl:FILE

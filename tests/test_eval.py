@@ -10,6 +10,8 @@ import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -388,3 +390,25 @@ def test_smollm2_piqa(tmp_path, monkeypatch):
     assert record["base"]["cached_tasks"] == []
     again = evaluate.compare("smollm2", pruned, s)
     assert again["base"]["cached_tasks"] == ["piqa"]
+
+
+_KEY_SCRIPT = """
+from fbn_prune import evaluate as ev
+s = ev.EvalSettings(tasks=["wikitext"], task_limits={"wikitext": 2}, device="cpu")
+tm, specs = ev._load_specs(s)
+print(ev._cache_key(specs[0], "base", s, ev._samples(specs, s), "cpu"))
+"""
+
+
+def test_cache_keys_are_the_same_in_every_process(monkeypatch):
+    """wikitext's config holds a Python function; its repr carries a memory address that changes
+    from process to process, so it must not reach the key (the original was re-evaluated every run)."""
+    if not (SHARED_DATA / "wikitext2" / "test.txt").is_file():
+        pytest.skip(f"evaluation data not found in {SHARED_DATA}")
+    monkeypatch.setenv("FBN_PRUNE_DATA", str(SHARED_DATA))
+    keys = {subprocess.run([sys.executable, "-c", _KEY_SCRIPT], capture_output=True, text=True, check=True,
+                           timeout=300).stdout.strip().splitlines()[-1] for _ in range(2)}
+    assert len(keys) == 1
+    assert evaluate._stable_text(evaluate._json_digest) == evaluate._stable_text(evaluate._json_digest)
+    assert "0x" not in evaluate._stable_text(evaluate._json_digest)
+    assert "0x" not in evaluate._stable_text(object())
