@@ -176,6 +176,16 @@ def _gram_device(ica_device: str) -> str:
     return "cuda:0" if device == "cuda" else device
 
 
+def _selection_device(ica_device: str) -> str:
+    """fbn's elimination runs where the Gram matrices were made, or on the CPU when that GPU is
+    not here (an artifact made on a GPU machine, selected on another)."""
+    try:
+        return _gram_device(ica_device)
+    except UserError:
+        log.info("selection on the CPU: the artifact's ICA device %s is not available here", ica_device)
+        return "cpu"
+
+
 def _ica_jobs(recipe: Recipe, index: CaptureIndex) -> int:
     """Parallel ICA workers: decomposition.jobs (auto: one per GPU, or one per CPU core), fewer when
     calibration.max_ram cannot hold that many CPU working sets."""
@@ -230,7 +240,7 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
         scores = layer_scores(s.method, model, adapter, stats=stats, maps_fn=artifact.maps if needs else None,
                               gram_fn=artifact.gram, seed=recipe.seed, network_weight=s.network_weight,
                               ridge=s.ridge, cache=artifact.folder / "scores",
-                              device=_gram_device(recipe.decomposition.device))
+                              device=_selection_device(recipe.decomposition.device))
     if s.threshold is not None:  # the paper's |z| rule ranks by membership, whichever fbn score was asked for
         scores = layer_scores("fbn-paper", model, adapter, maps_fn=artifact.maps)
     widths = [int(x.numel()) for x in scores]

@@ -310,3 +310,11 @@ def test_selection_estimate_grows_with_width_and_falls_on_gpu():
     gpu = res.selection_seconds([11008] * 32, 4096, "cuda", eliminate=True, compensate=True)
     none = res.selection_seconds([11008] * 32, 4096, "cpu", eliminate=False, compensate=False)
     assert none == 0 and small < big and gpu < big / 100
+
+
+def test_selection_falls_back_to_the_cpu_when_the_artifacts_gpu_is_absent(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pipeline._selection_device("cuda") == "cpu"
+    assert pipeline._selection_device("auto") == "cpu"
+    with pytest.raises(UserError):
+        pipeline._gram_device("cuda")  # the networks step itself still refuses a missing GPU
