@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fbn_prune.arch import adapter_for  # noqa: E402
 from fbn_prune.calibration import CalibrationSet  # noqa: E402
 from fbn_prune.capture import capture  # noqa: E402
+from fbn_prune.compensate import gram  # noqa: E402
 from fbn_prune.eliminate import elimination_scores  # noqa: E402
 from fbn_prune.ica import CanICA  # noqa: E402
 
@@ -130,12 +131,10 @@ def main() -> None:
             reduce_s.append(fit.reduce_seconds_)
             ica_s.append(fit.ica_seconds_)
             iters.append(fit.n_iter_)
-        x = torch.from_numpy(index.signal(0)[:].copy()).to(args.device, torch.float32)
-        gram = (x.T @ x / x.shape[0]).cpu()  # (width, width)
-        del x
+        layer_gram = gram(index.signal(0), device=args.device)  # (width, width), the pipeline's own Gram step
         sync(args.device)
         t = time.perf_counter()
-        elimination_scores(gram, columns, device=args.device)
+        elimination_scores(layer_gram, columns, device=args.device)
         sync(args.device)
         select_s = time.perf_counter() - t
     finally:

@@ -298,13 +298,13 @@ def _require_down_bias(model, adapter) -> None:
 
 def _compensation(model, adapter, kept, artifact: Networks, ridge: float, mode: str = "lstsq"):
     """Per-layer predictors and the compensated full-size down-projection tensors (see compensate.py):
-    ``lstsq``: B and the down weights; ``bias``: (None, mean) and the down biases."""
+    ``lstsq``: B and the down weights; ``bias``: (None, mean) and the down biases (select has
+    already checked, with _require_down_bias, that the architecture has them)."""
     from .compensate import bias_shift, compensated_columns, predictor, removed
     from .scores import activation_stats, down_columns
 
     predictors, replace = [], {}
     if mode == "bias":
-        _require_down_bias(model, adapter)
         stats = artifact.stats()
         for i, keep in enumerate(kept):
             down = adapter.down_module(model, i)
