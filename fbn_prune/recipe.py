@@ -29,88 +29,89 @@ METHODS = ("fbn", "fbn-act", "fbn-paper", "random", "magnitude", "wanda-sp", "fl
 class Calibration:
     """Where calibration text comes from and how much of it is used."""
 
-    source: str | None = None  # .txt (paragraphs) or .jsonl file
-    task: str | None = None  # an lm-eval task whose documents are the calibration text
-    field: str = "text"  # jsonl field holding the text
-    samples: int = 128  # documents used, split into `decomposition.runs` disjoint runs
-    seq_len: int = 256  # each document is truncated to this many tokens
-    batch_size: int = 8
-    holdout: int = 4  # further documents kept aside for verification
-    chat: Literal["auto", "always", "never"] = "auto"  # wrap documents in the chat template (auto: if the model has one)
-    max_ram: str | None = None  # host RAM the capture may use in all ("16GB"); lowers batch_size to fit
+    # dataclasses.field in full here: the `field` attribute below shadows the name in this class body
+    source: str | None = dataclasses.field(default=None, metadata={"help": "Calibration text: a .txt file (one document per paragraph), a .jsonl file, `data:REL` (a file in the package's data, then the data folder) or `generated` (the model writes its own)."})
+    task: str | None = dataclasses.field(default=None, metadata={"help": "An lm-eval task whose own documents, rendered with its prompt format, are the calibration text (task-specific networks), e.g. `arc_easy`. Replaces `source`."})
+    field: str = dataclasses.field(default="text", metadata={"help": "Field of a .jsonl calibration file that holds the text."})
+    samples: int = dataclasses.field(default=128, metadata={"help": "Documents used, split into `decomposition.runs` disjoint runs."})
+    seq_len: int = dataclasses.field(default=256, metadata={"help": "Tokens per document; longer documents are truncated."})
+    batch_size: int = dataclasses.field(default=8, metadata={"help": "Documents per forward pass during the capture."})
+    holdout: int = dataclasses.field(default=4, metadata={"help": "Further documents kept aside for verification, never used for selection."})
+    chat: Literal["auto", "always", "never"] = dataclasses.field(default="auto", metadata={"help": "Wrap each document as an assistant reply in the model's chat template (`auto`: when the tokenizer has one)."})
+    max_ram: str | None = dataclasses.field(default=None, metadata={"help": "Host RAM the capture may use in all (`16GB`, `8GiB`): lowers `batch_size` to fit; exit 2 when the model and one batch do not fit."})
 
 
 @dataclass
 class Decomposition:
     """ICA over each layer's neuron signals, per run."""
 
-    runs: int = 4
-    components: int = 64
-    fun: Literal["cube", "logcosh", "exp"] = "cube"
-    max_iter: int = 300
-    tol: float = 1e-4
-    engine: Literal["auto", "sklearn", "torch"] = "auto"
-    device: str = "auto"  # where ICA runs: auto (CUDA when present), cpu, cuda, cuda:N
-    jobs: int | str = 1  # (layer, run) decompositions at once: N or auto (one per GPU / CPU workers)
+    runs: int = field(default=4, metadata={"help": "Disjoint calibration subsets, one ICA each per layer."})
+    components: int = field(default=64, metadata={"help": "ICA components (networks) per layer and run."})
+    fun: Literal["cube", "logcosh", "exp"] = field(default="cube", metadata={"help": "FastICA nonlinearity."})
+    max_iter: int = field(default=300, metadata={"help": "Most FastICA iterations per layer and run."})
+    tol: float = field(default=1e-4, metadata={"help": "FastICA convergence tolerance."})
+    engine: Literal["auto", "sklearn", "torch"] = field(default="auto", metadata={"help": "`sklearn` (CPU), `torch` (the torch port, CUDA when present) or `auto` (torch where ICA runs on CUDA, else scikit-learn)."})
+    device: str = field(default="auto", metadata={"help": "Where ICA and the Gram matrices run: `auto` (CUDA when present), `cpu`, `cuda` (every GPU with `jobs`), `cuda:N`."})
+    jobs: int | str = field(default=1, metadata={"help": "(layer, run) decompositions at once in worker processes: N, or `auto` (one per GPU, else per CPU core). The maps are the same for any value."})
 
 
 @dataclass
 class Selection:
     """Which channels survive: a budget (ratio or threshold) and its constraints."""
 
-    method: Literal["fbn", "fbn-act", "fbn-paper", "random", "magnitude", "wanda-sp", "flap"] = "fbn"
-    ratio: float | None = 0.2  # fraction of FFN channels removed across pruned layers
-    ratio_of: Literal["ffn", "params"] = "ffn"  # "params": ratio is a fraction of all model parameters
-    threshold: float | None = None  # the paper's |z| rule instead of a ratio
-    protect_first: int = 0
-    protect_last: int = 0
-    round_to: int = 8  # kept widths are multiples of this (hardware-friendly)
-    min_width: int = 8  # no pruned layer keeps fewer channels than this
-    network_weight: float = 1.0  # fbn, fbn-act: weight of the network-membership prior (0: none)
-    compensate: Literal["none", "lstsq", "bias"] = "lstsq"  # fold removed channels into kept ones (see compensate.py)
-    ridge: float = 1e-3  # relative ridge of the least-squares reconstruction
+    method: Literal["fbn", "fbn-act", "fbn-paper", "random", "magnitude", "wanda-sp", "flap"] = field(default="fbn", metadata={"help": "Channel score: `fbn` (compensated elimination over functional connectivity with a network-membership prior), `fbn-act`, `fbn-paper`, or a baseline at equal size."})
+    ratio: float | None = field(default=0.2, metadata={"help": "Fraction of FFN channels removed across pruned layers, in [0, 1)."})
+    ratio_of: Literal["ffn", "params"] = field(default="ffn", metadata={"help": "`params`: `ratio` is a fraction of all model parameters instead of FFN channels."})
+    threshold: float | None = field(default=None, metadata={"help": "The paper's rule instead of a ratio: keep a channel when its \\|z\\| exceeds this in any network (padded or exact layout)."})
+    protect_first: int = field(default=0, metadata={"help": "Never prune the first N layers (padded or exact layout)."})
+    protect_last: int = field(default=0, metadata={"help": "Never prune the last N layers (padded or exact layout)."})
+    round_to: int = field(default=8, metadata={"help": "Kept widths are multiples of this (hardware-friendly)."})
+    min_width: int = field(default=8, metadata={"help": "No pruned layer keeps fewer channels than this."})
+    network_weight: float = field(default=1.0, metadata={"help": "`fbn`, `fbn-act`: weight of the network-membership prior (0: none)."})
+    compensate: Literal["none", "lstsq", "bias"] = field(default="lstsq", metadata={"help": "`lstsq`: fold the removed channels' least-squares prediction from the kept ones into the down projection; `bias`: FLAP's bias compensation (models whose down projection has a bias); `none`: plain deletion."})
+    ridge: float = field(default=1e-3, metadata={"help": "Relative ridge of the least-squares reconstruction and of the elimination's Gram matrix."})
 
 
 @dataclass
 class Export:
     """How the pruned model is written."""
 
-    layout: Literal["uniform", "padded", "exact"] = "uniform"
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None: the working dtype
-    max_shard_size: str = "2GB"
-    verify_tokens: int = 256
+    layout: Literal["uniform", "padded", "exact"] = field(default="uniform", metadata={"help": "`uniform`: the same width in every layer; `padded`: per-layer selection, zero-padded to the widest layer; `exact`: per-layer widths, loaded with `trust_remote_code=True`."})
+    dtype: Literal["float32", "bfloat16", "float16"] | None = field(default=None, metadata={"help": "dtype of the saved weights (empty: the working `dtype`)."})
+    max_shard_size: str = field(default="2GB", metadata={"help": "Largest safetensors shard."})
+    verify_tokens: int = field(default=256, metadata={"help": "Held-out tokens on which the reloaded checkpoint is compared with the original."})
 
 
 @dataclass
 class Evaluation:
     """lm-eval after export (`prune --eval-tasks`): original vs pruned, same settings, optional gate."""
 
-    tasks: list[str] = field(default_factory=list)  # lm-eval task names, YAML paths or ppl:FILE; empty: no evaluation
-    limit: str | None = None  # documents per task: N, a fraction < 1, or "N,TASK=M"; None: all
-    num_fewshot: int | None = None  # None: each task's default (0 for the standard tasks)
-    batch_size: int = 8
-    max_drop: float | None = None  # gate: largest fall of an accuracy-type metric, in points
-    min_retention: float | None = None  # gate: smallest pruned/original ratio (original/pruned for perplexity)
-    include_path: list[str] = field(default_factory=list)  # folders of extra task YAMLs
+    tasks: list[str] = field(default_factory=list, metadata={"help": "lm-eval task names, task YAML paths or `ppl:FILE`; empty: no evaluation."})
+    limit: str | None = field(default=None, metadata={"help": "Documents per task: N, a fraction below 1, or `N,TASK=M`; empty: every document."})
+    num_fewshot: int | None = field(default=None, metadata={"help": "Few-shot examples; empty: each task's default (0 for the standard tasks)."})
+    batch_size: int = field(default=8, metadata={"help": "Requests per forward pass, for both models."})
+    max_drop: float | None = field(default=None, metadata={"help": "Gate: the largest fall of an accuracy-type metric, in percentage points (exit 3 beyond it)."})
+    min_retention: float | None = field(default=None, metadata={"help": "Gate: the smallest pruned/original ratio of any metric (original/pruned for perplexity)."})
+    include_path: list[str] = field(default_factory=list, metadata={"help": "Folders of your own lm-eval task YAMLs."})
 
 
 @dataclass
 class Recipe:
     """A whole pruning run. ``Recipe.load(path)`` / ``recipe.save(path)`` round-trip through YAML."""
 
-    model: str | None = None
-    out: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device_map: str | None = None  # accelerate placement instead of `device`: auto, balanced, sequential, cpu
-    max_memory: str | None = None  # with device_map: per-device caps, "70GiB" (each GPU) or "0=70GiB,1=70GiB,cpu=200GiB"
-    data_dir: str | None = None
-    calibration: Calibration = field(default_factory=Calibration)
-    decomposition: Decomposition = field(default_factory=Decomposition)
-    selection: Selection = field(default_factory=Selection)
-    export: Export = field(default_factory=Export)
-    evaluation: Evaluation = field(default_factory=Evaluation)
+    model: str | None = field(default=None, metadata={"help": "The model: a Hub id, a local folder, a .gguf file, or `smollm2` (the embedded SmolLM2-135M-Instruct)."})
+    out: str | None = field(default=None, metadata={"help": "Output folder of the pruned checkpoint."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling, ICA and the random baseline."})
+    device: str = field(default="auto", metadata={"help": "`auto`, `cpu`, `cuda`, `cuda:N`."})
+    dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={"help": "Working dtype."})
+    device_map: str | None = field(default=None, metadata={"help": "Load with accelerate instead of `device`: `auto` (all GPUs, then CPU RAM), `balanced`, `sequential`, `cpu`."})
+    max_memory: str | None = field(default=None, metadata={"help": "With `device_map`: `70GiB` (each GPU) or per device, `0=70GiB,1=70GiB,cpu=200GiB`."})
+    data_dir: str | None = field(default=None, metadata={"help": "Local data folder for `data:` paths and the offline tasks (else `$FBN_PRUNE_DATA`)."})
+    calibration: Calibration = field(default_factory=Calibration, metadata={"help": "Where calibration text comes from and how much of it is used."})
+    decomposition: Decomposition = field(default_factory=Decomposition, metadata={"help": "ICA over each layer's neuron signals, per run."})
+    selection: Selection = field(default_factory=Selection, metadata={"help": "Which channels survive: a budget and its constraints."})
+    export: Export = field(default_factory=Export, metadata={"help": "How the pruned model is written."})
+    evaluation: Evaluation = field(default_factory=Evaluation, metadata={"help": "Original vs pruned with lm-eval after export, with an optional gate."})
 
     # ---- construction -----------------------------------------------------
     @classmethod
