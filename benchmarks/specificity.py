@@ -8,7 +8,7 @@ membership (max |z| over runs and maps; the top --top fraction) and, second, eve
 of two sets: same task from disjoint samples vs different tasks. Task-specific networks overlap
 more within a task than across tasks.
 
-    python benchmarks/specificity.py                # about 8 min on 2 cores; writes docs/quality/specificity.md
+    python benchmarks/specificity.py                # about 8 min on 2 cores; writes docs/results/specificity.md
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--recipe", default=str(ROOT / "recipes" / "smollm2-135m.yaml"))
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--work", default="/tmp/fbn-specificity")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "quality" / "specificity.md"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "specificity.md"))
     ap.add_argument("--top", type=float, default=0.2, help="fraction of channels with the highest membership")
     ap.add_argument("--threshold", type=float, default=3.0, help="|z| threshold of the paper's rule")
     args = ap.parse_args()

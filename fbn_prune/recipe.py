@@ -62,7 +62,7 @@ class Selection:
     method: Literal["fbn", "fbn-act", "fbn-paper", "random", "magnitude", "wanda-sp", "flap"] = field(default="fbn", metadata={"help": "Channel score: `fbn` (compensated elimination over functional connectivity with a network-membership prior), `fbn-act`, `fbn-paper`, or a baseline at equal size."})
     ratio: float | None = field(default=0.2, metadata={"help": "Fraction of FFN channels removed across pruned layers, in [0, 1)."})
     ratio_of: Literal["ffn", "params"] = field(default="ffn", metadata={"help": "`params`: `ratio` is a fraction of all model parameters instead of FFN channels."})
-    threshold: float | None = field(default=None, metadata={"help": "The paper's rule instead of a ratio: keep a channel when its \\|z\\| exceeds this in any network (padded or exact layout)."})
+    threshold: float | None = field(default=None, metadata={"help": "The paper's rule instead of a ratio: keep a channel when its |z| exceeds this in any network (padded or exact layout)."})
     protect_first: int = field(default=0, metadata={"help": "Never prune the first N layers (padded or exact layout)."})
     protect_last: int = field(default=0, metadata={"help": "Never prune the last N layers (padded or exact layout)."})
     round_to: int = field(default=8, metadata={"help": "Kept widths are multiples of this (hardware-friendly)."})
@@ -77,7 +77,7 @@ class Export:
     """How the pruned model is written."""
 
     layout: Literal["uniform", "padded", "exact"] = field(default="uniform", metadata={"help": "`uniform`: the same width in every layer; `padded`: per-layer selection, zero-padded to the widest layer; `exact`: per-layer widths, loaded with `trust_remote_code=True`."})
-    dtype: Literal["float32", "bfloat16", "float16"] | None = field(default=None, metadata={"help": "dtype of the saved weights (empty: the working `dtype`)."})
+    dtype: Literal["float32", "bfloat16", "float16"] | None = field(default=None, metadata={"help": "dtype of the saved weights (null: the working `dtype`)."})
     max_shard_size: str = field(default="2GB", metadata={"help": "Largest safetensors shard."})
     verify_tokens: int = field(default=256, metadata={"help": "Held-out tokens on which the reloaded checkpoint is compared with the original."})
 
@@ -87,8 +87,8 @@ class Evaluation:
     """lm-eval after export (`prune --eval-tasks`): original vs pruned, same settings, optional gate."""
 
     tasks: list[str] = field(default_factory=list, metadata={"help": "lm-eval task names, task YAML paths or `ppl:FILE`; empty: no evaluation."})
-    limit: str | None = field(default=None, metadata={"help": "Documents per task: N, a fraction below 1, or `N,TASK=M`; empty: every document."})
-    num_fewshot: int | None = field(default=None, metadata={"help": "Few-shot examples; empty: each task's default (0 for the standard tasks)."})
+    limit: str | None = field(default=None, metadata={"help": "Documents per task: N, a fraction below 1, or `N,TASK=M`; null: every document."})
+    num_fewshot: int | None = field(default=None, metadata={"help": "Few-shot examples; null: each task's default (0 for the standard tasks)."})
     batch_size: int = field(default=8, metadata={"help": "Requests per forward pass, for both models."})
     max_drop: float | None = field(default=None, metadata={"help": "Gate: the largest fall of an accuracy-type metric, in percentage points (exit 3 beyond it)."})
     min_retention: float | None = field(default=None, metadata={"help": "Gate: the smallest pruned/original ratio of any metric (original/pruned for perplexity)."})
