@@ -94,6 +94,12 @@ _PRE_BY_HASH = {
     "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454": "gpt-2",
     "9d032fcbd5501f4a38150912590928bfb36091efb5df11b8e2124b0390e3fb1e": "falcon3",
 }
+# The same by structure, for tokenizers with their own vocabulary: the splitting regex before a
+# byte-level step (llama.cpp implements each name with that regex).
+_PRE_BY_REGEX = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
+}
 
 
 @dataclass
@@ -449,8 +455,9 @@ def _bpe_tokens(tok, n_vocab: int) -> tuple[list[str], list[int]]:
 def pre_tokenizer_name(tok, tokenizer_json: dict) -> str:
     """llama.cpp's name for the tokenizer's pre-tokenization (``tokenizer.ggml.pre``).
 
-    Known tokenizers by the converter's hash of a probe text's token ids; else a plain GPT-2
-    byte-level pre-tokenizer is ``gpt-2``; anything else gets ``default`` with a warning.
+    Known tokenizers by the converter's hash of a probe text's token ids; else by structure: a plain
+    GPT-2 byte-level pre-tokenizer is ``gpt-2``, a known splitting regex before a byte-level step is
+    its model's name (``qwen2``, ``llama-bpe``); anything else gets ``default`` with a warning.
     """
     digest = hashlib.sha256(str(tok.encode(_PRE_PROBE)).encode()).hexdigest()
     if digest in _PRE_BY_HASH:
@@ -458,6 +465,12 @@ def pre_tokenizer_name(tok, tokenizer_json: dict) -> str:
     pre = tokenizer_json.get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
         return "gpt-2"
+    steps = pre.get("pretokenizers") or []
+    if (pre.get("type") == "Sequence" and len(steps) == 2 and steps[0].get("type") == "Split"
+            and steps[1].get("type") == "ByteLevel" and not steps[1].get("use_regex", True)):
+        name = _PRE_BY_REGEX.get((steps[0].get("pattern") or {}).get("Regex"))
+        if name:
+            return name
     log.warning("pre-tokenizer not recognised (hash %s): written as 'default'; llama.cpp may split text "
                 "differently from transformers", digest[:16])
     return "default"
