@@ -17,7 +17,7 @@ projections (and their biases) are permuted from transformers' half-split order;
 float32; q8_0 falls back to f16 for a matrix whose rows are not a multiple of 32. The tokenizer
 is written from the checkpoint's ``tokenizer.json``: byte-level BPE as ``gpt2`` (tokens, token
 types, merges, the pre-tokenizer name llama.cpp knows it by) or, for a byte-fallback BPE (Llama 2,
-Mistral v0.1-0.3), as ``llama`` through gguf's ``LlamaHfVocab``; special token ids, whether BOS/EOS
+Mistral v0.1-0.3), as ``llama`` through gguf's ``LlamaHfVocab`` with scores that keep the merge order; special token ids, whether BOS/EOS
 are added, and the chat template come from the tokenizer files.
 
 The file is streamed (one tensor in memory at a time), written beside the target and renamed
@@ -396,10 +396,11 @@ def _vocab(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
     tok = AutoTokenizer.from_pretrained(folder)
     if model.get("byte_fallback"):
         vocab = gguf.LlamaHfVocab(folder)
+        ranks = _merge_scores(model.get("merges") or [])
         tokens, scores, types = [], [], []
-        for text, score, kind in vocab.all_tokens():
+        for text, _, kind in vocab.all_tokens():
             tokens.append(text)
-            scores.append(score)
+            scores.append(ranks.get(text.decode("utf-8", errors="replace"), -1000.0))
             types.append(kind)
         for i in range(len(tokens), n_vocab):
             tokens.append(f"[PAD{i}]".encode())
@@ -425,6 +426,20 @@ def _vocab(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
     if special.chat_template is None and getattr(tok, "chat_template", None):
         special.chat_template = tok.chat_template
     special.add_to_gguf(w, quiet=True)
+
+
+def _merge_scores(merges: list) -> dict[str, float]:
+    """SentencePiece-style scores from BPE merges: the token made by merge k scores -k.
+
+    llama.cpp's "llama" tokenizer merges the adjacent pair whose result scores highest, so these
+    scores reproduce the merge order of tokenizer.json (gguf's LlamaHfVocab leaves every score at
+    -1000, which loses it when the checkpoint has no tokenizer.model).
+    """
+    scores: dict[str, float] = {}
+    for k, m in enumerate(merges):
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        scores.setdefault(a + b, -float(k))
+    return scores
 
 
 def _bpe_tokens(tok, n_vocab: int) -> tuple[list[str], list[int]]:

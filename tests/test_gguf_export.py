@@ -227,6 +227,48 @@ def test_chat_template_and_special_tokens(tmp_path):
     assert kv["tokenizer.ggml.unknown_token_id"] == kv["tokenizer.ggml.padding_token_id"] == 0
 
 
+def byte_fallback_tokenizer():
+    """A Llama-2-style tokenizer: BPE over "▁"-joined text with byte fallback, <s> prepended."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tok.train_from_iterator(sample_texts(60, seed=5), trainers.BpeTrainer(vocab_size=640, special_tokens=specials,
+                                                                          show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B:1", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def test_byte_fallback_tokenizer_is_written_as_llama(tmp_path):
+    """Llama 2 / Mistral v0.x tokenizers: model "llama", byte tokens typed BYTE, merge order kept in the
+    scores (transformers' GGUF tokenizer then splits text exactly as the original)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tiny import tiny_model
+
+    tok = byte_fallback_tokenizer()
+    folder = tmp_path / "spm"
+    model = tiny_model("llama", vocab_size=len(tok), bos_token_id=1, eos_token_id=2, pad_token_id=None)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    path = export_gguf(folder, tmp_path / "out" / "m.gguf", dtype="f32").path
+    kv = fields(path)
+    assert kv["tokenizer.ggml.model"] == "llama" and kv["tokenizer.ggml.add_bos_token"] is True
+    assert (kv["tokenizer.ggml.bos_token_id"], kv["tokenizer.ggml.eos_token_id"]) == (1, 2)
+    types = gguf.GGUFReader(path).fields["tokenizer.ggml.token_type"].contents()
+    assert types[:3] == [gguf.TokenType.CONTROL] * 3 and set(types[3:259]) == {gguf.TokenType.BYTE}
+    text = "The quick dog sees a red bird near the river. Über 3 Äpfel!"
+    loaded_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file="m.gguf")
+    assert loaded_tok(text)["input_ids"] == tok(text)["input_ids"]
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file="m.gguf", dtype=torch.float32).eval()
+    ids = torch.tensor([tok(text)["input_ids"]])
+    torch.testing.assert_close(hf_logits(loaded, ids), hf_logits(model, ids), atol=1e-4, rtol=1e-4)
+
+
 # ----------------------------------------------------------------------------- command line
 def test_cli_writes_and_describes(checkpoints, tmp_path):
     out = tmp_path / "x.gguf"
