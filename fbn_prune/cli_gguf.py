@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .errors import UserError
+from .export import PROVENANCE_FILE
 
 DTYPES = ("f32", "f16", "q8_0")  # as gguf_export.DTYPES, which imports gguf
 DEFAULT_DTYPE = "f16"
@@ -84,8 +85,7 @@ def write_after_prune(checkpoint: Path, to_gguf: str | None, gguf_dtype: str, ov
 
 def record_in_card(checkpoint: Path, result) -> None:
     """Add the GGUF (file name, architecture, dtype) to the checkpoint's provenance and README.md."""
-    from .card import render
-    from .export import PROVENANCE_FILE
+    from .card import render  # imports huggingface_hub: only when a card is rewritten
 
     path = Path(checkpoint) / PROVENANCE_FILE
     info = json.loads(path.read_text())

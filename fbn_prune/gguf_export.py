@@ -41,12 +41,12 @@ import torch
 from safetensors import safe_open
 
 from .errors import UserError
+from .export import PROVENANCE_FILE
 
 log = logging.getLogger(__name__)
 
 DTYPES = ("f32", "f16", "q8_0")
 ARCH_CHOICES = ("auto", "original", "deci")
-PROVENANCE_FILE = "fbn_prune.json"
 
 _FILE_TYPE = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
               "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}

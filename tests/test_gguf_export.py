@@ -14,7 +14,7 @@ import pytest
 import torch
 from clitools import bad, run
 from safetensors.torch import load_file
-from tiny import sample_texts, save_tiny, tiny_tokenizer
+from tiny import sample_texts, save_tiny, tiny_model, tiny_tokenizer
 
 gguf = pytest.importorskip("gguf")
 
@@ -247,8 +247,6 @@ def test_byte_fallback_tokenizer_is_written_as_llama(tmp_path):
     """Llama 2 / Mistral v0.x tokenizers: model "llama", byte tokens typed BYTE, merge order kept in the
     scores (transformers' GGUF tokenizer then splits text exactly as the original)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tiny import tiny_model
 
     tok = byte_fallback_tokenizer()
     folder = tmp_path / "spm"
