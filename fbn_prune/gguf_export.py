@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,6 +383,25 @@ def _general(w: gguf.GGUFWriter, ckpt: Checkpoint) -> None:
 
 
 # ----------------------------------------------------------------------------- tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json")
+
+
+def tokenizer_folder(ckpt: Checkpoint, into: Path) -> Path:
+    """The checkpoint's tokenizer files in ``into``, next to a config.json holding only the special token ids.
+
+    Tokenizer readers (transformers' AutoTokenizer, gguf's LlamaHfVocab and SpecialVocab) also read
+    config.json; the exact layout's names remote code (``auto_map``), which would make them ask for
+    trust_remote_code. The tokenizer never needs that code.
+    """
+    for name in TOKENIZER_FILES:
+        if (ckpt.folder / name).is_file():
+            shutil.copyfile(ckpt.folder / name, into / name)
+    ids = {k: v for k, v in ckpt.config.items() if k.endswith("_token_id") and v is not None}
+    (into / "config.json").write_text(json.dumps(ids))
+    return into
+
+
 def _vocab(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
     """Tokenizer, special tokens and chat template (as the converter's _set_vocab_gpt2 / _set_vocab_llama_hf)."""
     from transformers import AutoTokenizer  # heavy; only needed once per export
@@ -539,7 +559,8 @@ def export_gguf(checkpoint: str | os.PathLike, out: str | os.PathLike, *, dtype:
         w = gguf.GGUFWriter(path=None, arch=arch_name)
         _general(w, ckpt)
         widths = _hparams(w, ckpt, arch_name, dtype, n_vocab)
-        _vocab(w, ckpt.folder, n_vocab)
+        with tempfile.TemporaryDirectory(prefix="fbn-gguf-tokenizer-") as tok_dir:
+            _vocab(w, tokenizer_folder(ckpt, Path(tok_dir)), n_vocab)
         freqs = _rope_freqs(ckpt.config)
         if freqs is not None:
             w.add_tensor_info(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", freqs.shape, freqs.dtype,

@@ -273,6 +273,7 @@ def test_cli_writes_and_describes(checkpoints, tmp_path):
     r = run("export-gguf", checkpoints("qwen2", "exact"), out, "--dtype", "f32")
     assert r.exit_code == 0 and out.is_file()
     assert "deci" in r.output and "f32" in r.output and "per layer" in r.output
+    assert "custom code" not in r.output  # the exact layout's remote code is never asked for
 
 
 def test_refusals(checkpoints, tiny_dir, tmp_path):
