@@ -316,6 +316,13 @@ def test_prune_to_gguf_writes_file_and_card(tiny_dir, calib_txt, tmp_path):
     assert "### GGUF" in card and "ckpt.gguf" in card and "`deci`" in card
 
 
+def test_push_uploads_the_gguf(tmp_path):
+    from fbn_prune.hub import _classify
+
+    (tmp_path / "model-q8_0.gguf").write_bytes(b"GGUF")
+    assert _classify(tmp_path / "model-q8_0.gguf")[0]
+
+
 def test_prune_refuses_a_bad_gguf_target_before_working(tiny_dir, calib_txt, tmp_path):
     (tmp_path / "taken.gguf").write_text("x")
     bad(["prune", tiny_dir("llama"), "--out", tmp_path / "o", "--calib", calib_txt, "--to-gguf", tmp_path / "taken.gguf"],
