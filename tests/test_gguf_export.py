@@ -332,6 +332,87 @@ def test_prune_refuses_a_bad_gguf_target_before_working(tiny_dir, calib_txt, tmp
     assert not (tmp_path / "o").exists()
 
 
+# ----------------------------------------------------------------------------- llama.cpp's graph, re-implemented
+def ggml_graph_logits(path: Path, ids: list[int]) -> torch.Tensor:
+    """Logits computed from the GGUF file alone the way llama.cpp's llama / qwen2 / deci graphs compute
+    them (read from llama.cpp's source: RMSNorm, per-layer head counts and FFN widths, "normal" rope on
+    adjacent pairs for llama/deci and NeoX rope on halves for qwen2, GQA, SwiGLU). Shape (tokens, vocab).
+
+    Not llama.cpp itself; it checks that the file holds what those graphs need in the order they
+    read it (the Q/K permutation against the rope style, the per-layer widths, biases, tied output).
+    """
+    kv = fields(path)
+    arch = kv["general.architecture"]
+    t = {name: torch.from_numpy(data.copy()).double() for name, (data, _) in tensors(path).items()}
+
+    def per_layer(key, i):
+        v = kv[f"{arch}.{key}"]
+        return v[i] if isinstance(v, list) else v
+
+    eps, base = kv[f"{arch}.attention.layer_norm_rms_epsilon"], kv[f"{arch}.rope.freq_base"]
+    hd = kv[f"{arch}.rope.dimension_count"]
+    pos = torch.arange(len(ids), dtype=torch.float64)
+    ang = pos[:, None] * base ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)[None]  # (T, hd/2)
+    cos, sin = ang.cos()[:, None], ang.sin()[:, None]
+
+    def rope(v):  # v: (T, heads, hd)
+        if arch in ("llama", "deci"):  # LLAMA_ROPE_TYPE_NORM: pairs (2j, 2j+1)
+            a, b = v[..., 0::2], v[..., 1::2]
+            return torch.stack([a * cos - b * sin, a * sin + b * cos], -1).reshape(v.shape)
+        a, b = v[..., : hd // 2], v[..., hd // 2:]  # NEOX: pairs (j, j + hd/2)
+        return torch.cat([a * cos - b * sin, a * sin + b * cos], -1)
+
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+    def lin(x, name):
+        y = x @ t[f"{name}.weight"].T
+        return y + t[f"{name}.bias"] if f"{name}.bias" in t else y
+
+    x = t["token_embd.weight"][ids]
+    n = len(ids)
+    mask = torch.full((n, n), float("-inf"), dtype=torch.float64).triu(1)
+    for i in range(kv[f"{arch}.block_count"]):
+        nh, nkv = per_layer("attention.head_count", i), per_layer("attention.head_count_kv", i)
+        h = rms(x, t[f"blk.{i}.attn_norm.weight"])
+        q = rope(lin(h, f"blk.{i}.attn_q").reshape(n, nh, hd))
+        k = rope(lin(h, f"blk.{i}.attn_k").reshape(n, nkv, hd)).repeat_interleave(nh // nkv, 1)
+        v = lin(h, f"blk.{i}.attn_v").reshape(n, nkv, hd).repeat_interleave(nh // nkv, 1)
+        att = (torch.einsum("qhd,khd->hqk", q, k) / hd ** 0.5 + mask).softmax(-1)
+        x = x + lin(torch.einsum("hqk,khd->qhd", att, v).reshape(n, nh * hd), f"blk.{i}.attn_output")
+        h = rms(x, t[f"blk.{i}.ffn_norm.weight"])
+        assert t[f"blk.{i}.ffn_up.weight"].shape[0] == per_layer("feed_forward_length", i)
+        x = x + lin(torch.nn.functional.silu(lin(h, f"blk.{i}.ffn_gate")) * lin(h, f"blk.{i}.ffn_up"), f"blk.{i}.ffn_down")
+    out = t.get("output.weight", t["token_embd.weight"])
+    return (rms(x, t["output_norm.weight"]) @ out.T).float()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_file_computes_the_model_under_llama_cpp_semantics(family, layout, checkpoints, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    folder = checkpoints(family, layout)
+    path = export_gguf(folder, tmp_path / "m.gguf", dtype="f32").path
+    ids = tiny_tokenizer()(PROMPT)["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, trust_remote_code=layout == "exact").eval()
+    torch.testing.assert_close(ggml_graph_logits(path, ids), hf_logits(model, torch.tensor([ids])), atol=1e-4, rtol=1e-4)
+
+
+def test_graph_reference_notices_a_missing_permutation(checkpoints, tmp_path, monkeypatch):
+    """The check above can fail: without the Q/K permutation the llama file computes something else."""
+    from transformers import AutoModelForCausalLM
+
+    from fbn_prune import gguf_export
+
+    monkeypatch.setattr(gguf_export, "permute_qk", lambda w, n: w)
+    folder = checkpoints("llama", "exact")
+    path = export_gguf(folder, tmp_path / "m.gguf", dtype="f32").path
+    ids = tiny_tokenizer()(PROMPT)["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, trust_remote_code=True).eval()
+    assert (ggml_graph_logits(path, ids) - hf_logits(model, torch.tensor([ids]))).abs().max() > 1e-2
+
+
 # ----------------------------------------------------------------------------- llama.cpp itself
 def _llama_cpp():
     """A llama.cpp binding whose library loads here: llama-cpp-python, else llama-cpp-py-sync (prebuilt
