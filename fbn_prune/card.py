@@ -185,7 +185,7 @@ provenance (versions, timings, the kept-neuron map) is in `fbn_prune.json`.
 ```python
 {LOADING[info['layout']].format(repo=repo)}
 ```
-
+{gguf_section(info.get("gguf"))}
 ## Per-layer FFN widths
 
 | layer | original | kept | stored |
@@ -195,6 +195,27 @@ provenance (versions, timings, the kept-neuron map) is in `fbn_prune.json`.
     if eval_table:
         body += f"\n## Evaluation\n\n{eval_table}\n"
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
+
+
+def gguf_section(gguf: dict | None) -> str:
+    """How to run the GGUF written with the checkpoint (``fbn-prune prune --to-gguf``); empty without one."""
+    if not gguf:
+        return ""
+    return f"""
+### GGUF (llama.cpp, llama-cpp-python, ollama)
+
+`{gguf['file']}`: llama.cpp architecture `{gguf['architecture']}`, weights `{gguf['dtype']}`.
+
+```bash
+llama-cli -m {gguf['file']} -p "The capital of France is"
+```
+
+```python
+from llama_cpp import Llama
+
+llm = Llama(model_path="{gguf['file']}")
+```
+"""
 
 
 def for_repo(text: str, repo_id: str) -> str:

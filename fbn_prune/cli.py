@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli_gguf import check_before_prune, gguf_options, write_after_prune
 from .errors import GateFailed, UserError, VerificationError
 from .recipe import LAYOUTS, METHODS, Recipe
 
@@ -197,11 +198,12 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--recipe", "recipe_file", type=str, metavar="FILE", help="YAML recipe; command-line flags override it.")
 @recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, SELECTION_OPTIONS, EXPORT_OPTIONS, EVALUATION_OPTIONS, RUN_OPTIONS)
 @click.option("--save-networks", type=str, metavar="DIR", help="Also keep the networks artifact here (for `fbn-prune select`).")
+@gguf_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
-def prune(model, out, recipe_file, overrides, save_networks, overwrite, no_progress, dry_run):
+def prune(model, out, recipe_file, overrides, save_networks, to_gguf, gguf_dtype, overwrite, no_progress, dry_run):
     """Prune MODEL (a Hub id, a local folder, a .gguf file, or `smollm2` for the embedded
     SmolLM2-135M-Instruct) and write a verified checkpoint to --out.
 
@@ -217,9 +219,11 @@ def prune(model, out, recipe_file, overrides, save_networks, overwrite, no_progr
         raise UserError("name the output folder with --out (or `out:` in the recipe).")
     if dry_run:
         return _plan(recipe, save_networks)
+    check_before_prune(to_gguf, gguf_dtype, overwrite)
     _progress(not no_progress)
     path = run(recipe, overwrite=overwrite, progress=not no_progress, networks_dir=save_networks)
     _summary(path)
+    write_after_prune(path, to_gguf, gguf_dtype, overwrite)
     if recipe.evaluation.tasks:
         from .cli_eval import evaluate_after_prune
 
@@ -330,6 +334,10 @@ from .cli_ship import push_command, recipes_command  # noqa: E402
 
 cli.add_command(push_command, "push")
 cli.add_command(recipes_command, "recipes")
+
+from .cli_gguf import export_gguf_command  # noqa: E402
+
+cli.add_command(export_gguf_command, "export-gguf")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

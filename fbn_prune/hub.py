@@ -65,6 +65,7 @@ CHECKPOINT_FILES = {
 CHECKPOINT_PATTERNS = {
     "*.safetensors": "weights",
     "*.safetensors.index.json": "weights index",
+    "*.gguf": "GGUF for llama.cpp (fbn-prune prune --to-gguf)",
 }
 PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.npy", "*.npz")
 # never uploaded, whatever the listing says (passed to upload_folder as ignore_patterns too)
