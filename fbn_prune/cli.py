@@ -339,5 +339,9 @@ from .cli_gguf import export_gguf_command  # noqa: E402
 
 cli.add_command(export_gguf_command, "export-gguf")
 
+from .cli_heal import heal_command  # noqa: E402
+
+cli.add_command(heal_command, "heal")
+
 if __name__ == "__main__":  # pragma: no cover
     main()

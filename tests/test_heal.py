@@ -1,0 +1,98 @@
+"""Healing: distillation from the original lowers the pruned model's KL on held-out text, widths unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from clitools import bad, run
+from tiny import sample_texts, save_tiny, tiny_tokenizer
+from transformers import AutoModelForCausalLM
+
+from fbn_prune import pipeline
+from fbn_prune.distill import HealSettings, distill_loss, token_blocks
+from fbn_prune.recipe import Recipe
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory, tiny_dir):
+    """A tiny llama and its 40%-pruned exact-layout checkpoint (per-layer widths)."""
+    root = tmp_path_factory.mktemp("heal")
+    calib = root / "calib.txt"
+    calib.write_text("\n\n".join(sample_texts(40, seed=3)) + "\n")
+    model = tiny_dir("llama")
+    recipe = Recipe.from_dict({
+        "model": str(model), "out": str(root / "pruned"), "device": "cpu",
+        "calibration": {"source": str(calib), "samples": 24, "seq_len": 64, "holdout": 2},
+        "decomposition": {"runs": 2, "components": 8, "max_iter": 100},
+        "selection": {"ratio": 0.4, "round_to": 8, "min_width": 8, "method": "wanda-sp"},
+        "export": {"layout": "exact"},
+    })
+    pipeline.prune(recipe, progress=False)
+    text = root / "heal.txt"
+    text.write_text("\n\n".join(sample_texts(60, seed=11)) + "\n")
+    return model, root / "pruned", text
+
+
+@pytest.mark.parametrize("mode", [["--lora", "8"], ["--full"]])
+def test_heal_lowers_heldout_kl_and_keeps_widths(pruned, tmp_path, mode):
+    model, ckpt, text = pruned
+    out = tmp_path / "healed"
+    lr = ["--lr", "1e-2"] if mode[0] == "--lora" else ["--lr", "1e-3"]
+    r = run("heal", ckpt, "--out", out, "--calib", text, "--steps", 80, "--seq-len", 32, "--batch-size", 4,
+            "--no-progress", *mode, *lr)
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "fbn_prune.json").read_text())
+    h = info["healing"]
+    # a random tiny teacher is hard to imitate: 80 steps take a tenth (full) or a twentieth (LoRA) off the KL
+    assert h["heldout_kl_after"] < (0.95 if mode[0] == "--lora" else 0.9) * h["heldout_kl_before"], h
+    assert h["steps"] == 80 and h["tokens"] == 80 * 4 * 32 and len(h["loss_curve"]) >= 40
+    assert h["settings"]["mode"] == ("lora" if mode[0] == "--lora" else "full")
+    assert info["verification"]["ok"] and info["widths"] == json.loads((ckpt / "fbn_prune.json").read_text())["widths"]
+    before = AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True)
+    after = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    shapes = {k: v.shape for k, v in before.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in after.state_dict().items()}
+    changed = [k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])]
+    assert any("mlp" in k for k in changed)
+    assert not (out / "adapter_config.json").exists()  # LoRA merged, plain weights
+
+
+def test_heal_is_deterministic(pruned, tmp_path):
+    _, ckpt, text = pruned
+    outs = []
+    for name in ("a", "b"):
+        r = run("heal", ckpt, "--out", tmp_path / name, "--calib", text, "--steps", 3, "--seq-len", 32,
+                "--batch-size", 2, "--no-progress", "--lora", "2")
+        assert r.exit_code == 0, r.output
+        outs.append((tmp_path / name / "model.safetensors").read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_distill_loss_is_zero_for_the_teacher_itself():
+    logits = torch.randn(2, 5, 11)
+    ids = torch.randint(0, 11, (2, 5))
+    assert distill_loss(logits, logits, ids, HealSettings()).abs().item() < 1e-6
+    assert distill_loss(logits + torch.randn(2, 5, 11), logits, ids, HealSettings()).item() > 0.01
+
+
+def test_heldout_documents_are_disjoint_from_training():
+    tok = tiny_tokenizer()
+    texts = sample_texts(20, seed=5)
+    blocks = token_blocks(tok, texts, HealSettings(seq_len=16, heldout_fraction=0.25))
+    assert blocks.heldout_documents == 5 and blocks.documents == 15
+    train = {tuple(b.tolist()) for b in blocks.train}
+    assert not any(tuple(b.tolist()) in train for b in blocks.heldout)
+
+
+def test_bad_heal_input(pruned, tmp_path):
+    model, ckpt, text = pruned
+    bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", text, "--steps", 0], "--steps must be at least 1")
+    bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", text, "--steps", 2, "--tokens", 5], "not both")
+    bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", text, "--lora", 2, "--full"], "not both")
+    bad(["heal", ckpt, "--out", ckpt, "--calib", text, "--overwrite"], "")
+    bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", tmp_path / "missing.txt"], "does not exist")
+    bad(["heal", model, "--out", tmp_path / "x", "--calib", text], "not an fbn_prune checkpoint")
+    other = save_tiny("llama", tmp_path / "other", vocab_size=300)
+    bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", text, "--base", other], "--base")
