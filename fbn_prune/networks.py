@@ -405,8 +405,9 @@ class Networks:
         """Per-channel statistics: ``count`` (1,) and ``sum.i``/``sumsq.i``/``sumabs.i`` (width_i,), checked."""
         path = self.folder / "stats.safetensors"
         if not path.is_file():
-            raise UserError(f"networks artifact {self.folder} has no activation statistics ({path.name}); the method "
-                            "asked needs them: rerun `fbn-prune networks` with this --method into a fresh folder.")
+            raise UserError(f"networks artifact {self.folder} has no activation statistics ({path.name}), which the "
+                            f"method asked needs: rerun `fbn-prune networks` with its settings and --out {self.folder} "
+                            "to add them.")
         fix = self._redo(path)
         tensors = load_tensors(path, fix)
         out = {"count": checked(path, tensors, "count", tuple(tensors.get("count", torch.zeros(1)).shape), fix)}
