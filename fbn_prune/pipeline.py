@@ -94,7 +94,8 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
     if exists:
         check_reuse(folder, recorded, settings, option)
     needs_maps = recipe.selection.method in NEEDS_MAPS
-    has_maps = exists and Networks(folder).meta.runs > 0
+    earlier = Networks(folder) if exists else None
+    has_maps = earlier is not None and earlier.meta.runs > 0
     meta = NetworksMeta(
         model=source.spec, model_type=model.config.model_type,
         widths=adapter.channel_widths(model),
@@ -105,8 +106,8 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
                      "tokens": cal.n_tokens, "seq_len": recipe.calibration.seq_len, "runs": d.runs},
         timings={"calibration_s": round(t_cal, 2)}, fbn_prune_version=__version__, settings=settings,
     )
-    if exists:
-        meta.timings = {**Networks(folder).meta.timings, **meta.timings}
+    if earlier is not None:
+        meta.timings = {**earlier.meta.timings, **meta.timings}
     write_meta(folder, meta)  # first: the settings are recorded before any work, so only they resume this folder
     (folder / HOLDOUT_FILE).write_text(json.dumps({"holdout": cal.holdout, "fallback": cal.runs[0][:4]}))
     recipe.save(folder / RECIPE_FILE)
