@@ -114,8 +114,8 @@ def _checkpoint(p: Path) -> tuple[str, dict]:
         f"  parameters     {prm['before']:,} -> {prm['after']:,} stored ({1 - prm['after'] / prm['before']:.1%} fewer)",
         f"  widths         min {min(widths)}, max {max(widths)}, per layer: {' '.join(map(str, widths))}",
         f"  calibration    {info['calibration']['source']} ({info['calibration']['tokens']:,} tokens)",
-        f"  verification   {'passed' if info.get('verified') is True else 'FAILED'}: max relative logit diff "
-        f"{_num(ver.get('relative_diff')):.2e}, top-1 agreement {_num(ver.get('top1_agreement')):.4f}",
+        (f"  verification   {'passed' if info.get('verified') is True else 'FAILED'}: max relative logit diff "
+         f"{_num(ver.get('relative_diff')):.2e}, top-1 agreement {_num(ver.get('top1_agreement')):.4f}"),
         "  timings        " + _timings(timings),
     ]
     if info["layout"] == "exact":
@@ -130,7 +130,7 @@ def _num(v) -> float:
 
 
 def _timings(t: dict) -> str:
-    return ", ".join(f"{k[:-2] if k.endswith('_s') else k} {_num(v):.1f}s" for k, v in t.items())
+    return ", ".join(f"{k.removesuffix('_s')} {_num(v):.1f}s" for k, v in t.items())
 
 
 def _networks(p: Path) -> tuple[str, dict]:
@@ -146,7 +146,7 @@ def _networks(p: Path) -> tuple[str, dict]:
         f"  decomposition  {meta.runs} runs x {meta.components} components; {done}/{total} done",
         f"  calibration    {meta.calibration.get('source')} ("
         + (f"{tokens:,} tokens)" if _int(tokens) else "? tokens)"),
-        f"  settings       " + (f"seed {s.seed}, {s.dtype}, seq-len {s.seq_len}, ICA {s.ica.engine} fun={s.ica.fun} "
+        "  settings       " + (f"seed {s.seed}, {s.dtype}, seq-len {s.seq_len}, ICA {s.ica.engine} fun={s.ica.fun} "
                                 f"tol={s.ica.tol:g} max_iter={s.ica.max_iter}, key {s.key()}"
                                 if s is not None else "not recorded (made by an older fbn_prune)"),
         "  timings        " + _timings(meta.timings),

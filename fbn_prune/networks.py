@@ -113,7 +113,7 @@ class NetworkSettings:
         """A 16-hex-digit key of these settings (equal settings, equal key): names a cache folder."""
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
-    def with_calibration(self, sha256: str) -> "NetworkSettings":
+    def with_calibration(self, sha256: str) -> NetworkSettings:
         return replace(self, calibration_sha256=sha256)
 
     def to_dict(self) -> dict:
@@ -122,10 +122,10 @@ class NetworkSettings:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NetworkSettings":
+    def from_dict(cls, d: dict) -> NetworkSettings:
         """From networks.json's ``settings``; ValueError / TypeError / KeyError when malformed."""
         if not isinstance(d, dict) or not isinstance(d.get("ica"), dict):
-            raise ValueError("settings is not a mapping with an ica mapping")
+            raise TypeError("settings is not a mapping with an ica mapping")
         known = {f.name for f in fields(cls)}
         missing = sorted(known - set(d) - {"format"})
         if missing:
@@ -136,7 +136,7 @@ class NetworkSettings:
         values["ica"] = IcaSettings(**{k: v for k, v in d["ica"].items() if k in ica_known})
         return cls(**values)
 
-    def difference(self, recorded: "NetworkSettings") -> tuple[str, str, str] | None:
+    def difference(self, recorded: NetworkSettings) -> tuple[str, str, str] | None:
         """The first setting in which this run (self) differs from ``recorded``: (name, recorded, asked), or None.
 
         A None ``calibration_sha256`` on either side (not known yet) is not compared.

@@ -272,7 +272,7 @@ def test_reuse_with_another_model_or_calibration_is_refused(made, net, tmp_path,
 
 
 def test_reuse_with_the_same_settings_runs_no_ica(made, net, tmp_path, calib_txt, monkeypatch):
-    import fbn_prune.ica as ica
+    from fbn_prune import ica
 
     monkeypatch.setattr(ica, "decompose", lambda *a, **k: pytest.fail("a complete artifact must be reused"))
     r = run("prune", made[0], "--out", tmp_path / "o", "--calib", calib_txt, "--save-networks", net, "--ratio", "0.25",
