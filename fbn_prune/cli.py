@@ -268,12 +268,13 @@ def networks(model, out, recipe_file, overrides, keep_capture, no_progress, dry_
 def select(networks_dir, out, model, recipe_file, overrides, overwrite, no_progress):
     """Turn a networks artifact and a budget into a verified checkpoint (no new ICA)."""
     from .export import RECIPE_FILE
-    from .networks import Networks
+    from .networks import Networks, select_recipe
     from .pipeline import select as run
 
     artifact = Networks(networks_dir)
     own = Path(networks_dir) / RECIPE_FILE
     recipe = make_recipe(recipe_file or (str(own) if own.is_file() else None), overrides, model, out)
+    recipe = select_recipe(artifact, recipe, _recipe_path(recipe_file) if recipe_file else None)
     if not recipe.out:
         raise UserError("name the output folder with --out.")
     _progress(not no_progress)

@@ -11,13 +11,21 @@ Two steps, so that ``--dry-run`` shows exactly what a push would do:
   (exit 4) or whose recorded evaluation gate failed (exit 3), unless ``force``; a folder with no
   safetensors weights is refused always.
 * :func:`push` uploads that plan with huggingface_hub: ``HfApi.create_repo`` (``exist_ok``), a
-  branch for ``revision`` when given, and one ``upload_folder`` of a staging folder (links to the
-  checkpoint's files plus the card as planned) with ``allow_patterns`` = the planned names and
-  ``delete_patterns`` = :data:`REPLACED_PATTERNS` (stale weights of an earlier push go).
+  branch for ``revision`` when given, and one ``create_commit`` of ``CommitOperationAdd`` per planned
+  file, each reading from a file descriptor opened on exactly the file the plan checked (same device
+  and inode, still a regular file with one name), plus deletions of an earlier push's files matching
+  :data:`REPLACED_PATTERNS` that this one does not upload again (stale weights go).
+
+What is sent: only regular files that lie inside the folder. Every planned name is resolved (links
+followed); a link whose target lies outside the folder, a hard link (a file with more than one
+name, whose other name may be anywhere), a fifo, socket or device is refused: exit 2 naming it,
+whatever ``--force`` says (replace it with a real copy, or remove it). A link inside the folder to a
+regular file inside it is sent under the link's name. Names that are not part of a checkpoint are
+skipped (listed with the reason), whatever they are.
 
 The token comes from ``HF_TOKEN`` or the huggingface_hub login (:func:`huggingface_hub.get_token`).
 It is passed to huggingface_hub only: never printed, logged (log records are redacted while a push
-runs) or written anywhere (the staging folder holds links and the card only). Hub errors become
+runs) or written anywhere. Hub errors become
 :class:`UploadFailed` (exit 5) with the token scrubbed from their text.
 """
 
@@ -28,8 +36,7 @@ import fnmatch
 import json
 import logging
 import os
-import shutil
-import tempfile
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,12 +75,11 @@ CHECKPOINT_PATTERNS = {
     "*.gguf": "GGUF for llama.cpp (fbn-prune prune --to-gguf)",
 }
 PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.npy", "*.npz")
-# never uploaded, whatever the listing says (passed to upload_folder as ignore_patterns too)
-IGNORE_PATTERNS = [*PICKLES, ".*", "*/.*"]
 # files of an earlier push that this one replaces: deleted from the branch unless uploaded again, so a
 # re-push with other shards or another layout leaves no stale weights or modeling code behind
 REPLACED_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "modeling_fbn.py", "eval.json", "eval.md"]
 GLOB_CHARS = set("*?[]")
+PROVENANCE = "fbn_prune.json"
 
 
 class PushRefused(UserError):
@@ -88,6 +94,25 @@ class UploadFailed(UserError):
     """The Hub refused or could not be reached: exit code 5."""
 
     exit_code = EXIT_UPLOAD_FAILED
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    """A file the plan will send: the regular file ``path`` (resolved, inside the folder) and its identity when
+    checked (``device``, ``inode``, ``size``, modification and change times in ns: an inode number reused by a
+    file renamed over it differs in its change time). The upload reads exactly that file or refuses."""
+
+    name: str
+    path: Path
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    def same(self, st: os.stat_result) -> bool:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (
+            self.device, self.inode, self.size, self.mtime_ns, self.ctime_ns)
 
 
 @dataclass
@@ -106,6 +131,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     info: dict | None = None
     forced: bool = False
+    sources: dict[str, CheckedFile] = field(default_factory=dict)  # name -> the file whose bytes are sent
+    unsafe: list[tuple[str, str]] = field(default_factory=list)  # (name, why): refused even with --force
 
     @property
     def names(self) -> list[str]:
@@ -116,7 +143,13 @@ class Plan:
         return sum(size for _, size, _ in self.files)
 
     def refusal(self) -> PushRefused | None:
-        """The error to raise when the plan has problems (the most specific exit code wins)."""
+        """The error to raise when the plan has problems (the most specific exit code wins); files that are not
+        regular files inside the folder are refused whatever --force says."""
+        if self.unsafe:
+            what = "; ".join(f"{name} is {why}" for name, why in self.unsafe)
+            return PushRefused(f"refusing to push {self.folder}: {what}. Only regular files inside the folder are "
+                               "uploaded: replace each with a real copy of the file, or remove it "
+                               "(--force does not override this).", EXIT_BAD_INPUT)
         if not self.problems:
             return None
         code = max(c for _, c in self.problems)
@@ -138,11 +171,11 @@ def validate_repo_id(repo_id: str) -> str:
 
 
 def _classify(path: Path) -> tuple[bool, str]:
-    """(upload?, what or why not) for one entry of the checkpoint folder."""
+    """(upload?, what or why not) for one entry of the checkpoint folder, by its name (see _check for its kind)."""
     name = path.name
     if name.startswith("."):
         return False, "hidden or temporary"
-    if path.is_symlink() and not path.exists():
+    if path.is_symlink() and not os.path.exists(path):
         return False, "broken link"
     if path.is_dir():
         return False, "folder (a checkpoint is flat)"
@@ -158,14 +191,82 @@ def _classify(path: Path) -> tuple[bool, str]:
     return False, "not part of an fbn_prune checkpoint"
 
 
-def _read_info(folder: Path) -> tuple[dict | None, str | None]:
+def _wanted(name: str) -> bool:
+    """Is ``name`` one of a checkpoint's file names (see _classify)?"""
+    return name in CHECKPOINT_FILES or any(fnmatch.fnmatch(name, p) for p in CHECKPOINT_PATTERNS)
+
+
+def _outside_link(root: Path, entry: Path) -> str | None:
+    """Why ``entry`` must not be followed (a link whose target lies outside ``root``, resolved), else None."""
+    if not entry.is_symlink():
+        return None
+    target = Path(os.path.realpath(entry))
+    return None if target == root or root in target.parents else f"a link to {target}, outside the folder"
+
+
+def _kind(mode: int) -> str:
+    for test, what in ((stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _check(root: Path, entry: Path) -> CheckedFile | str:
+    """The checked file behind ``entry`` (links resolved), or why it must not be sent. ``root`` is resolved."""
+    try:
+        st = os.lstat(entry)
+        target = entry
+        if stat.S_ISLNK(st.st_mode):
+            outside = _outside_link(root, entry)
+            if outside:
+                return outside
+            target = Path(os.path.realpath(entry))
+            st = os.stat(target)
+    except OSError as e:
+        return f"unreadable ({e.strerror or type(e).__name__})"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{_kind(st.st_mode)}, not a regular file"
+    if st.st_nlink > 1:
+        return f"a hard link ({st.st_nlink} names: the others may lie outside the folder)"
+    return CheckedFile(entry.name, target, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@contextlib.contextmanager
+def open_checked(c: CheckedFile):
+    """A binary file object on exactly the file ``c`` checked; PushRefused when it was swapped or changed kind since
+    (a link put in its place, another file renamed over it). Never blocks on a fifo."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(c.path, flags)
+    except OSError as e:
+        raise PushRefused(f"{c.name} ({c.path}) changed since it was checked ({e.strerror or type(e).__name__}); "
+                          "nothing was uploaded: run the push again.") from None
+    f = os.fdopen(fd, "rb")
+    try:
+        st = os.fstat(fd)  # the file now open: the one checked, unchanged?
+        if not stat.S_ISREG(st.st_mode) or not c.same(st) or st.st_nlink > 1:
+            raise PushRefused(f"{c.name} ({c.path}) was replaced since it was checked; nothing was uploaded: "
+                              "check the folder and run the push again.")
+        yield f
+    finally:
+        f.close()
+
+
+def _read_checked(c: CheckedFile | None) -> str | None:
+    if c is None:
+        return None
+    with open_checked(c) as f:
+        return f.read().decode("utf-8")
+
+
+def _read_info(source: CheckedFile | None) -> tuple[dict | None, str | None]:
     from .export import PROVENANCE_FILE
 
-    path = folder / PROVENANCE_FILE
-    if not path.is_file():
+    if source is None:
         return None, f"it has no {PROVENANCE_FILE} (not an fbn_prune checkpoint, or an unfinished one)"
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(_read_checked(source) or "")
     except (OSError, ValueError) as e:
         return None, f"its {PROVENANCE_FILE} cannot be read ({type(e).__name__})"
     if not isinstance(info, dict):
@@ -197,18 +298,30 @@ def plan(folder: str | os.PathLike, repo_id: str, *, revision: str | None = None
         raise UserError("--revision must not be empty.")
     p = Plan(folder=root, repo_id=repo_id, revision=revision, private=private, forced=force)
 
-    # files
+    # files: only regular files inside the folder are sent (links resolved; see the module's doc)
+    resolved = root.resolve()
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        outside = _outside_link(resolved, entry)
+        if outside and _wanted(entry.name):  # whatever lies there (file, folder, device): never followed
+            p.unsafe.append((entry.name, outside))
+            continue
         upload, what = _classify(entry)
-        if upload:
-            p.files.append((entry.name, entry.stat().st_size, what))
-        else:
+        if not upload:
             p.skipped.append((entry.name, what))
+            continue
+        checked = _check(resolved, entry)
+        if isinstance(checked, str):
+            p.unsafe.append((entry.name, checked))
+            continue
+        p.files.append((entry.name, checked.size, what))
+        p.sources[entry.name] = checked
+    if p.unsafe:  # nothing of this folder is read further: a listed name may point anywhere
+        raise _with_plan(p.refusal(), p)  # type: ignore[arg-type]
     if not any(fnmatch.fnmatch(n, "*.safetensors") for n in p.names):
         raise UserError(f"{folder} holds no *.safetensors weights: nothing to push.")
 
     # provenance, verification, gate
-    info, why = _read_info(root)
+    info, why = _read_info(p.sources.get(PROVENANCE))
     p.info = info
     if info is None:
         p.problems.append((why, EXIT_BAD_INPUT))  # type: ignore[arg-type]
@@ -226,8 +339,10 @@ def plan(folder: str | os.PathLike, repo_id: str, *, revision: str | None = None
             p.problems.append((f"--require-eval: {what} (run fbn-prune eval ... --max-drop/--min-retention)", EXIT_GATE_FAILED))
 
     # the card
-    readme = root / "README.md"
-    text: str | None = readme.read_text(encoding="utf-8") if readme.is_file() else None
+    try:
+        text: str | None = _read_checked(p.sources.get("README.md"))
+    except UnicodeDecodeError:
+        raise UserError(f"{root / 'README.md'} is not UTF-8 text; fix or remove the model card.") from None
     if text is None and info is not None:
         try:
             text = cards.render(info, license=info.get("license"))
@@ -328,6 +443,8 @@ def describe(p: Plan, dry_run: bool = False) -> str:
             lines.append(f"    {name}  ({why})")
     for w in p.warnings:
         lines.append(f"  warning       {w}")
+    for name, why in p.unsafe:
+        lines.append(f"  {'REFUSED':<13} {name}: {why} (only regular files inside the folder are sent)")
     for problem, _ in p.problems:
         lines.append(f"  {'FORCED' if p.forced else 'REFUSED':<13} {problem}")
     return "\n".join(lines)
@@ -378,23 +495,6 @@ def _scrub(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
-def _stage(p: Plan, into: Path) -> None:
-    """Links to the planned files, and the card as planned, in ``into`` (nothing secret is written)."""
-    for name in p.names:
-        target = into / name
-        if name == "README.md" and p.card is not None:
-            target.write_text(p.card, encoding="utf-8")
-            continue
-        source = (p.folder / name).resolve()
-        try:
-            os.link(source, target)
-        except OSError:
-            try:
-                os.symlink(source, target)
-            except OSError:
-                shutil.copy2(source, target)
-
-
 def commit_message(p: Plan) -> str:
     info = p.info or {}
     sel = info.get("selection") or {}
@@ -407,7 +507,7 @@ def commit_message(p: Plan) -> str:
 def push(p: Plan, *, token: str | None = None, endpoint: str | None = None, message: str | None = None):
     """Upload plan ``p``; return huggingface_hub's CommitInfo. ``token`` defaults to HF_TOKEN or the login,
     ``endpoint`` to ``$HF_ENDPOINT`` (else huggingface.co)."""
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 
     if p.problems and not p.forced:
         raise p.refusal()  # type: ignore[misc]
@@ -418,19 +518,23 @@ def push(p: Plan, *, token: str | None = None, endpoint: str | None = None, mess
         raise UserError("no Hugging Face token: set HF_TOKEN or log in with `hf auth login` (a token with write access).")
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     api = HfApi(endpoint=endpoint, token=token)
-    with _redacted_logs(token), tempfile.TemporaryDirectory(prefix="fbn-push-") as tmp:
-        stage = Path(tmp)
-        _stage(p, stage)
+    with _redacted_logs(token), contextlib.ExitStack() as files:
+        adds = []
+        for name in p.names:  # the bytes sent are those of the files the plan checked, opened now
+            if name == "README.md" and p.card is not None:
+                adds.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=p.card.encode("utf-8")))
+            else:
+                adds.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=files.enter_context(
+                    open_checked(p.sources[name]))))
         try:
             api.create_repo(p.repo_id, repo_type="model", private=True if p.private else None, exist_ok=True)
             if p.revision and p.revision != "main":
                 api.create_branch(p.repo_id, branch=p.revision, repo_type="model", exist_ok=True)
-            return api.upload_folder(
-                repo_id=p.repo_id, repo_type="model", folder_path=stage, revision=p.revision,
-                commit_message=message or commit_message(p),
-                allow_patterns=p.names, ignore_patterns=list(IGNORE_PATTERNS),
-                delete_patterns=list(REPLACED_PATTERNS),
-            )
+            present = api.list_repo_files(p.repo_id, repo_type="model", revision=p.revision)
+            stale = [CommitOperationDelete(path_in_repo=f) for f in present
+                     if f not in p.names and any(fnmatch.fnmatch(f, pat) for pat in REPLACED_PATTERNS)]
+            return api.create_commit(repo_id=p.repo_id, repo_type="model", operations=[*adds, *stale],
+                                     commit_message=message or commit_message(p), revision=p.revision)
         except UserError:
             raise
         except Exception as e:

@@ -30,7 +30,9 @@ from .export import RECIPE_FILE, check_target, write_checkpoint
 from .models import DTYPES, load_model, resolve
 from .capture import CaptureIndex
 from .placement import devices, load_kwargs, onloaded
-from .networks import ARTIFACT_FILE, Networks, NetworksMeta, decompose_all, gram_path, map_path, write_grams
+from .evaluate import model_hash
+from .networks import (ARTIFACT_FILE, HOLDOUT_FILE, Networks, NetworksMeta, check_reuse, decompose_all, gram_path, map_path,
+                       network_settings, read_settings, write_grams, write_meta)
 from .recipe import Recipe
 from .scores import NEEDS_GRAM, NEEDS_MAPS, NEEDS_STATS, layer_scores
 from .select import Budget, achieved_ratio, channel_ratio_for_params, select as select_channels
@@ -38,8 +40,6 @@ from .surgery import MODELING_FILE, build_pruned, modeling_source
 from .verify import held_out_tokens, verify
 
 log = logging.getLogger(__name__)
-
-HOLDOUT_FILE = "holdout.json"
 
 
 def resolve_device(device: str) -> str:
@@ -70,61 +70,86 @@ def _load(recipe: Recipe, model_spec: str | None = None):
 
 
 def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress: bool = True,
-             keep_capture: bool = False) -> Networks:
+             keep_capture: bool = False, option: str = "--out") -> Networks:
     """Capture + decompose: write a networks artifact into ``folder`` (resumes an unfinished one).
 
-    For methods that need no maps the artifact holds statistics only.
+    For methods that need no maps the artifact holds statistics only. A folder that already holds
+    an artifact is resumed or extended only when it was made with the same settings (see
+    networks.check_reuse; ``option`` names the flag that gave ``folder``, for the message).
     """
     folder = Path(folder)
     source, model, tok = model_bundle or _load(recipe)
     adapter = adapter_for(model.config)
+    d = recipe.decomposition
+    _gram_device(d.device)  # an unusable --ica-device fails here, not after the capture
+    settings = network_settings(recipe, source, model, adapter)
+    exists, recorded = _existing(folder, option)
+    if exists:  # everything but the calibration is compared before the calibration is read
+        check_reuse(folder, recorded, settings, option)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cal = calib.load(recipe, model, tok)
     t_cal = time.perf_counter() - t0
-    d = recipe.decomposition
+    settings = settings.with_calibration(cal.sha256)
+    if exists:
+        check_reuse(folder, recorded, settings, option)
     needs_maps = recipe.selection.method in NEEDS_MAPS
-    _gram_device(d.device)  # an unusable --ica-device fails here, not after the capture
+    earlier = Networks(folder) if exists else None
+    has_maps = earlier is not None and earlier.meta.runs > 0
     meta = NetworksMeta(
         model=source.spec, model_type=model.config.model_type,
         widths=adapter.channel_widths(model),
-        runs=d.runs if needs_maps else 0, components=d.components if needs_maps else 0, seed=recipe.seed,
+        runs=d.runs if needs_maps or has_maps else 0, components=d.components if needs_maps or has_maps else 0,
+        seed=recipe.seed,
         ica={"fun": d.fun, "max_iter": d.max_iter, "tol": d.tol, "engine": d.engine},
         calibration={"source": cal.source, "sha256": cal.sha256, "documents": sum(len(r) for r in cal.runs),
                      "tokens": cal.n_tokens, "seq_len": recipe.calibration.seq_len, "runs": d.runs},
-        timings={"calibration_s": round(t_cal, 2)}, fbn_prune_version=__version__,
+        timings={"calibration_s": round(t_cal, 2)}, fbn_prune_version=__version__, settings=settings,
     )
+    if earlier is not None:
+        meta.timings = {**earlier.meta.timings, **meta.timings}
+    write_meta(folder, meta)  # first: the settings are recorded before any work, so only they resume this folder
     (folder / HOLDOUT_FILE).write_text(json.dumps({"holdout": cal.holdout, "fallback": cal.runs[0][:4]}))
     recipe.save(folder / RECIPE_FILE)
     cap_dir = folder / "capture"
-    if _complete(folder, meta):
+    needs_stats = recipe.selection.method in NEEDS_STATS | NEEDS_GRAM or recipe.selection.compensate != "none"
+    if _complete(folder, meta, needs_maps, needs_stats):
         log.info("networks artifact %s is already complete", folder)
         return Networks(folder)
-    needs_capture = (needs_maps or recipe.selection.method in NEEDS_STATS | NEEDS_GRAM
-                     or recipe.selection.compensate != "none")
-    if not needs_capture:
-        (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
-        return Networks(folder)
     t1 = time.perf_counter()
-    if _same_calibration(folder, meta) and (cap_dir / "capture.json").is_file():
-        index = CaptureIndex.open(cap_dir)  # an interrupted run left its capture: resume from it
+    if exists and (cap_dir / "capture.json").is_file():
+        index = CaptureIndex.open(cap_dir)  # an interrupted run left its capture (same settings): resume from it
     else:
         _check_disk(folder, meta, cal.n_tokens, progress)
         batch = _capture_batch(recipe, model, adapter)
         index = capture(model, adapter, cal, cap_dir, batch, tok.pad_token_id or 0, progress)
     meta.timings["capture_s"] = round(time.perf_counter() - t1, 2)
     shutil.copyfile(cap_dir / "stats.safetensors", folder / "stats.safetensors")
-    (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
+    write_meta(folder, meta)
     t2 = time.perf_counter()
     write_grams(index, folder, progress, device=_gram_device(d.device))
     meta.timings["gram_s"] = round(time.perf_counter() - t2, 2)
     if needs_maps:  # writes the final metadata itself
         decompose_all(index, folder, meta, progress, jobs=_ica_jobs(recipe, index), device=d.device)
     else:
-        (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(meta), indent=1))
+        write_meta(folder, meta)
     if not keep_capture:
         shutil.rmtree(cap_dir, ignore_errors=True)
     return Networks(folder)
+
+
+def _existing(folder: Path, option: str):
+    """(does ``folder`` hold an artifact, its recorded settings). UserError for a file, or a non-empty folder that
+    is not an artifact (fbn_prune writes its networks into a new or empty folder only)."""
+    if not folder.exists():
+        return False, None
+    if not folder.is_dir():
+        raise UserError(f"{option} {folder} is a file; name a new or empty folder for the networks.")
+    exists, recorded = read_settings(folder)
+    if not exists and any(folder.iterdir()):
+        raise UserError(f"{option} {folder} is not empty and holds no {ARTIFACT_FILE}: name a new or empty folder "
+                        "for the networks.")
+    return exists, recorded
 
 
 def _check_disk(folder: Path, meta: NetworksMeta, tokens: int, progress: bool) -> None:
@@ -205,29 +230,22 @@ def _ica_jobs(recipe: Recipe, index: CaptureIndex) -> int:
     return jobs
 
 
-def _same_calibration(folder: Path, meta: NetworksMeta) -> bool:
-    path = folder / ARTIFACT_FILE
-    return path.is_file() and json.loads(path.read_text()).get("calibration") == meta.calibration
-
-
-def _complete(folder: Path, meta: NetworksMeta) -> bool:
-    """True when ``folder`` already holds every map for the same settings (nothing to redo)."""
-    path = folder / ARTIFACT_FILE
-    if not path.is_file():
-        return False
-    old = json.loads(path.read_text())
-    same = all(old.get(k) == v for k, v in asdict(meta).items() if k not in ("timings", "fbn_prune_version"))
-    maps = all(map_path(folder, i, r).is_file() for i in range(len(meta.widths)) for r in range(meta.runs))
-    grams = all(gram_path(folder, i).is_file() for i in range(len(meta.widths)))
-    return same and maps and grams
+def _complete(folder: Path, meta: NetworksMeta, needs_maps: bool, needs_stats: bool) -> bool:
+    """True when ``folder`` (already checked to hold these settings) has every file this run needs."""
+    maps = not needs_maps or all(map_path(folder, i, r).is_file()
+                                 for i in range(len(meta.widths)) for r in range(meta.runs))
+    stats = not (needs_maps or needs_stats) or ((folder / "stats.safetensors").is_file() and all(
+        gram_path(folder, i).is_file() for i in range(len(meta.widths))))
+    return maps and stats
 
 
 def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model_bundle=None,
            timings: dict | None = None) -> Path:
     """Networks artifact + budget -> a verified checkpoint at ``recipe.out`` (no new ICA)."""
     target = check_target(recipe.out, overwrite)
-    source, model, tok = model_bundle or _load(recipe, artifact.meta.model)
+    source, model, tok = model_bundle or _load(recipe, recipe.model or artifact.meta.model)  # --model, else recorded
     adapter = adapter_for(model.config)
+    artifact.check_model(adapter.channel_widths(model), model_hash(source), source.spec)  # never a foreign artifact
     s = recipe.selection
     t0 = time.perf_counter()
     if s.compensate == "bias":
@@ -272,8 +290,8 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     files = {RECIPE_FILE: _recipe_text(recipe)}
     if layout == "exact":
         files[MODELING_FILE] = modeling_source(model.config.model_type)
-    holdout = json.loads((artifact.folder / HOLDOUT_FILE).read_text())
-    docs = held_out_tokens(holdout["holdout"], holdout["fallback"], recipe.export.verify_tokens)
+    holdout, fallback = artifact.holdout()
+    docs = held_out_tokens(holdout, fallback, recipe.export.verify_tokens)
 
     def check(folder: str) -> dict:
         t = time.perf_counter()
@@ -332,7 +350,8 @@ def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, net
     load_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="fbn-networks-") as tmp:
         folder = networks_dir or tmp
-        artifact = networks(recipe, folder, model_bundle=bundle, progress=progress, keep_capture=keep_capture)
+        artifact = networks(recipe, folder, model_bundle=bundle, progress=progress, keep_capture=keep_capture,
+                            option="--save-networks")
         out = select(recipe, artifact, overwrite=overwrite, model_bundle=bundle, timings={"load_s": round(load_s, 2)})
     _finish_timing(out, time.perf_counter() - start)
     return out

@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
 from .export import PROVENANCE_FILE
+from .inspect import read_checkpoint_record
 from .networks import ARTIFACT_FILE, Networks, membership
 
 
@@ -70,7 +70,7 @@ def plot_networks(folder: Path, out: Path, threshold: float = 3.0) -> None:
 
 
 def plot_checkpoint(folder: Path, out: Path) -> None:
-    info = json.loads((folder / PROVENANCE_FILE).read_text())
+    info = read_checkpoint_record(folder)  # checked: kept channels fit the original widths
     kept = info.get("kept")
     before = info.get("original_widths")
     if not kept or not before:
@@ -104,9 +104,11 @@ def plot(path: str, out: str) -> Path:
         raise UserError(f"--plot needs a .png, .svg or .pdf file name, got {out}.")
     if not target.parent.exists():
         raise UserError(f"folder {target.parent} does not exist.")
-    if (p / PROVENANCE_FILE).is_file():
+    if not p.is_dir():
+        raise UserError(f"{path} is a file, not an fbn_prune checkpoint or a networks artifact; nothing to plot.")
+    if (p / PROVENANCE_FILE).exists():
         plot_checkpoint(p, target)
-    elif (p / ARTIFACT_FILE).is_file():
+    elif (p / ARTIFACT_FILE).exists():
         plot_networks(p, target)
     else:
         raise UserError(f"{path} is not an fbn_prune checkpoint or a networks artifact; nothing to plot.")

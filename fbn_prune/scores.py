@@ -20,13 +20,17 @@ methods share selection, surgery, export and verification and compare at equal s
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .arch import Adapter
 from .arch.base import channel_index
+
+log = logging.getLogger(__name__)
 
 NEEDS_STATS = {"wanda-sp", "flap", "fbn-act"}
 NEEDS_MAPS = {"fbn", "fbn-act", "fbn-paper"}
@@ -84,8 +88,9 @@ def fbn_scores(g: torch.Tensor, columns: torch.Tensor, maps: torch.Tensor | None
             h.update(t.contiguous().numpy().tobytes())
         h.update(f"{ridge!r}".encode())
         path = Path(cache) / f"fbn-{h.hexdigest()[:20]}.safetensors"
-        if path.is_file():
-            return load_file(str(path))["score"]
+        cached = _cached_score(path, g.shape[0])
+        if cached is not None:
+            return cached
     score = elimination_scores(g, columns, ridge, prior=p, device=device)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +98,21 @@ def fbn_scores(g: torch.Tensor, columns: torch.Tensor, maps: torch.Tensor | None
         save_file({"score": score}, str(tmp))
         tmp.replace(path)
     return score
+
+
+def _cached_score(path: Path, width: int) -> torch.Tensor | None:
+    """A cached score (width,) when the file is readable, of that shape and finite; a damaged one is ignored
+    (recomputed and rewritten), with a warning."""
+    if not path.is_file():
+        return None
+    try:
+        score = load_file(str(path)).get("score")
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        score = None
+    if score is not None and tuple(score.shape) == (width,) and bool(torch.isfinite(score).all()):
+        return score
+    log.warning("ignoring the damaged cached score %s (it is computed again)", path)
+    return None
 
 
 def _flap(model, adapter: Adapter, stats, layer: int) -> torch.Tensor:

@@ -104,7 +104,7 @@ def evaluated(folder: Path, pruned_acc: float) -> dict:
 
 # ----------------------------------------------------------------------------- the fake Hub
 class FakeHub:
-    """The part of the Hub's HTTP API that create_repo, create_branch, upload_folder (preupload, commit,
+    """The part of the Hub's HTTP API that create_repo, create_branch, create_commit (preupload, commit,
     tree listing for deletions) and model_info use; every file is accepted as a regular (non-LFS) blob."""
 
     def __init__(self, token: str):
@@ -484,3 +484,120 @@ def test_missing_card_is_made_from_the_provenance(ckpt):
     assert "README.md" in p.names and any("generated" in c for c in p.card_changes)
     assert 'from_pretrained("o/n")' in p.card and cards.validate(p.card)[0] == []
     assert not (ckpt / "README.md").exists(), "planning writes nothing"
+
+
+# ----------------------------------------------------------------------------- only regular files inside the folder
+SECRET_TEXT = "TOP SECRET: not part of the checkpoint\n"
+
+
+def _link(name, target):
+    def make(folder: Path, secret: Path) -> None:
+        (folder / name).unlink(missing_ok=True)
+        (folder / name).symlink_to(target(folder, secret) if callable(target) else target)
+    return make
+
+
+def _fifo(name):
+    def make(folder: Path, secret: Path) -> None:
+        import os
+
+        (folder / name).unlink(missing_ok=True)
+        os.mkfifo(folder / name)
+    return make
+
+
+def _socket(name):
+    def make(folder: Path, secret: Path) -> None:
+        import socket
+
+        (folder / name).unlink(missing_ok=True)
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(folder / name))
+        s.close()
+    return make
+
+
+def _hard_link(folder: Path, secret: Path) -> None:
+    import os
+
+    (folder / "tokenizer.json").unlink()
+    os.link(secret, folder / "tokenizer.json")
+
+
+def _chain(folder: Path, secret: Path) -> None:
+    (folder / "hop").symlink_to(secret)
+    _link("config.json", "hop")(folder, secret)
+
+
+OUTSIDE = {
+    "card linked outside": (_link("README.md", lambda f, s: s), "README.md is a link to"),
+    "provenance linked outside": (_link("fbn_prune.json", lambda f, s: s), "fbn_prune.json is a link to"),
+    "eval report linked to /etc/passwd": (_link("eval.md", "/etc/passwd"), "eval.md is a link to /etc/passwd"),
+    "relative link up and out": (_link("vocab.json", "../secret.txt"), "vocab.json is a link to"),
+    "link through a link inside": (_chain, "config.json is a link to"),
+    "link to a folder outside": (_link("tokenizer.json", lambda f, s: s.parent), "tokenizer.json is a link to"),
+    "link to a device": (_link("merges.txt", "/dev/zero"), "merges.txt is a link to /dev/zero"),
+    "hard link": (_hard_link, "tokenizer.json is a hard link"),
+    "fifo": (_fifo("config.json"), "config.json is a fifo"),
+    "fifo as the card": (_fifo("README.md"), "README.md is a fifo"),
+    "socket": (_socket("added_tokens.json"), "added_tokens.json is a socket"),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTSIDE))
+def test_push_refuses_anything_but_regular_files_inside_the_folder(ckpt, tmp_path, no_token, case):
+    make, fragment = OUTSIDE[case]
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET_TEXT)
+    make(ckpt, secret)
+    for force in ([], ["--force"]):
+        code, out = run("push", ckpt, "--repo-id", "o/n", "--dry-run", *force)
+        assert code == 2, out
+        assert fragment in out and "Only regular files inside the folder" in out and "--force does not" in out
+        assert "TOP SECRET" not in out and "root:" not in out
+        assert "dry run: nothing was uploaded" not in out
+
+
+@pytest.mark.filterwarnings(NO_LICENSE)
+@pytest.mark.parametrize("case", ["eval report linked to /etc/passwd", "card linked outside", "hard link", "fifo"])
+def test_push_sends_nothing_from_outside(ckpt, tmp_path, fake_hub, monkeypatch, case):
+    make, fragment = OUTSIDE[case]
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET_TEXT)
+    make(ckpt, secret)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    code, out = run("push", ckpt, "--repo-id", "my-org/tiny-fbn", "--force")
+    assert code == 2 and fragment in out, out
+    assert fake_hub.log == [] and fake_hub.repos == {}, "refused before any request"
+
+
+@pytest.mark.filterwarnings(NO_LICENSE)
+def test_push_follows_a_link_inside_the_folder(ckpt, fake_hub, monkeypatch):
+    data = (ckpt / "recipe.yaml").read_bytes()
+    (ckpt / "recipe.yaml").rename(ckpt / "recipe-real.yaml")
+    (ckpt / "recipe.yaml").symlink_to("recipe-real.yaml")
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    code, dry = run("push", ckpt, "--repo-id", "my-org/tiny-fbn", "--dry-run")
+    assert code == 0 and "recipe.yaml" in dry_run_listing(dry) and "recipe-real.yaml" not in dry_run_listing(dry)
+    code, out = run("push", ckpt, "--repo-id", "my-org/tiny-fbn")
+    assert code == 0, out
+    uploaded = fake_hub.repos["my-org/tiny-fbn"]["branches"]["main"]
+    assert uploaded["recipe.yaml"] == data and sorted(uploaded) == dry_run_listing(dry)
+
+
+@pytest.mark.filterwarnings(NO_LICENSE)
+@pytest.mark.parametrize("swap", ["link", "renamed over"])
+def test_push_sends_the_checked_bytes_or_nothing(ckpt, tmp_path, fake_hub, swap):
+    """A file swapped after the check (a link to a secret, another file renamed over it) is never sent."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET_TEXT)
+    p = hub.plan(ckpt, "someone/tiny")
+    (ckpt / "config.json").unlink()
+    if swap == "link":
+        (ckpt / "config.json").symlink_to(secret)
+    else:
+        (tmp_path / "other.json").write_text(SECRET_TEXT)
+        (tmp_path / "other.json").rename(ckpt / "config.json")
+    with pytest.raises(hub.PushRefused, match="config.json .* (changed|was replaced) since it was checked"):
+        hub.push(p, token=SECRET, endpoint=fake_hub.url)
+    assert fake_hub.log == [] and not any(b"TOP SECRET" in b for b in fake_hub.bodies)
