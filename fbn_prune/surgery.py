@@ -81,7 +81,8 @@ def pruned_config(model, adapter: Adapter, widths: list[int], layout: str):
         fbn_ffn={"layers": adapter.layers, "rows": list(adapter.rows), "down": adapter.down,
                  "parts": adapter.fused_parts, "conv1d": adapter.conv1d, "widths": [int(w) for w in widths]},
         architectures=["FbnForCausalLM"],
-        auto_map={"AutoConfig": "modeling_fbn.FbnConfig", "AutoModelForCausalLM": "modeling_fbn.FbnForCausalLM"},
+        auto_map={"AutoConfig": "modeling_fbn.FbnConfig", "AutoModel": "modeling_fbn.FbnModel",
+                  "AutoModelForCausalLM": "modeling_fbn.FbnForCausalLM"},
     )
     return exact_module(base_type).FbnConfig(**data)
 
