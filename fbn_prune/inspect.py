@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .export import PROVENANCE_FILE
+from .layouts import padding_note
 from .networks import ARTIFACT_FILE
 
 
@@ -34,13 +35,17 @@ def _checkpoint(p: Path) -> tuple[str, dict]:
         f"  base model     {info['base_model']} ({info['base_model_type']})",
         f"  method         {sel['method']}, {sel['achieved_ratio']:.1%} of FFN channels removed"
         + (f" (asked {sel['ratio']:.1%} of {sel['ratio_of']})" if sel.get("ratio") is not None else f" (|z| > {sel['threshold']})"),
-        f"  parameters     {prm['before']:,} -> {prm['after']:,} stored ({1 - prm['after'] / prm['before']:.1%} fewer)",
+        f"  parameters     {prm['before']:,} -> {prm['after']:,} stored ({1 - prm['after'] / prm['before']:.1%} fewer), "
+        f"{prm.get('after_effective', prm['after']):,} effective ({1 - prm.get('after_effective', prm['after']) / prm['before']:.1%} "
+        "fewer; zero padding not counted)",
         f"  widths         min {min(widths)}, max {max(widths)}, per layer: {' '.join(map(str, widths))}",
         f"  calibration    {info['calibration']['source']} ({info['calibration']['tokens']:,} tokens)",
         f"  verification   {'passed' if info.get('verified') else 'FAILED'}: max relative logit diff "
         f"{ver.get('relative_diff', float('nan')):.2e}, top-1 agreement {ver.get('top1_agreement', float('nan')):.4f}",
         "  timings        " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in info.get("timings", {}).items()),
     ]
+    if note := padding_note(info["layout"], widths, info.get("stored_widths", widths), info.get("original_widths", widths)):
+        lines.append(f"  WARNING        {note}")
     if info["layout"] == "exact":
         lines.append("  load with      AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)")
     else:
