@@ -331,5 +331,9 @@ from .cli_ship import push_command, recipes_command  # noqa: E402
 cli.add_command(push_command, "push")
 cli.add_command(recipes_command, "recipes")
 
+from .cli_tasks import tasks_command  # noqa: E402
+
+cli.add_command(tasks_command, "tasks")
+
 if __name__ == "__main__":  # pragma: no cover
     main()
