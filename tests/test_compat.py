@@ -2,7 +2,8 @@
 virtualenv (created once under the fbn_prune cache), and the AutoModel route vLLM's Transformers backend takes.
 
 The 4.57 virtualenv: $FBN_PRUNE_TF4_VENV or ~/.cache/fbn_prune/tf4-venv, built with ``python -m venv``
-and pinned packages (TF4_PINS); the tests that need it skip only when pip finds no package index.
+and pinned packages (TF4_PINS); the ONNX one (optimum-onnx + ONNX Runtime on 4.57) likewise as onnx-venv.
+Tests that need them skip only when pip finds no package index.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fbn_prune.surgery import MODELING_FILE, build_pruned, modeling_source
 
 TF4_PINS = ("torch==2.13.0", "transformers==4.57.6", "tokenizers==0.22.2", "safetensors==0.8.0", "numpy==2.4.6")
 PROBE = Path(__file__).with_name("tf4_probe.py")
+ONNX_PROBE = Path(__file__).with_name("onnx_probe.py")
 IDS = [0, 17, 300, 42, 5, 511, 128, 64, 9, 250, 3, 77]
 TEXT = "Anna sees the small dog near the river, and then she smiles."
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>"
@@ -161,40 +163,53 @@ def test_exact_layout_builds_through_automodel_from_config(arch, sources, tmp_pa
 
 
 # ----------------------------------------------------------------------------- transformers 4.57
-def tf4_python() -> Path:
-    """The python of the pinned transformers 4.57 virtualenv, created on first use (a few minutes)."""
+ONNX_PINS = TF4_PINS + ("optimum-onnx==0.1.0", "optimum==2.1.0", "onnx==1.23.2", "onnxruntime==1.32.0")
+
+
+def pinned_python(name: str, pins: tuple[str, ...]) -> Path:
+    """The python of a pinned virtualenv ``<fbn_prune cache>/<name>`` (or $FBN_PRUNE_<NAME>), created on first use.
+
+    Built with ``python -m venv`` and ``pip install PINS`` beside the target, then renamed; a
+    marker file holds the pins, so changed pins rebuild it. Skips the test only when pip finds
+    no package index (offline machine); any other failure fails it.
+    """
     from fbn_prune.models import cache_dir
 
-    venv = Path(os.environ.get("FBN_PRUNE_TF4_VENV") or cache_dir() / "tf4-venv")
+    venv = Path(os.environ.get(f"FBN_PRUNE_{name.upper().replace('-', '_')}") or cache_dir() / name)
     marker = venv / "fbn-pins.txt"
-    pins = "\n".join(TF4_PINS)
-    if marker.is_file() and marker.read_text() == pins:
+    text = "\n".join(pins)
+    if marker.is_file() and marker.read_text() == text:
         return venv / "bin" / "python"
     build = venv.with_name(f"{venv.name}.build-{os.getpid()}")
     shutil.rmtree(build, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(build)], check=True)
-    r = subprocess.run([str(build / "bin" / "python"), "-m", "pip", "install", "-q", *TF4_PINS],
-                       capture_output=True, text=True)
+    r = subprocess.run([str(build / "bin" / "python"), "-m", "pip", "install", "-q", *pins], capture_output=True, text=True)
     if r.returncode != 0:
         shutil.rmtree(build, ignore_errors=True)
         if "No matching distribution" in r.stderr or "Could not find a version" in r.stderr:
-            pytest.skip("no package index reachable to build the transformers 4.57 virtualenv")
-        pytest.fail(f"building the transformers 4.57 virtualenv failed:\n{r.stderr[-2000:]}")
-    (build / "fbn-pins.txt").write_text(pins)
+            pytest.skip(f"no package index reachable to build the {name} virtualenv")
+        pytest.fail(f"building the {name} virtualenv failed:\n{r.stderr[-2000:]}")
+    (build / "fbn-pins.txt").write_text(text)
     shutil.rmtree(venv, ignore_errors=True)
     os.replace(build, venv)
     return venv / "bin" / "python"
 
 
+def run_probe(venv: str, pins: tuple[str, ...], script: Path, jobs: dict, tmp_path: Path) -> dict:
+    """Run ``script jobs.json`` in the pinned virtualenv ``venv``; its last stdout line, parsed."""
+    python = pinned_python(venv, pins)
+    path = tmp_path / f"{venv}-jobs.json"
+    path.write_text(json.dumps(jobs))
+    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    r = subprocess.run([str(python), str(script), str(path)], capture_output=True, text=True, env=env, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def run_tf4(folders: list[tuple[Path, bool]], tmp_path: Path) -> dict:
     """Probe ``folders`` ((path, trust_remote_code)) in the 4.57 virtualenv; results by path."""
-    python = tf4_python()
-    jobs = tmp_path / "jobs.json"
-    jobs.write_text(json.dumps({"ids": IDS, "text": TEXT, "folders": [{"path": str(p), "trust": t} for p, t in folders]}))
-    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    r = subprocess.run([str(python), str(PROBE), str(jobs)], capture_output=True, text=True, env=env, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    report = json.loads(r.stdout.strip().splitlines()[-1])
+    jobs = {"ids": IDS, "text": TEXT, "folders": [{"path": str(p), "trust": t} for p, t in folders]}
+    report = run_probe("tf4-venv", TF4_PINS, PROBE, jobs, tmp_path)
     assert report["transformers"].startswith("4.57")
     return report["results"]
 
@@ -220,3 +235,19 @@ def test_transformers4_reads_the_same_checkpoint(layout, sources, tmp_path):
         if trust and not (got["automodel_class"] == "FbnModel" and got["automodel_diff"] < 1e-5):
             problems.append(f"{arch}: AutoModel {got['automodel_class']} differs by {got['automodel_diff']:.3g}")
     assert not problems, f"transformers 4.57, {layout} layout: " + "; ".join(problems)
+
+
+# ----------------------------------------------------------------------------- ONNX (optimum, on transformers 4.57)
+def test_onnx_export_through_optimum_matches(sources, tmp_path):
+    """optimum's ONNX export run in ONNX Runtime: same logits (< 1e-4) and top-1 as transformers 5 on every layout
+    (exact: trust_remote_code and the base architecture's ONNX config, see docs/serving.md)."""
+    folders = {layout: write_pruned(sources("llama"), layout, tmp_path / layout) for layout in LAYOUT_KEEP}
+    jobs = {"ids": IDS, "work": str(tmp_path / "onnx"), "folders": [str(f) for f in folders.values()]}
+    results = run_probe("onnx-venv", ONNX_PINS, ONNX_PROBE, jobs, tmp_path)["results"]
+    for layout, folder in folders.items():
+        got = results[str(folder)]
+        assert "error" not in got, f"{layout}: {got.get('error')}"
+        ref = logits5(folder, layout == "exact")
+        onnx = torch.tensor(got["logits"])
+        assert (onnx - ref).abs().max().item() < 1e-4, layout
+        assert torch.equal(onnx.argmax(-1), ref.argmax(-1)), layout
