@@ -146,6 +146,7 @@ def test_exact_layout_builds_through_automodel_from_config(arch, sources, tmp_pa
     config = AutoConfig.from_pretrained(out, trust_remote_code=True)
     base = AutoModel.from_config(config, trust_remote_code=True, dtype=torch.float32).eval()
     assert type(base).__name__ == "FbnModel"
+    assert type(base).is_backend_compatible()  # vLLM refuses the Transformers backend otherwise
     adapter = adapter_for(config)
     causal = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, trust_remote_code=True).eval()
     assert adapter.channel_widths(causal) == LAYOUT_KEEP["exact"]
