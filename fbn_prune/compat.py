@@ -18,8 +18,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-LOADER_KEYS = ("is_local", "local_files_only", "_commit_hash", "trust_remote_code")
-"""Keys a loader adds to a config or tokenizer_config at load time; never meaningful in a saved file."""
+LOADER_KEYS = ("is_local", "local_files_only", "_commit_hash", "trust_remote_code", "_model_name_or_path")
+"""Keys a loader adds to a config or tokenizer_config at load time (``_model_name_or_path``: the GGUF
+loader's copy of the file's ``general.name``); never meaningful in a saved file."""
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "chat_template.jinja",

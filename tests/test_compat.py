@@ -128,8 +128,9 @@ def test_portable_config_rope(rope, expect):
 
 
 def test_portable_config_drops_loader_keys_keeps_hub_ids():
-    local = portable_config({"_name_or_path": "/root/.cache/fbn_prune/gguf/x-123", "is_local": True, "model_type": "gpt2"})
-    assert "_name_or_path" not in local and "is_local" not in local
+    local = portable_config({"_name_or_path": "/root/.cache/fbn_prune/gguf/x-123", "is_local": True, "model_type": "gpt2",
+                             "_model_name_or_path": "Smollm2 135M 8k Lc100K Mix1 Ep2"})
+    assert not {"_name_or_path", "is_local", "_model_name_or_path"} & set(local)
     assert portable_config({"_name_or_path": "HuggingFaceTB/SmolLM2-135M"})["_name_or_path"] == "HuggingFaceTB/SmolLM2-135M"
     neox = portable_config({"model_type": "gpt_neox", "rope_parameters": {"rope_theta": 1e4, "partial_rotary_factor": 0.5}})
     assert neox["rotary_pct"] == 0.5
