@@ -71,7 +71,7 @@ def main() -> None:
             folder = folder.resolve()
             info = json.loads((folder / "fbn_prune.json").read_text())
             trust = info["layout"] == "exact"
-            tok = AutoTokenizer.from_pretrained(folder)
+            tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
             ids = tok(TEXT)["input_ids"]
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, trust_remote_code=trust).eval()
             with torch.no_grad():

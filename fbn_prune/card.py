@@ -71,7 +71,8 @@ LOADING = {
     "exact": "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
     "# per-layer FFN widths: the checkpoint ships modeling_fbn.py\n"
     'model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)\n'
-    'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+    "# transformers 5 reads config.json for the tokenizer too: without the flag it asks before running the code\n"
+    'tokenizer = AutoTokenizer.from_pretrained("{repo}", trust_remote_code=True)',
 }
 
 LAYOUT_TEXT = {

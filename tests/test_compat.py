@@ -229,7 +229,7 @@ def test_transformers4_reads_the_same_checkpoint(layout, sources, tmp_path):
         diff = (torch.tensor(got["logits"]) - logits5(folder, trust)).abs().max().item()
         if not diff < 1e-4:
             problems.append(f"{arch}: logits differ by {diff:.3g}")
-        tok = AutoTokenizer.from_pretrained(folder)
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
         if got["encoded"] != tok(TEXT)["input_ids"]:
             problems.append(f"{arch}: {got['tokenizer_class']} encodes differently")
         if got["chat"] != tok.apply_chat_template([{"role": "user", "content": TEXT}], tokenize=False):
