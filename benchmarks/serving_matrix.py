@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
-from test_compat import ONNX_PINS, ONNX_PROBE, PROBE, TF4_PINS, run_probe  # noqa: E402
+from test_compat import ONNX_PINS, ONNX_PROBE, PROBE, TF4_PINS, run_probe
 
 TEXT = ("The capital of France is Paris. It lies on the Seine, and its museums, cafes and bridges draw "
         "millions of visitors every year, who come for the art, the food and the long walks along the river.")
@@ -40,7 +40,7 @@ def compare(a: torch.Tensor, b: torch.Tensor) -> str:
 def peft_figures(folder: Path, trust: bool, ids: list[int], ref: torch.Tensor) -> str:
     import peft
 
-    load = dict(dtype=torch.float32, trust_remote_code=trust)
+    load = {"dtype": torch.float32, "trust_remote_code": trust}
     model = AutoModelForCausalLM.from_pretrained(folder, **load).eval()
     linear = sorted({n.split(".")[-1] for n, m in model.named_modules() if type(m).__name__ in ("Linear", "Conv1D")}
                     - {"lm_head", "embed_out"})

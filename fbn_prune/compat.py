@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,6 @@ def make_portable(folder: Path, tokenizer=None) -> None:
         _rewrite_json(tok_path, lambda d: portable_tokenizer_config(d, template))
 
 
-def _rewrite_json(path: Path, change) -> None:
+def _rewrite_json(path: Path, change: Callable[[dict], dict]) -> None:
     data = json.loads(path.read_text())
     path.write_text(json.dumps(change(data), indent=2, sort_keys=True, ensure_ascii=False) + "\n")

@@ -30,14 +30,14 @@ def _checkpoint(p: Path) -> tuple[str, dict]:
     info = json.loads((p / PROVENANCE_FILE).read_text())
     prm, sel, ver = info["params"], info["selection"], info.get("verification", {})
     widths = info["widths"]
+    effective = prm.get("after_effective", prm["after"])
     lines = [
         f"{p}: fbn_prune checkpoint ({info['layout']} layout)",
         f"  base model     {info['base_model']} ({info['base_model_type']})",
         f"  method         {sel['method']}, {sel['achieved_ratio']:.1%} of FFN channels removed"
         + (f" (asked {sel['ratio']:.1%} of {sel['ratio_of']})" if sel.get("ratio") is not None else f" (|z| > {sel['threshold']})"),
-        f"  parameters     {prm['before']:,} -> {prm['after']:,} stored ({1 - prm['after'] / prm['before']:.1%} fewer), "
-        f"{prm.get('after_effective', prm['after']):,} effective ({1 - prm.get('after_effective', prm['after']) / prm['before']:.1%} "
-        "fewer; zero padding not counted)",
+        (f"  parameters     {prm['before']:,} -> {prm['after']:,} stored ({1 - prm['after'] / prm['before']:.1%} fewer), "
+         f"{effective:,} effective ({1 - effective / prm['before']:.1%} fewer; zero padding not counted)"),
         f"  widths         min {min(widths)}, max {max(widths)}, per layer: {' '.join(map(str, widths))}",
         f"  calibration    {info['calibration']['source']} ({info['calibration']['tokens']:,} tokens)",
         f"  verification   {'passed' if info.get('verified') else 'FAILED'}: max relative logit diff "

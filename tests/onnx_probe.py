@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig
 from optimum.exporters.onnx import main_export
 from optimum.exporters.tasks import TasksManager
 from optimum.onnxruntime import ORTModelForCausalLM
+from transformers import AutoConfig
 
 
 def probe(folder: str, out: Path, ids: list[int]) -> dict:
@@ -31,7 +31,7 @@ def probe(folder: str, out: Path, ids: list[int]) -> dict:
     try:
         main_export(folder, output=out, task="text-generation", device="cpu", dtype="fp32", **extra)
         model = ORTModelForCausalLM.from_pretrained(out, use_cache=False, **({"trust_remote_code": True} if base else {}))
-    except Exception as e:  # report, do not crash: some layouts are expected to be refused
+    except Exception as e:  # noqa: BLE001 -- report, do not crash: some layouts are expected to be refused
         return {"error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"}
     x = torch.tensor([ids])
     logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0]
@@ -39,7 +39,8 @@ def probe(folder: str, out: Path, ids: list[int]) -> dict:
 
 
 def main() -> None:
-    jobs = json.loads(open(sys.argv[1]).read())
+    with open(sys.argv[1]) as f:
+        jobs = json.load(f)
     work = Path(jobs["work"])
     results = {f: probe(f, work / str(i), jobs["ids"]) for i, f in enumerate(jobs["folders"])}
     print(json.dumps({"results": results}))

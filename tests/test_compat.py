@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from tiny import ARCHS, save_tiny
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
@@ -151,8 +152,6 @@ def test_exact_layout_builds_through_automodel_from_config(arch, sources, tmp_pa
     adapter = adapter_for(config)
     causal = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, trust_remote_code=True).eval()
     assert adapter.channel_widths(causal) == LAYOUT_KEEP["exact"]
-    from safetensors.torch import load_file
-
     prefix = base.base_model_prefix + "."
     state = {k[len(prefix):]: v for k, v in load_file(out / "model.safetensors").items() if k.startswith(prefix)}
     base.load_state_dict(state, strict=True)  # shapes must match: every layer was built at its width
@@ -185,7 +184,8 @@ def pinned_python(name: str, pins: tuple[str, ...]) -> Path:
     build = venv.with_name(f"{venv.name}.build-{os.getpid()}")
     shutil.rmtree(build, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(build)], check=True)
-    r = subprocess.run([str(build / "bin" / "python"), "-m", "pip", "install", "-q", *pins], capture_output=True, text=True)
+    r = subprocess.run([str(build / "bin" / "python"), "-m", "pip", "install", "-q", *pins], capture_output=True, text=True,
+                       check=False)
     if r.returncode != 0:
         shutil.rmtree(build, ignore_errors=True)
         if "No matching distribution" in r.stderr or "Could not find a version" in r.stderr:
@@ -203,7 +203,8 @@ def run_probe(venv: str, pins: tuple[str, ...], script: Path, jobs: dict, tmp_pa
     path = tmp_path / f"{venv}-jobs.json"
     path.write_text(json.dumps(jobs))
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    r = subprocess.run([str(python), str(script), str(path)], capture_output=True, text=True, env=env, timeout=1800)
+    r = subprocess.run([str(python), str(script), str(path)], capture_output=True, text=True, env=env, timeout=1800,
+                       check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 

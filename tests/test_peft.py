@@ -21,7 +21,7 @@ def _logits(model) -> torch.Tensor:
 def test_lora_attach_merge_save_reload(arch, targets, layout, tmp_path):
     trust = layout == "exact"
     folder = write_pruned(make_source(arch, tmp_path / "src"), layout, tmp_path / "ck")
-    load = dict(dtype=torch.float32, trust_remote_code=trust)
+    load = {"dtype": torch.float32, "trust_remote_code": trust}
     base = AutoModelForCausalLM.from_pretrained(folder, **load).eval()
     plain = _logits(base)
     cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False,

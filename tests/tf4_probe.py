@@ -41,7 +41,8 @@ def probe(path: str, trust: bool, ids: list[int], text: str) -> dict:
 
 
 def main() -> None:
-    jobs = json.loads(open(sys.argv[1]).read())
+    with open(sys.argv[1]) as f:
+        jobs = json.load(f)
     results = {f["path"]: probe(f["path"], f["trust"], jobs["ids"], jobs["text"]) for f in jobs["folders"]}
     print(json.dumps({"transformers": transformers.__version__, "results": results}))
 

@@ -29,7 +29,10 @@ class FbnConfig(_BaseConfig):
 try:  # transformers 5 renames some weights between checkpoint and modules (GPT-NeoX: embed_out <-> lm_head);
     # the base architecture's renamings (by model type and by class) apply to this model type too, so the
     # file keeps the base architecture's weight names
-    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
 
     _renamings = [r for key in (BASE_MODEL_TYPE, _BaseForCausalLM.__name__) for r in get_checkpoint_conversion_mapping(key) or []]
     if _renamings:
