@@ -19,6 +19,8 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .layouts import padding_note
+
 log = logging.getLogger(__name__)
 
 # what the load snippet names until the checkpoint is pushed (`fbn-prune push` puts the repo id there)
@@ -69,7 +71,8 @@ LOADING = {
     "exact": "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
     "# per-layer FFN widths: the checkpoint ships modeling_fbn.py\n"
     'model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)\n'
-    'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+    "# transformers 5 reads config.json for the tokenizer too: without the flag it asks before running the code\n"
+    'tokenizer = AutoTokenizer.from_pretrained("{repo}", trust_remote_code=True)',
 }
 
 LAYOUT_TEXT = {
@@ -152,6 +155,8 @@ def render(info: dict, repo: str = PLACEHOLDER_REPO, license: str | None = None,
     compensation = ("least-squares prediction of the removed channels from the kept ones, folded into the down projection"
                     if compensate == "lstsq" else "none (plain deletion)")
     per_doc = f", {cal['seq_len']} tokens each" if cal.get("seq_len") else ""
+    note = padding_note(info["layout"], widths, info["stored_widths"], info["original_widths"])
+    warning = f"\n> **Warning:** {note}\n" if note else ""
     body = f"""
 # {info['base_model'].rstrip('/').split('/')[-1]} pruned with fbn_prune
 
@@ -179,7 +184,7 @@ weights) and physically deletes them. No fine-tuning was applied.
 
 The recipe as used is in `recipe.yaml` (rerun it with `fbn-prune prune --recipe recipe.yaml`); full
 provenance (versions, timings, the kept-neuron map) is in `fbn_prune.json`.
-
+{warning}
 ## How to load
 
 ```python

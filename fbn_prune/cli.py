@@ -344,5 +344,9 @@ from .cli_heal import heal_command  # noqa: E402
 
 cli.add_command(heal_command, "heal")
 
+from .cli_tasks import tasks_command  # noqa: E402
+
+cli.add_command(tasks_command, "tasks")
+
 if __name__ == "__main__":  # pragma: no cover
     main()

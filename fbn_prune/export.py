@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from .compat import make_portable
 from .errors import UserError, VerificationError
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def write_checkpoint(model, tokenizer, target: Path, *, files: dict[str, str], i
             model = copy.deepcopy(model).to(dtype)  # the in-memory model stays as built, for verification
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
         tokenizer.save_pretrained(tmp)
+        make_portable(tmp, tokenizer)  # both transformers generations read the same config and tokenizer
         for name, text in files.items():
             (tmp / name).write_text(text)
         result = verify(str(tmp))

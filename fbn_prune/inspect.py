@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .export import PROVENANCE_FILE
+from .layouts import padding_note
 from .networks import ARTIFACT_FILE, Networks, read_json
 
 RESELECT = "it is damaged; write the checkpoint again (fbn-prune prune or select, --overwrite)"
@@ -105,19 +106,23 @@ def _checkpoint(p: Path) -> tuple[str, dict]:
     ver = ver if isinstance(ver, dict) else {}
     widths = info["widths"]
     timings = info.get("timings") if isinstance(info.get("timings"), dict) else {}
+    effective = prm["after_effective"] if isinstance(prm.get("after_effective"), int) else prm["after"]
     lines = [
         f"{p}: fbn_prune checkpoint ({info['layout']} layout)",
         f"  base model     {info['base_model']} ({info['base_model_type']})",
         f"  method         {sel['method']}, {sel['achieved_ratio']:.1%} of FFN channels removed"
         + (f" (asked {sel['ratio']:.1%} of {sel.get('ratio_of', 'ffn')})" if isinstance(sel.get("ratio"), NUMBER)
            else f" (|z| > {sel.get('threshold')})"),
-        f"  parameters     {prm['before']:,} -> {prm['after']:,} stored ({1 - prm['after'] / prm['before']:.1%} fewer)",
+        (f"  parameters     {prm['before']:,} -> {prm['after']:,} stored ({1 - prm['after'] / prm['before']:.1%} fewer), "
+         f"{effective:,} effective ({1 - effective / prm['before']:.1%} fewer; zero padding not counted)"),
         f"  widths         min {min(widths)}, max {max(widths)}, per layer: {' '.join(map(str, widths))}",
         f"  calibration    {info['calibration']['source']} ({info['calibration']['tokens']:,} tokens)",
         (f"  verification   {'passed' if info.get('verified') is True else 'FAILED'}: max relative logit diff "
          f"{_num(ver.get('relative_diff')):.2e}, top-1 agreement {_num(ver.get('top1_agreement')):.4f}"),
         "  timings        " + _timings(timings),
     ]
+    if note := padding_note(info["layout"], widths, info.get("stored_widths", widths), info.get("original_widths", widths)):
+        lines.append(f"  WARNING        {note}")
     if info["layout"] == "exact":
         lines.append("  load with      AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)")
     else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import math
 import sys
 import tempfile
@@ -28,6 +29,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from .arch import Adapter
 from .arch.base import channel_index
+from .layouts import padding_note
+
+log = logging.getLogger(__name__)
 
 MODELING_FILE = "modeling_fbn.py"
 
@@ -81,7 +85,8 @@ def pruned_config(model, adapter: Adapter, widths: list[int], layout: str):
         fbn_ffn={"layers": adapter.layers, "rows": list(adapter.rows), "down": adapter.down,
                  "parts": adapter.fused_parts, "conv1d": adapter.conv1d, "widths": [int(w) for w in widths]},
         architectures=["FbnForCausalLM"],
-        auto_map={"AutoConfig": "modeling_fbn.FbnConfig", "AutoModelForCausalLM": "modeling_fbn.FbnForCausalLM"},
+        auto_map={"AutoConfig": "modeling_fbn.FbnConfig", "AutoModel": "modeling_fbn.FbnModel",
+                  "AutoModelForCausalLM": "modeling_fbn.FbnForCausalLM"},
     )
     return exact_module(base_type).FbnConfig(**data)
 
@@ -115,6 +120,8 @@ def build_pruned(model, adapter: Adapter, kept: list[torch.Tensor], layout: str,
     """
     original = adapter.channel_widths(model)
     widths = target_widths(kept, layout, round_to, original)
+    if note := padding_note(layout, [k.numel() for k in kept], widths, original):
+        log.warning(note)
     config = pruned_config(model, adapter, widths, layout)
     state = slice_state({**model.state_dict(), **(replace or {})}, adapter, kept, widths, original)
     dtype = dtype or next(model.parameters()).dtype

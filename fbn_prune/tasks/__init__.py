@@ -16,7 +16,7 @@ files that are not in Hugging Face's field layout are converted there once, see
 ``include_path``. lm-eval lets a later include path override a built-in task of the same
 name, so the local tasks keep the standard names: ``--tasks piqa`` means the local one.
 
-Public API: :func:`data_dir`, :func:`render`, :func:`task_manager`, :func:`resolve_tasks`,
+Public API: :func:`data_dir`, :func:`render`, :func:`render_to`, :func:`task_manager`, :func:`resolve_tasks`,
 :func:`task_documents`.
 """
 
@@ -186,13 +186,7 @@ def render(data: Path, tasks: Iterable[str] | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".render-", dir=root))
     try:
-        for name in names:
-            task = LOCAL_TASKS[name]
-            if task.convert is not None:
-                task.convert(data, tmp / "data")
-            text = task.template.read_text(encoding="utf-8")
-            text = text.replace("@RENDERED@", _yaml_str(final)).replace("@DATA@", _yaml_str(data))
-            (tmp / f"{name}.yaml").write_text(text, encoding="utf-8")
+        _write_tasks(data, names, tmp, final)
         try:
             tmp.rename(final)
         except OSError:  # rendered meanwhile by another process: keep theirs
@@ -203,6 +197,43 @@ def render(data: Path, tasks: Iterable[str] | None = None) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     log.debug("rendered local tasks %s for %s into %s", names, data, final)
     return final
+
+
+def _write_tasks(data: Path, names: list[str], folder: Path, final: Path) -> None:
+    """Write the YAMLs (and converted data) of ``names`` into ``folder``, with paths pointing at ``final``."""
+    for name in names:
+        task = LOCAL_TASKS[name]
+        if task.convert is not None:
+            task.convert(data, folder / "data")
+        text = task.template.read_text(encoding="utf-8")
+        text = text.replace("@RENDERED@", _yaml_str(final)).replace("@DATA@", _yaml_str(data))
+        (folder / f"{name}.yaml").write_text(text, encoding="utf-8")
+
+
+def render_to(folder: Path, data: Path, tasks: Iterable[str] | None = None) -> list[str]:
+    """Render the local tasks whose files are in ``data`` into ``folder`` (for ``lm_eval --include_path``).
+
+    Unlike :func:`render` (a cache folder), ``folder`` is the user's: it is written atomically
+    (beside it, then renamed) and must not exist yet. Returns the task names written.
+
+    Raises:
+        UserError: none of the tasks has its files in ``data`` (nothing is written).
+    """
+    data, folder = data.resolve(), folder.expanduser().resolve()
+    wanted = sorted(LOCAL_TASKS if tasks is None else set(tasks) & set(LOCAL_TASKS))
+    names = [t for t in wanted if not missing_files(data, t)]
+    if not names:
+        raise UserError(f"no task data found in {data}; {_HINT} to the evaluation data folder.")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        _write_tasks(data, names, tmp, folder)
+        os.chmod(tmp, 0o755)
+        tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return names
 
 
 # ----------------------------------------------------------------------------- task manager
