@@ -91,6 +91,7 @@ class Evaluation:
     batch_size: int = 8
     max_drop: float | None = None  # gate: largest fall of an accuracy-type metric, in points
     min_retention: float | None = None  # gate: smallest pruned/original ratio (original/pruned for perplexity)
+    gate_on: str = "point"  # gate the measured values (point) or the bound of the 95% paired interval (ci)
     include_path: list[str] = field(default_factory=list)  # folders of extra task YAMLs
 
 
@@ -236,7 +237,7 @@ class Recipe:
         from .report import Gate
 
         parse_limit(e.limit)
-        Gate.make(e.max_drop, e.min_retention)
+        Gate.make(e.max_drop, e.min_retention, on=e.gate_on)
 
 
 # ---- typed construction from plain data ------------------------------------
