@@ -332,8 +332,8 @@ def build_many(comparison: dict, records: list[dict]) -> dict:
                                s.get("paired_seed", paired.DEFAULT_SEED))
         for (i, j), p in zip(pairs_idx, found):
             pairs.append({"task": row["task"], "metric": row["metric"], "filter": row["filter"], "points": points,
-                          "higher_is_better": row["higher_is_better"], "a": labels[i], "b": labels[j], **p.to_dict(),
-                          "significant": p.significant})
+                          "higher_is_better": row["higher_is_better"], **p.to_dict(), "value_a": p.a, "value_b": p.b,
+                          "a": labels[i], "b": labels[j], "significant": p.significant})
     gates = [{"pruned": lab, **(r["gate"] or {})} if r["gate"] else None for lab, r in zip(labels[1:], records)]
     return {
         "format": FORMAT_MANY,
