@@ -1,15 +1,17 @@
-"""Original vs pruned through lm-evaluation-harness: same tasks, same settings, one run.
+"""Original vs pruned through lm-evaluation-harness: same tasks, same settings, same documents.
 
-    base model ──┐                          ┌─> eval.json + eval.md   (fbn_prune.report)
-                 ├─ lm-eval HFLM, in-process┤
-    pruned dir ──┘                          └─> the checkpoint's README.md + fbn_prune.json
+    base model ────┐                          ┌─> eval.json + eval.md + eval-docs.jsonl  (fbn_prune.report)
+                   ├─ lm-eval HFLM, in-process┤
+    pruned dir(s) ─┘                          └─> each checkpoint's README.md + fbn_prune.json
 
-Both models are loaded in this process, one after the other, and handed to lm-eval's
+The models are loaded in this process, one after the other, and handed to lm-eval's
 ``HFLM(pretrained=model, tokenizer=tok)`` with identical batch size, dtype, device,
-context length, few-shot count, document subset and seeds. Before any model is loaded,
-the task names are checked (unknown names, missing data files, unreadable task data) and
-the two tokenizers are compared: a pruned model is only comparable with the model it was
-pruned from.
+context length, few-shot count, document subset and seeds. lm-eval logs every document's
+result (``log_samples``), so the report can pair the models document by document
+(:mod:`fbn_prune.paired`). Before any model is loaded, the base is checked against the identity
+each checkpoint records (:mod:`fbn_prune.identity`; a different base is refused unless
+``any_base``, and then nothing is written into the checkpoint), the task names are checked
+(unknown names, missing data files, unreadable task data) and the tokenizers are compared.
 
 Tasks are lm-eval task, group or tag names, YAML paths, or ``ppl:FILE``: the perplexity of
 a local text file, computed by lm-eval itself from a small rolling-loglikelihood task that
@@ -17,13 +19,14 @@ is rendered for the file (like lm-eval's ``wikitext``: word perplexity, byte per
 bits per byte). The standard tasks piqa, arc_easy, lambada_openai and wikitext read local
 data files (:mod:`fbn_prune.tasks`); further task folders come in with ``include_path``.
 
-The original model's results are cached per requested task under
+Every model's results, per-document ones included, are cached per requested task under
 ``<fbn_prune cache>/eval/``, keyed by the model's content hash, the task's full
 configuration and data-file hashes, the documents evaluated and every setting that can
-change a number, so a series of pruning experiments evaluates the base model once.
+change a number, so a series of pruning experiments evaluates the base model once, and a
+later comparison of checkpoints already evaluated runs no model at all.
 
-Public API: :class:`EvalSettings`, :func:`run` (evaluate + report + update the checkpoint),
-:func:`compare` (evaluate only), :func:`parse_limit`, :func:`ppl_task`,
+Public API: :class:`EvalSettings`, :func:`run` (evaluate + report + update the checkpoints),
+:func:`compare` / :func:`compare_many` (evaluate only), :func:`parse_limit`, :func:`ppl_task`,
 :func:`tokenizer_differences`, :func:`model_hash`.
 """
 

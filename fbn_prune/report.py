@@ -1,29 +1,50 @@
-"""The evaluation report: eval.json (every metric of both models), eval.md (a table), the gate,
-and the model card's evaluation section with Hub ``model-index`` metadata.
+"""The evaluation report: eval.json (every metric of both models, with paired intervals), eval.md (a
+table), eval-docs.jsonl (per-document results), the gate, and the model card's evaluation section with
+Hub ``model-index`` metadata.
 
-eval.json (``format: fbn_prune.eval/1``)::
+eval.json of one pruned checkpoint (``format: fbn_prune.eval/2``)::
 
-    created, base {spec, path, hub_id, name, sha256, parameters, cached_tasks},
-    pruned {path, name, layout, parameters, base_model, method, achieved_ratio},
+    created, base {spec, path, hub_id, name, sha256, identity, parameters, cached_tasks},
+    pruned {path, name, label, layout, parameters, base_model, method, achieved_ratio, cached_tasks,
+            base_check {verdict, reason}},
+    any_base,
     settings {tasks, limit, task_limits, documents, num_fewshot, batch_size, max_length, device,
-              dtype, include_path, data_dir, bootstrap_iters, seeds, model_class},
+              dtype, include_path, data_dir, bootstrap_iters, seeds, model_class, paired_iters, paired_seed},
     versions {python, fbn_prune, torch, transformers, lm_eval, ...},
     tasks {requested name: {tasks, groups, source, data_sha256}},
     metrics [{task, metric, filter, higher_is_better, points, original, original_stderr, pruned,
-              pruned_stderr, delta, retention, n_original, n_pruned, gate}],
-    gate null | {rule, threshold, metrics, checked, passed, failures [...], summary},
+              pruned_stderr, delta, retention, n_original, n_pruned,
+              n_paired, delta_low, delta_high, retention_low, retention_high, mcnemar_p,
+              original_only, pruned_only, significant, gate}],
+    gate null | {rule, threshold, on, metrics, checked, passed, failures [...], summary},
+    documents_file "eval-docs.jsonl",
     lm_eval {original: {...}, pruned: {...}}   (lm-eval's own result dicts, unchanged),
     timings {prepare_s, original_s, pruned_s, total_s}
 
+eval.json of several checkpoints (``format: fbn_prune.eval-compare/1``, :func:`build_many`)::
+
+    created, base, pruned [...], labels ["original", name, ...], any_base, settings, versions, tasks,
+    metrics [{task, metric, filter, higher_is_better, points, values {label: v}, stderr {label: se}}],
+    pairs [{task, metric, filter, points, higher_is_better, a, b, value_a, value_b, n, delta, delta_low,
+            delta_high, retention, retention_low, retention_high, mcnemar_p, a_only, b_only, significant,
+            iters, seed}],
+    gates [per checkpoint: null | {pruned, ...gate}], passed, documents_file, reports [each checkpoint's
+    own eval.json record], timings
+
+eval-docs.jsonl: one line per (task, document, filter), see :func:`doc_lines`.
+
 Conventions. A metric is *accuracy-type* ("points") when higher is better and both values lie
 in [0, 1]: eval.md shows it in percent and its delta in percentage points. ``delta`` is
-pruned - original in the metric's own units. ``retention`` is pruned/original for
-higher-is-better metrics and original/pruned for lower-is-better ones (perplexity, bits per
-byte), so retention below 1 always means the pruned model is worse.
+pruned - original in the metric's own units; ``delta_low``/``delta_high`` its 95% paired
+bootstrap interval (:mod:`fbn_prune.paired`); ``significant`` means the interval excludes zero.
+``retention`` is pruned/original for higher-is-better metrics and original/pruned for
+lower-is-better ones (perplexity, bits per byte), so retention below 1 always means the pruned
+model is worse.
 
 The gate (:class:`Gate`) checks each metric on its own: ``max_drop`` (percentage points) applies
 to accuracy-type metrics, ``min_retention`` to every metric with a defined retention; ``metrics``
-restricts either to the named metrics.
+restricts either to the named metrics; ``on="ci"`` gates the pessimistic bound of the interval
+(``delta_low``, ``retention_low``) instead of the measured value.
 """
 
 from __future__ import annotations
