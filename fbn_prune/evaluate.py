@@ -49,8 +49,15 @@ from typing import Any
 
 from . import paired
 from .errors import UserError
-from .identity import NOT_MODEL_FILES, BaseCheck, atomic_write, check_base, file_sha256, folder_hash, hub_snapshot, \
-    identify, model_hash
+from .identity import (
+    BaseCheck,
+    check_base,
+    file_sha256,
+    folder_hash,
+    identify,
+    model_hash,
+)
+from .identity import atomic_write as _atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +178,6 @@ def parse_limit(spec: Any) -> tuple[int | float | None, dict[str, int | float]]:
         else:
             default = number
     return default, per_task
-
-
-# ----------------------------------------------------------------------------- hashing
-_folder_hash = folder_hash
-_hub_snapshot = hub_snapshot
 
 
 def _data_files(cfg: dict) -> list[str]:
@@ -510,7 +512,7 @@ def aggregations(specs: list[_Spec]) -> dict[str, dict[str, str]]:
         for name, task in s.tasks.items():
             try:
                 aggs = task.aggregation() or {}
-            except Exception:  # a task class without aggregations: no paired statistics for it
+            except (AttributeError, NotImplementedError, TypeError):  # no aggregations: no paired statistics
                 aggs = {}
             out[name] = {m: fn.__name__ for m, fn in aggs.items() if getattr(fn, "__name__", None) in paired.KINDS}
     return out
@@ -905,8 +907,20 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-_atomic_write = atomic_write
-
-
-__all__ = ["EvalSettings", "run", "compare", "compare_many", "one_of", "per_doc", "aggregations", "parse_limit", "ppl_task", "tokenizer_differences", "model_hash",
-           "load_checkpoint", "default_base", "file_sha256", "PPL_PREFIX"]
+__all__ = [
+    "PPL_PREFIX",
+    "EvalSettings",
+    "aggregations",
+    "compare",
+    "compare_many",
+    "default_base",
+    "file_sha256",
+    "load_checkpoint",
+    "model_hash",
+    "one_of",
+    "parse_limit",
+    "per_doc",
+    "ppl_task",
+    "run",
+    "tokenizer_differences",
+]

@@ -133,7 +133,7 @@ class ModelIdentity:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelIdentity":
+    def from_dict(cls, data: dict) -> ModelIdentity:
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
 
 
@@ -190,9 +190,8 @@ def check_base(provenance: dict, given: ModelIdentity, given_path: str | None) -
     recorded = provenance.get("base_model_identity")
     if isinstance(recorded, dict):
         r = ModelIdentity.from_dict(recorded)
-        if r.file_sha256 and given.file_sha256:
-            if r.file_sha256 == given.file_sha256:
-                return BaseCheck("match", "the same GGUF file")
+        if r.file_sha256 and r.file_sha256 == given.file_sha256:
+            return BaseCheck("match", "the same GGUF file")
         if r.sha256 and given.sha256:
             if r.sha256 == given.sha256:
                 return BaseCheck("match", "the same content hash")
@@ -222,5 +221,15 @@ def check_base(provenance: dict, given: ModelIdentity, given_path: str | None) -
     return BaseCheck("unverified", "the checkpoint records no base model identity and its base folder is gone")
 
 
-__all__ = ["ModelIdentity", "BaseCheck", "identify", "check_base", "model_hash", "folder_hash", "file_sha256",
-           "hub_snapshot", "atomic_write", "NOT_MODEL_FILES"]
+__all__ = [
+    "NOT_MODEL_FILES",
+    "BaseCheck",
+    "ModelIdentity",
+    "atomic_write",
+    "check_base",
+    "file_sha256",
+    "folder_hash",
+    "hub_snapshot",
+    "identify",
+    "model_hash",
+]

@@ -160,7 +160,9 @@ def mcnemar(a, b) -> tuple[float, int, int]:
     The p-value is the binomial test of ``b_only`` successes in ``a_only + b_only`` trials at 1/2;
     1.0 when no document is discordant.
     """
-    from scipy.stats import binomtest  # scipy is heavy to import; only the report needs it
+    from scipy.stats import (
+        binomtest,  # scipy is heavy to import; only the report needs it
+    )
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     a_only = int(np.sum((a == 1) & (b == 0)))
@@ -217,5 +219,17 @@ def compare(kind: str, higher_is_better: bool, per_model: list, pairs: list[tupl
     return out
 
 
-__all__ = ["KINDS", "Paired", "columns", "from_sums", "value", "resampled_sums", "bootstrap", "is_binary",
-           "mcnemar", "compare", "DEFAULT_ITERS", "DEFAULT_SEED"]
+__all__ = [
+    "DEFAULT_ITERS",
+    "DEFAULT_SEED",
+    "KINDS",
+    "Paired",
+    "bootstrap",
+    "columns",
+    "compare",
+    "from_sums",
+    "is_binary",
+    "mcnemar",
+    "resampled_sums",
+    "value",
+]

@@ -104,7 +104,7 @@ class Gate:
 
     @classmethod
     def make(cls, max_drop: float | None = None, min_retention: float | None = None,
-             metrics: Any = None, on: str | None = None) -> "Gate | None":
+             metrics: Any = None, on: str | None = None) -> Gate | None:
         """A validated gate, or None when neither threshold is given. Raises UserError for bad values."""
         on = on or "point"
         if on not in GATE_ON:
@@ -519,8 +519,8 @@ def _settings_lines(record: dict) -> list[str]:
     lines = [
         f"- original: {orig}" + (f" (base check: {check['verdict']}, {check['reason']})" if check else ""),
         f"- pruned: {pruned}",
-        f"- lm-eval {v.get('lm_eval', '?')} (HFLM, in-process), {s['dtype']} on {s['device']}, batch size "
-        f"{s['batch_size']}, context {s['max_length']}, {shots}; {docs}",
+        (f"- lm-eval {v.get('lm_eval', '?')} (HFLM, in-process), {s['dtype']} on {s['device']}, batch size "
+        f"{s['batch_size']}, context {s['max_length']}, {shots}; {docs}"),
     ]
     if b.get("cached_tasks"):
         lines.append(f"- original results reused from the cache for: {', '.join(b['cached_tasks'])}")
@@ -570,13 +570,13 @@ def markdown_many(record: dict) -> str:
         text += f"; base check: {p['base_check']['verdict']}"
         lines.append(text)
     docs = "all documents" if s["documents"] is None else ", ".join(f"{t} {n}" for t, n in s["documents"].items()) + " documents"
-    lines += [f"- lm-eval {record['versions'].get('lm_eval', '?')}, {s['dtype']} on {s['device']}, batch size "
+    lines += [(f"- lm-eval {record['versions'].get('lm_eval', '?')}, {s['dtype']} on {s['device']}, batch size "
               f"{s['batch_size']}, context {s['max_length']}; {docs}; {s['paired_iters']:,} bootstrap resamples, "
-              f"seed {s['paired_seed']}; per-document results in `{DOCS_FILE}`", "", table_many(record), "", NOTE_MANY]
+              f"seed {s['paired_seed']}; per-document results in `{DOCS_FILE}`"), "", table_many(record), "", NOTE_MANY]
     for g in record["gates"]:
         if g:
-            lines += ["", f"**Gate ({g['pruned']}): {'passed' if g['passed'] else 'FAILED'}.** "
-                          f"{g['summary'].split(': ', 1)[-1]}."]
+            lines += ["", (f"**Gate ({g['pruned']}): {'passed' if g['passed'] else 'FAILED'}.** "
+                          f"{g['summary'].split(': ', 1)[-1]}.")]
     return "\n".join(lines) + "\n"
 
 
