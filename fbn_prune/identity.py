@@ -28,7 +28,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-NOT_MODEL_FILES = frozenset({"README.md", "fbn_prune.json", "recipe.yaml", "eval.json", "eval.md", "eval-docs.jsonl"})
+NOT_MODEL_FILES = frozenset({"README.md", "fbn_prune.json", "recipe.yaml", "eval.json", "eval.md", "eval-docs.jsonl",
+                             "search.json", "search.png"})
 """Files of a model folder that cannot change its outputs (left out of the model hash)."""
 
 
