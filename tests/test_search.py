@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from clitools import bad, run
 from tiny import sample_texts
 
 from fbn_prune import search as searching
+from fbn_prune.errors import UserError
 
 
 @pytest.fixture()
@@ -29,7 +29,7 @@ def _args(tiny_dir, calib_txt, env, *extra):
 def test_grid():
     assert searching.Grid(0.2, 0.8).ratios() == [0.2, 0.4, 0.6, 0.8]
     assert searching.Grid(0.05, 0.9).ratios()[-1] == 0.9 and len(searching.Grid(0.05, 0.9).ratios()) == 18
-    with pytest.raises(Exception, match="--step"):
+    with pytest.raises(UserError, match="--step"):
         searching.Grid(0, 0.5).ratios()
 
 
@@ -82,9 +82,14 @@ def test_search_end_to_end(env, tiny_dir, calib_txt):
     assert record["gate"]["passed"] and record["pruned"]["base_check"]["verdict"] == "match"
     assert json.loads((out / "fbn_prune.json").read_text())["evaluation"]["gate"]["passed"]
 
-    # a gate no ratio holds: exit 3, nothing written to --out
-    r = bad(_args(tiny_dir, calib_txt, env, "--min-retention", "1.0", "--gate-on", "ci", "--step", "0.4",
-                  "--max-ratio", "0.8", "--out", env / "none"), "no ratio on the grid holds the gate", code=3)
+    # a gate no ratio holds, from a recipe's evaluation section: exit 3, nothing written to --out
+    recipe = env / "gate.yaml"
+    recipe.write_text(f"evaluation:\n  tasks: [{json.dumps('ppl:' + str(env / 'notes.txt'))}]\n"
+                      "  min_retention: 1.0\n  gate_on: ci\n")
+    r = bad(["search", tiny_dir("llama"), "--recipe", recipe, "--method", "magnitude", "--calib", calib_txt,
+             "--calib-samples", "16", "--device", "cpu", "--no-progress", "--step", "0.4", "--max-ratio", "0.8",
+             "--out", env / "none"], "no ratio on the grid holds the gate", code=3)
+    assert "may keep as little as" in r.output
     assert not (env / "none").exists()
     bad(_args(tiny_dir, calib_txt, env, "--out", env / "x"), "needs a gate")
     bad(_args(tiny_dir, calib_txt, env, "--max-drop", "1", "--out", out), "already exists")
