@@ -872,6 +872,8 @@ def run(base: str | None, pruned, settings: EvalSettings, *, gate=None, out: str
     folders = [Path(p).expanduser() for p in (pruned if many else [pruned])]
     if any_base and out is None:
         raise UserError("--any-base never writes into the checkpoint; give --out REPORT_DIR for the report.")
+    if any_base and any(Path(out).expanduser().resolve().is_relative_to(f.resolve()) for f in folders):
+        raise UserError(f"--any-base never writes into the checkpoint; give an --out outside it (not {out}).")
     if many and len(folders) > 1 and out is None:
         raise UserError("several --pruned checkpoints need --out REPORT_DIR for the comparison report.")
     comparison = compare_many(base, folders, settings, any_base=any_base)

@@ -527,6 +527,7 @@ def test_a_different_base_is_refused(env, tasks_dir, checkpoints, tmp_path):
     r = bad(["eval", "--base", other, *common], "is not the model")
     assert "content hash" in r.output and len(r.output.strip().splitlines()) == 1
     bad(["eval", "--base", other, *common, "--any-base"], "give --out")
+    bad(["eval", "--base", other, *common, "--any-base", "--out", p25 / "reports"], "outside it")
     r = run("eval", "--base", other, *common, "--any-base", "--out", tmp_path / "rep")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "rep" / "eval.json").read_text())["pruned"]["base_check"]["verdict"] == "mismatch"
