@@ -58,6 +58,7 @@ from .identity import (
     model_hash,
 )
 from .identity import atomic_write as _atomic_write
+from .identity import hub_snapshot as _hub_snapshot  # noqa: F401  (networks.py imports it from here)
 
 log = logging.getLogger(__name__)
 
