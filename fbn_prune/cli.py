@@ -330,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
 from .cli_eval import eval_command  # noqa: E402
 
 cli.add_command(eval_command, "eval")
+from .cli_search import search_command  # noqa: E402
+cli.add_command(search_command, "search")
 
 from .cli_ship import push_command, recipes_command  # noqa: E402
 

@@ -28,23 +28,30 @@ def _tasks(tasks: str | None, ppl: tuple[str, ...]) -> list[str]:
 
 
 def _finish(record: dict, report_dir: Path) -> None:
-    """Print the table and where the report is; raise GateFailed (exit 3) when the gate did not hold."""
+    """Print the table and where the report is; raise GateFailed (exit 3) when the gate did not hold
+    (for several checkpoints: when it did not hold for one of them)."""
     from . import report
 
-    click.echo(report.table(record))
-    click.echo(f"\nreport: {report_dir / 'eval.json'}, {report_dir / 'eval.md'}")
-    gate = record.get("gate")
-    if gate is not None:
-        if not gate["passed"]:
-            raise GateFailed(f"{gate['summary']} (see {report_dir / 'eval.md'})")
-        click.echo(gate["summary"])
+    many = record.get("format") == report.FORMAT_MANY
+    click.echo(report.table_many(record) if many else report.table(record))
+    click.echo(f"\nreport: {report_dir / 'eval.json'}, {report_dir / 'eval.md'}, {report_dir / report.DOCS_FILE}")
+    gates = [g for g in record["gates"] if g] if many else [record["gate"]] if record.get("gate") else []
+    failed = [g for g in gates if not g["passed"]]
+    for g in gates:
+        if g["passed"]:
+            click.echo((f"{g['pruned']}: " if many else "") + g["summary"])
+    if failed:
+        text = "; ".join((f"{g['pruned']}: " if many else "") + g["summary"] for g in failed)
+        raise GateFailed(f"{text} (see {report_dir / 'eval.md'})")
 
 
 @click.command("eval")
 @click.option("--base", type=str, metavar="MODEL",
               help="The original model: Hub id, local folder, .gguf file or `smollm2` "
                    "[the base model recorded in the checkpoint's fbn_prune.json].")
-@click.option("--pruned", required=True, type=str, metavar="DIR", help="The pruned fbn_prune checkpoint folder.")
+@click.option("--pruned", required=True, multiple=True, type=str, metavar="DIR",
+              help="A pruned fbn_prune checkpoint folder. Repeat it to compare several checkpoints on the same "
+                   "documents (the original is evaluated once; needs --out).")
 @click.option("--tasks", type=str, metavar="LIST",
               help="Comma-separated lm-eval tasks, groups, tags or task YAML paths; ppl:FILE for the perplexity "
                    "of a local text file. Offline: piqa, arc_easy, lambada_openai, wikitext read --data-dir.")
@@ -64,6 +71,12 @@ def _finish(record: dict, report_dir: Path) -> None:
               help="Gate: exit 3 when a metric keeps less than FRACTION of the original "
                    "(pruned/original; original/pruned for perplexity and bits per byte).")
 @click.option("--gate-metrics", type=str, metavar="LIST", help="Gate only these metrics, e.g. acc_norm,word_perplexity [all].")
+@click.option("--gate-on", type=click.Choice(["point", "ci"]), default="point", show_default=True,
+              help="point: gate the measured values; ci: gate the pessimistic bound of the 95% paired interval "
+                   "(the drop or retention the data cannot rule out).")
+@click.option("--any-base", is_flag=True,
+              help="Compare with a --base the checkpoint was not pruned from; the report goes to --out only, "
+                   "nothing is written into the checkpoint.")
 @click.option("--out", "-o", "out", type=str, metavar="REPORT_DIR", help="Folder for eval.json and eval.md [the pruned checkpoint].")
 @click.option("--include-path", multiple=True, metavar="DIR", help="A folder of extra lm-eval task YAMLs (repeatable).")
 @click.option("--data-dir", type=str, metavar="DIR",
@@ -75,24 +88,28 @@ def _finish(record: dict, report_dir: Path) -> None:
 @click.option("--no-card", is_flag=True, help="Leave the checkpoint's README.md and fbn_prune.json as they are.")
 @click.pass_context
 def eval_command(ctx, base, pruned, tasks, ppl, limit, num_fewshot, batch_size, max_length, max_drop, min_retention,
-                 gate_metrics, out, include_path, data_dir, device, dtype, no_cache, no_card):
+                 gate_metrics, gate_on, any_base, out, include_path, data_dir, device, dtype, no_cache, no_card):
     """Evaluate the original and the pruned model with lm-eval (same tasks, same settings, one run),
-    write eval.json and eval.md, add the table and Hub model-index to the checkpoint's model card,
-    and gate on the result.
+    write eval.json, eval.md and eval-docs.jsonl, add the table and Hub model-index to the checkpoint's
+    model card, and gate on the result. Both models answer the same documents: each difference comes
+    with a paired 95% bootstrap interval and, for accuracy, McNemar's exact test.
 
     \b
     Examples:
       fbn-prune eval --base smollm2 --pruned smollm2-pruned --tasks piqa,arc_easy,wikitext --limit 300,wikitext=3
       fbn-prune eval --pruned out --tasks arc_easy --ppl notes.txt --max-drop 2
       fbn-prune eval --pruned out --tasks piqa --min-retention 0.95 --out reports/run7
+      fbn-prune eval --pruned out --tasks arc_easy --max-drop 2 --gate-on ci
+      fbn-prune eval --base smollm2 --pruned fbn20 --pruned flap20 --tasks arc_easy --limit 200 --out cmp
 
     \b
-    Exit codes: 0 ok (gate held, or no gate), 2 bad input, 3 gate failed.
+    Exit codes: 0 ok (gate held, or no gate), 2 bad input (also: --base is not the model the
+    checkpoint was pruned from, without --any-base), 3 gate failed.
     """
     from . import evaluate, report
 
     _quiet_harness((ctx.obj or {}).get("verbose", 0))
-    gate = report.Gate.make(max_drop, min_retention, gate_metrics)
+    gate = report.Gate.make(max_drop, min_retention, gate_metrics, gate_on)
     default, per_task = evaluate.parse_limit(list(limit) or None)
     settings = evaluate.EvalSettings(
         tasks=_tasks(tasks, ppl), limit=default, task_limits=per_task, num_fewshot=num_fewshot,
@@ -100,8 +117,9 @@ def eval_command(ctx, base, pruned, tasks, ppl, limit, num_fewshot, batch_size, 
         data_dir=data_dir, cache=not no_cache,
     )
     settings.check()
-    record = evaluate.run(base, pruned, settings, gate=gate, out=out, update_card=not no_card)
-    _finish(record, Path(out or pruned).expanduser())
+    targets = list(pruned) if len(pruned) > 1 else pruned[0]
+    record = evaluate.run(base, targets, settings, gate=gate, out=out, update_card=not no_card, any_base=any_base)
+    _finish(record, Path(out or pruned[0]).expanduser())
 
 
 def evaluate_after_prune(recipe, checkpoint: Path, verbose: int = 0) -> None:
@@ -113,7 +131,7 @@ def evaluate_after_prune(recipe, checkpoint: Path, verbose: int = 0) -> None:
 
     e = recipe.evaluation
     _quiet_harness(verbose)
-    gate = report.Gate.make(e.max_drop, e.min_retention)
+    gate = report.Gate.make(e.max_drop, e.min_retention, on=e.gate_on)
     default, per_task = evaluate.parse_limit(e.limit)
     settings = evaluate.EvalSettings(
         tasks=list(e.tasks), limit=default, task_limits=per_task, num_fewshot=e.num_fewshot, batch_size=e.batch_size,

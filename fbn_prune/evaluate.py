@@ -1,15 +1,17 @@
-"""Original vs pruned through lm-evaluation-harness: same tasks, same settings, one run.
+"""Original vs pruned through lm-evaluation-harness: same tasks, same settings, same documents.
 
-    base model ──┐                          ┌─> eval.json + eval.md   (fbn_prune.report)
-                 ├─ lm-eval HFLM, in-process┤
-    pruned dir ──┘                          └─> the checkpoint's README.md + fbn_prune.json
+    base model ────┐                          ┌─> eval.json + eval.md + eval-docs.jsonl  (fbn_prune.report)
+                   ├─ lm-eval HFLM, in-process┤
+    pruned dir(s) ─┘                          └─> each checkpoint's README.md + fbn_prune.json
 
-Both models are loaded in this process, one after the other, and handed to lm-eval's
+The models are loaded in this process, one after the other, and handed to lm-eval's
 ``HFLM(pretrained=model, tokenizer=tok)`` with identical batch size, dtype, device,
-context length, few-shot count, document subset and seeds. Before any model is loaded,
-the task names are checked (unknown names, missing data files, unreadable task data) and
-the two tokenizers are compared: a pruned model is only comparable with the model it was
-pruned from.
+context length, few-shot count, document subset and seeds. lm-eval logs every document's
+result (``log_samples``), so the report can pair the models document by document
+(:mod:`fbn_prune.paired`). Before any model is loaded, the base is checked against the identity
+each checkpoint records (:mod:`fbn_prune.identity`; a different base is refused unless
+``any_base``, and then nothing is written into the checkpoint), the task names are checked
+(unknown names, missing data files, unreadable task data) and the tokenizers are compared.
 
 Tasks are lm-eval task, group or tag names, YAML paths, or ``ppl:FILE``: the perplexity of
 a local text file, computed by lm-eval itself from a small rolling-loglikelihood task that
@@ -17,13 +19,14 @@ is rendered for the file (like lm-eval's ``wikitext``: word perplexity, byte per
 bits per byte). The standard tasks piqa, arc_easy, lambada_openai and wikitext read local
 data files (:mod:`fbn_prune.tasks`); further task folders come in with ``include_path``.
 
-The original model's results are cached per requested task under
+Every model's results, per-document ones included, are cached per requested task under
 ``<fbn_prune cache>/eval/``, keyed by the model's content hash, the task's full
 configuration and data-file hashes, the documents evaluated and every setting that can
-change a number, so a series of pruning experiments evaluates the base model once.
+change a number, so a series of pruning experiments evaluates the base model once, and a
+later comparison of checkpoints already evaluated runs no model at all.
 
-Public API: :class:`EvalSettings`, :func:`run` (evaluate + report + update the checkpoint),
-:func:`compare` (evaluate only), :func:`parse_limit`, :func:`ppl_task`,
+Public API: :class:`EvalSettings`, :func:`run` (evaluate + report + update the checkpoints),
+:func:`compare` / :func:`compare_many` (evaluate only), :func:`parse_limit`, :func:`ppl_task`,
 :func:`tokenizer_differences`, :func:`model_hash`.
 """
 
@@ -44,18 +47,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import paired
 from .errors import UserError
+from .identity import (
+    BaseCheck,
+    check_base,
+    file_sha256,
+    folder_hash,
+    identify,
+    model_hash,
+)
+from .identity import atomic_write as _atomic_write
+from .identity import hub_snapshot as _hub_snapshot  # noqa: F401  (networks.py imports it from here)
 
 log = logging.getLogger(__name__)
 
 PPL_PREFIX = "ppl:"
 """Task-name prefix for the perplexity of a local text file: ``ppl:/path/file.txt``."""
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bumped whenever the cached record or its key changes meaning."""
 LM_EVAL_SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234, "fewshot_random_seed": 1234}
 """lm-eval's default seeds, passed explicitly so both models see the same few-shot examples."""
-NOT_MODEL_FILES = frozenset({"README.md", "fbn_prune.json", "recipe.yaml", "eval.json", "eval.md"})
-"""Files of a model folder that cannot change its outputs (left out of the model hash)."""
 RESULT_KEYS = ("results", "versions", "n-shot", "higher_is_better", "n-samples", "group_subtasks", "configs")
 """The parts of lm-eval's result dict that are kept (and cached) per model."""
 
@@ -80,8 +92,10 @@ class EvalSettings:
         data_dir: the local data folder (see :func:`fbn_prune.tasks.data_dir`).
         bootstrap_iters: bootstrap draws for the standard error of non-mean metrics (lambada
             perplexity); mean metrics (acc, acc_norm) have a closed-form standard error.
-        cache: reuse cached results of the original model (False: evaluate it again; the fresh
-            results still replace the cached ones).
+        cache: reuse cached results (per-document ones included) of a model already evaluated with
+            these settings (False: evaluate again; the fresh results still replace the cached ones).
+        paired_iters: bootstrap resamples of the documents for the paired intervals.
+        paired_seed: seed of those resamples (the same documents are drawn for every model).
     """
 
     tasks: list[str]
@@ -96,6 +110,8 @@ class EvalSettings:
     data_dir: str | None = None
     bootstrap_iters: int = 1000
     cache: bool = True
+    paired_iters: int = paired.DEFAULT_ITERS
+    paired_seed: int = paired.DEFAULT_SEED
 
     def check(self) -> None:
         """Raise UserError for values lm-eval would reject later (or silently misread)."""
@@ -116,6 +132,8 @@ class EvalSettings:
             raise UserError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}.")
         if self.bootstrap_iters < 0:
             raise UserError(f"bootstrap iterations must be >= 0, got {self.bootstrap_iters}.")
+        if self.paired_iters < 100:
+            raise UserError(f"paired bootstrap resamples must be >= 100, got {self.paired_iters}.")
 
 
 def _limit_value(text: str, whole: str) -> int | float:
@@ -161,65 +179,6 @@ def parse_limit(spec: Any) -> tuple[int | float | None, dict[str, int | float]]:
         else:
             default = number
     return default, per_task
-
-
-# ----------------------------------------------------------------------------- hashing
-def _hash_store() -> Path:
-    from .models import cache_dir
-
-    return cache_dir() / "eval" / "file-sha256.json"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's content, remembered by (path, size, mtime) so multi-GB weights are read once."""
-    from .models import _sha256
-
-    p = Path(path).resolve()
-    st = p.stat()
-    stamp = [st.st_size, st.st_mtime_ns]
-    store = _hash_store()
-    try:
-        known = json.loads(store.read_text())
-    except (OSError, ValueError):
-        known = {}
-    entry = known.get(str(p))
-    if entry and entry[:2] == stamp:
-        return entry[2]
-    digest = _sha256(p)
-    known[str(p)] = [*stamp, digest]
-    try:
-        _atomic_write(store, json.dumps(known))
-    except OSError:  # a read-only cache only costs speed
-        log.debug("could not record the hash of %s", p)
-    return digest
-
-
-def _folder_hash(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and not f.name.startswith(".") and f.name not in NOT_MODEL_FILES:
-            h.update(f"{f.name}\0{file_sha256(f)}\n".encode())
-    return h.hexdigest()
-
-
-def _hub_snapshot(repo_id: str) -> Path | None:
-    """The local snapshot folder of a Hub model, if it is in the Hugging Face cache (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # an invalid id or an unreadable cache: nothing to hash
-        return None
-    return Path(found).parent if isinstance(found, str) else None
-
-
-def model_hash(source) -> str | None:
-    """Content hash of a model: every file of its folder that can change its outputs (weights, config,
-    tokenizer, remote code), by name and sha256. None when the model is not on disk (yet)."""
-    folder = Path(source.path) if source.local else _hub_snapshot(source.spec)
-    if folder is None or not folder.is_dir():
-        return None
-    return _folder_hash(folder)
 
 
 def _data_files(cfg: dict) -> list[str]:
@@ -472,7 +431,7 @@ def _samples(specs: list[_Spec], settings: EvalSettings) -> dict[str, list[int]]
     return out
 
 
-def _cache_key(spec: _Spec, base_hash: str, settings: EvalSettings, samples: dict | None, device: str) -> str:
+def _cache_key(spec: _Spec, model_sha: str, settings: EvalSettings, samples: dict | None, device: str) -> str:
     from importlib import metadata
 
     tasks = {}
@@ -487,7 +446,7 @@ def _cache_key(spec: _Spec, base_hash: str, settings: EvalSettings, samples: dic
         }
     groups = {name: _json_digest(g.to_dict()) for name, g in sorted(spec.groups.items())}
     material = {
-        "format": CACHE_FORMAT, "model": base_hash, "requested": spec.load if spec.source is None else "ppl",
+        "format": CACHE_FORMAT, "model": model_sha, "requested": spec.load if spec.source is None else "ppl",
         "tasks": tasks, "groups": groups, "num_fewshot": settings.num_fewshot, "batch_size": settings.batch_size,
         "max_length": settings.max_length, "dtype": settings.dtype, "device": device.split(":")[0],
         "bootstrap_iters": settings.bootstrap_iters, "seeds": LM_EVAL_SEEDS, "lm_eval": metadata.version("lm_eval"),
@@ -502,16 +461,61 @@ def _cache_path(key: str) -> Path:
 
 
 def _split(result: dict, spec: _Spec) -> dict:
-    """The part of one lm-eval result dict that belongs to ``spec``'s tasks and groups."""
+    """The part of one model's results (lm-eval's dict, ``docs``, ``max_length``) that belongs to ``spec``."""
     names = set(spec.tasks) | set(spec.groups)
-    return {k: {n: v for n, v in (result.get(k) or {}).items() if n in names} for k in RESULT_KEYS}
+    out = {k: {n: v for n, v in (result.get(k) or {}).items() if n in names} for k in (*RESULT_KEYS, "docs")}
+    out["max_length"] = result.get("max_length")
+    return out
 
 
 def _merge(parts: list[dict]) -> dict:
-    out: dict[str, dict] = {k: {} for k in RESULT_KEYS}
+    out: dict[str, Any] = {k: {} for k in (*RESULT_KEYS, "docs")}
     for part in parts:
-        for k in RESULT_KEYS:
+        for k in (*RESULT_KEYS, "docs"):
             out[k].update(part.get(k) or {})
+        out["max_length"] = out.get("max_length") or part.get("max_length")
+    return out
+
+
+def _doc_value(v: Any) -> float | list[float] | None:
+    """A per-document metric value as JSON: a number, or [log-likelihood, weight] for weighted metrics."""
+    if isinstance(v, (bool, int, float)) or type(v).__module__ == "numpy":
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return None
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        try:
+            return [float(v[0]), float(v[1])]
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def per_doc(samples: dict | None) -> dict[str, list[dict]]:
+    """lm-eval's logged samples -> task -> one record per (document, filter), sorted by filter and doc id:
+    ``{"doc_id", "doc_hash", "filter", "values": {metric: number | [ll, weight]}}`` (no document text)."""
+    out: dict[str, list[dict]] = {}
+    for task, examples in (samples or {}).items():
+        rows = []
+        for ex in examples:
+            values = {m: v for m in ex.get("metrics", []) if (v := _doc_value(ex.get(m))) is not None}
+            rows.append({"doc_id": int(ex["doc_id"]), "doc_hash": ex.get("doc_hash"),
+                         "filter": ex.get("filter", "none"), "values": values})
+        out[task] = sorted(rows, key=lambda r: (r["filter"], r["doc_id"]))
+    return out
+
+
+def aggregations(specs: list[_Spec]) -> dict[str, dict[str, str]]:
+    """task -> metric -> lm-eval aggregation name, for the metrics :mod:`fbn_prune.paired` can resample."""
+    out: dict[str, dict[str, str]] = {}
+    for s in specs:
+        for name, task in s.tasks.items():
+            try:
+                aggs = task.aggregation() or {}
+            except (AttributeError, NotImplementedError, TypeError):  # no aggregations: no paired statistics
+                aggs = {}
+            out[name] = {m: fn.__name__ for m, fn in aggs.items() if getattr(fn, "__name__", None) in paired.KINDS}
     return out
 
 
@@ -605,7 +609,8 @@ def _release() -> None:
 
 
 def _evaluate(model, tok, objects: list, tm, settings: EvalSettings, samples, device: str) -> dict:
-    """One model through lm-eval's Python API; returns the kept parts of its result dict."""
+    """One model through lm-eval's Python API; returns the kept parts of its result dict, its
+    per-document results (``docs``, see :func:`per_doc`) and the context length used."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
@@ -613,10 +618,11 @@ def _evaluate(model, tok, objects: list, tm, settings: EvalSettings, samples, de
               device=device)
     res = lm_eval.simple_evaluate(
         model=lm, tasks=list(objects), task_manager=tm, num_fewshot=settings.num_fewshot, samples=samples,
-        bootstrap_iters=settings.bootstrap_iters, log_samples=False, **LM_EVAL_SEEDS,
+        bootstrap_iters=settings.bootstrap_iters, log_samples=True, **LM_EVAL_SEEDS,
     )
     out = {k: res.get(k) or {} for k in RESULT_KEYS}
     out = json.loads(json.dumps(out, default=str))  # numpy scalars, dtypes -> plain JSON
+    out["docs"] = per_doc(res.get("samples"))
     out["max_length"] = lm.max_length
     return out
 
@@ -639,17 +645,101 @@ def default_base(pruned: str | os.PathLike[str]) -> str:
     return info.get("base_model_hub_id") or info["base_model"]
 
 
-def compare(base: str | None, pruned: str | os.PathLike[str], settings: EvalSettings) -> dict:
-    """Evaluate the original and the pruned model with identical settings; nothing is written but the cache.
+@dataclass
+class _Evaluated:
+    """One model's results for every requested task: from the cache where possible, else evaluated.
 
-    Returns a dict: ``base`` (spec, path, hash, cached tasks, parameters), ``pruned`` (path, provenance
-    summary, parameters), ``settings``, ``versions``, ``tasks`` (requested name -> leaf tasks, source,
-    documents), ``original`` and ``pruned_results`` (lm-eval's results, versions, n-shot,
-    higher_is_better, n-samples, group_subtasks, configs), ``timings``.
+    ``results``: lm-eval's kept result parts plus ``docs`` (task -> per-document records) and
+    ``max_length``; ``cached``: requested task names whose results came from the cache.
+    """
+
+    results: dict
+    cached: list[str]
+    parameters: int | None
+    seconds: float | None
+
+
+def _evaluate_cached(what: str, load, sha: str | None, rehash, specs: list[_Spec], tm, settings: EvalSettings,
+                     samples, device: str) -> _Evaluated:
+    """Evaluate the model that ``load()`` returns (``(model, tok)``) on ``specs``, reusing cached results.
+
+    ``sha`` is the model's content hash (None: not known before loading; ``rehash()`` is asked after).
+    A cache entry of an older format, or one without per-document results, is a miss.
+    """
+    cached: dict[str, dict] = {}
+    keys: dict[str, str] = {}
+    if sha:  # keys from the tasks as loaded, before lm-eval sets anything on them
+        for s in specs:
+            keys[s.requested] = _cache_key(s, sha, settings, samples, device)
+            if not settings.cache:
+                continue
+            try:
+                record = json.loads(_cache_path(keys[s.requested]).read_text())
+                if record.get("format") == CACHE_FORMAT and set(s.tasks) <= set(record["result"].get("docs") or {}):
+                    cached[s.requested] = record["result"]
+            except (OSError, ValueError, KeyError, AttributeError):
+                pass
+    todo = [s for s in specs if s.requested not in cached]
+    fresh: dict | None = None
+    params = seconds = None
+    if todo:
+        t0 = time.perf_counter()
+        log.info("evaluating %s on %s", what, ", ".join(s.requested for s in todo))
+        model, tok = load()
+        params = model.num_parameters()
+        sub = {n: v for n, v in (samples or {}).items() if any(n in s.tasks for s in todo)} if samples else None
+        fresh = _evaluate(model, tok, [o for s in todo for o in s.objects], tm, settings, sub or None, device)
+        del model, tok
+        _release()
+        seconds = round(time.perf_counter() - t0, 2)
+        sha = sha or rehash()  # a Hub model is on disk now
+        if sha is not None:
+            for s in todo:
+                key = keys.get(s.requested) or _cache_key(s, sha, settings, samples, device)
+                record = {"format": CACHE_FORMAT, "model": what, "task": s.requested, "created": _now(),
+                          "result": _split(fresh, s)}
+                try:
+                    _atomic_write(_cache_path(key), json.dumps(record))
+                except OSError as e:
+                    log.warning("could not cache the results of %s (%s)", what, e)
+    parts = [cached[s.requested] if s.requested in cached else _split(fresh or {}, s) for s in specs]
+    return _Evaluated(_merge(parts), [s.requested for s in specs if s.requested in cached], params, seconds)
+
+
+def _labels(folders: list[Path]) -> list[str]:
+    """A unique short name per pruned checkpoint (its folder name; ``name#2`` for a repeated name)."""
+    out: list[str] = []
+    for f in folders:
+        name = f.resolve().name
+        label, i = name, 1
+        while label in out or label == "original":
+            i += 1
+            label = f"{name}#{i}"
+        out.append(label)
+    return out
+
+
+def base_mismatch_message(base: str, folder: Path, check: BaseCheck) -> str:
+    return (f"--base {base} is not the model {folder} was pruned from ({check.reason}); evaluate against its "
+            "base (omit --base), or pass --any-base to compare anyway (then nothing is written into the checkpoint).")
+
+
+def compare_many(base: str | None, pruned: list, settings: EvalSettings, *, any_base: bool = False) -> dict:
+    """Evaluate the original once and each pruned checkpoint, all with identical settings and documents.
+
+    Nothing is written but the cache. Returns a dict: ``base`` (spec, path, hub_id, name, sha256,
+    identity, parameters, cached_tasks), ``pruned`` (one summary per checkpoint: path, name, label,
+    layout, parameters, base_model, method, achieved_ratio, cached_tasks, base_check), ``labels``,
+    ``any_base``, ``settings``, ``versions``, ``tasks`` (requested name -> leaf tasks, source, data
+    hashes), ``aggregations`` (task -> metric -> lm-eval aggregation, for the paired statistics),
+    ``original`` and ``pruned_results`` (a list; each: lm-eval's results, versions, n-shot,
+    higher_is_better, n-samples, group_subtasks, configs, plus ``docs``: task -> per-document
+    records, see :func:`per_doc`), ``timings``.
 
     Raises:
-        UserError: bad settings, unknown task (with close names), missing data, a pruned folder that is
-            not an fbn_prune checkpoint, tokenizers that differ, a model that cannot be loaded.
+        UserError: bad settings, unknown task, missing data, a folder that is not an fbn_prune
+            checkpoint, a checkpoint named twice, a base the checkpoint was not pruned from (unless
+            ``any_base``), tokenizers that differ, a model that cannot be loaded.
     """
     from .export import read_provenance
     from .models import resolve
@@ -657,116 +747,161 @@ def compare(base: str | None, pruned: str | os.PathLike[str], settings: EvalSett
 
     t_start = time.perf_counter()
     settings.check()
-    pruned = Path(pruned).expanduser()
-    if not pruned.exists():
-        raise UserError(f"pruned checkpoint {pruned} does not exist.")
-    info = read_provenance(pruned)
-    base = base or default_base(pruned)
+    if not pruned:
+        raise UserError("name a pruned checkpoint with --pruned.")
+    folders = [Path(p).expanduser() for p in pruned]
+    for f in folders:
+        if not f.exists():
+            raise UserError(f"pruned checkpoint {f} does not exist.")
+    if len({f.resolve() for f in folders}) != len(folders):
+        raise UserError("a pruned checkpoint is named twice; name each one once.")
+    infos = [read_provenance(f) for f in folders]
+    base = base or default_base(folders[0])
     source = resolve(base)
+    base_hash = model_hash(source)
+    ident = identify(source, base_hash)
+    checks = [check_base(info, ident, source.path if source.local else None) for info in infos]
+    for f, check in zip(folders, checks):
+        if check.verdict == "mismatch" and not any_base:
+            raise UserError(base_mismatch_message(base, f, check))
+        if check.verdict == "unverified":
+            log.warning("cannot verify that %s was pruned from %s: %s", f, base, check.reason)
     device = _resolve_device(settings.device)
     tm, specs = _load_specs(settings)
-    _check_tokenizers(source.path, pruned, base)
+    for f in folders:
+        _check_tokenizers(source.path, f, base)
     samples = _samples(specs, settings)
-
     timings: dict[str, float] = {"prepare_s": round(time.perf_counter() - t_start, 2)}
-    base_hash = model_hash(source)
-    cached: dict[str, dict] = {}
-    if base_hash:  # keys from the tasks as loaded, before lm-eval sets anything on them
-        for s in specs:
-            s.key = _cache_key(s, base_hash, settings, samples, device)
-            if not settings.cache:
-                continue
-            try:
-                cached[s.requested] = json.loads(_cache_path(s.key).read_text())["result"]
-            except (OSError, ValueError, KeyError):
-                pass
-    todo = [s for s in specs if s.requested not in cached]
-    original: dict | None = None
-    base_params = None
-    if todo:
-        t0 = time.perf_counter()
-        log.info("evaluating the original model %s on %s", base, ", ".join(s.requested for s in todo))
-        model, tok = _load_base(source, settings.dtype, device)
-        base_params = model.num_parameters()
-        sub = {n: v for n, v in (samples or {}).items() if any(n in s.tasks for s in todo)} if samples else None
-        original = _evaluate(model, tok, [o for s in todo for o in s.objects], tm, settings, sub or None, device)
-        del model, tok
-        _release()
-        timings["original_s"] = round(time.perf_counter() - t0, 2)
-        base_hash = base_hash or model_hash(source)  # a Hub model is on disk now
-        if base_hash is not None:
-            for s in todo:
-                s.key = s.key or _cache_key(s, base_hash, settings, samples, device)
-                record = {"format": CACHE_FORMAT, "base": base, "task": s.requested,
-                          "created": _now(), "max_length": original["max_length"], "result": _split(original, s)}
-                try:
-                    _atomic_write(_cache_path(s.key), json.dumps(record))
-                except OSError as e:
-                    log.warning("could not cache the original results (%s)", e)
-    t0 = time.perf_counter()
-    log.info("evaluating the pruned model %s", pruned)
-    model, tok = load_checkpoint(pruned, settings.dtype, device)
-    pruned_params = model.num_parameters()
-    pruned_results = _evaluate(model, tok, [o for s in specs for o in s.objects], tm, settings, samples, device)
-    del model, tok
-    _release()
-    timings["pruned_s"] = round(time.perf_counter() - t0, 2)
 
-    parts = [cached[s.requested] if s.requested in cached else _split(original or {}, s) for s in specs]
+    original = _evaluate_cached(f"the original model {base}", lambda: _load_base(source, settings.dtype, device),
+                                base_hash, lambda: model_hash(source), specs, tm, settings, samples, device)
+    if original.seconds is not None:
+        timings["original_s"] = original.seconds
+    labels = _labels(folders)
+    evaluated: list[_Evaluated] = []
+    for f, label in zip(folders, labels):
+        sha = folder_hash(f)
+        ev = _evaluate_cached(f"the pruned model {f}", lambda f=f: load_checkpoint(f, settings.dtype, device),
+                              sha, lambda sha=sha: sha, specs, tm, settings, samples, device)
+        evaluated.append(ev)
+        if ev.seconds is not None:
+            timings["pruned_s" if len(folders) == 1 else f"pruned_s[{label}]"] = ev.seconds
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
+    first = evaluated[0].results
     return {
         "base": {"spec": base, "path": source.path if source.local else None, "hub_id": source.hub_id,
-                 "name": source.base_model, "sha256": base_hash,
-                 "parameters": base_params or info.get("params", {}).get("before"),
-                 "cached_tasks": [s.requested for s in specs if s.requested in cached]},
-        "pruned": {"path": str(pruned.resolve()), "name": pruned.resolve().name, "layout": info.get("layout"),
-                   "parameters": pruned_params, "base_model": info.get("base_model"),
-                   "method": info.get("selection", {}).get("method"),
-                   "achieved_ratio": info.get("selection", {}).get("achieved_ratio")},
+                 "name": source.base_model, "sha256": base_hash or model_hash(source),
+                 "identity": ident.to_dict(),
+                 "parameters": original.parameters or infos[0].get("params", {}).get("before"),
+                 "cached_tasks": original.cached},
+        "pruned": [{"path": str(f.resolve()), "name": f.resolve().name, "label": label, "layout": info.get("layout"),
+                    "parameters": ev.parameters or info.get("params", {}).get("after"),
+                    "base_model": info.get("base_model"),
+                    "method": info.get("selection", {}).get("method"),
+                    "achieved_ratio": info.get("selection", {}).get("achieved_ratio"),
+                    "cached_tasks": ev.cached, "base_check": check.to_dict()}
+                   for f, label, info, ev, check in zip(folders, labels, infos, evaluated, checks)],
+        "labels": ["original", *labels],
+        "any_base": any_base,
         "settings": {
             "tasks": [s.requested for s in specs], "limit": settings.limit, "task_limits": settings.task_limits,
             "documents": {n: len(v) for n, v in samples.items()} if samples else None,
             "num_fewshot": settings.num_fewshot, "batch_size": settings.batch_size,
-            "max_length": pruned_results["max_length"], "device": device, "dtype": settings.dtype,
+            "max_length": first.get("max_length"), "device": device, "dtype": settings.dtype,
             "include_path": [str(Path(p).expanduser().resolve()) for p in settings.include_path],
             "data_dir": str(tm.data_dir) if getattr(tm, "data_dir", None) else None,
             "bootstrap_iters": settings.bootstrap_iters, "seeds": LM_EVAL_SEEDS, "model_class": "lm_eval HFLM",
+            "paired_iters": settings.paired_iters, "paired_seed": settings.paired_seed,
         },
         "versions": versions(),
         "tasks": {s.requested: {"tasks": list(s.tasks), "groups": list(s.groups), "source": s.source,
                                 "data_sha256": {Path(f).name: file_sha256(f) for t in s.tasks.values()
                                                 for f in _data_files(t.dump_config())}}
                   for s in specs},
-        "original": _merge(parts),
-        "pruned_results": {k: pruned_results[k] for k in RESULT_KEYS},
+        "aggregations": aggregations(specs),
+        "original": original.results,
+        "pruned_results": [ev.results for ev in evaluated],
         "timings": timings,
     }
 
 
-def run(base: str | None, pruned: str | os.PathLike[str], settings: EvalSettings, *, gate=None,
-        out: str | os.PathLike[str] | None = None, update_card: bool = True) -> dict:
-    """Evaluate, then write ``eval.json`` and ``eval.md`` to ``out`` (default: the pruned folder) and,
-    unless ``update_card`` is False, add the table and Hub ``model-index`` to the checkpoint's
-    README.md and an ``evaluation`` summary to its fbn_prune.json.
+def one_of(comparison: dict, i: int) -> dict:
+    """The original-vs-one-pruned view of :func:`compare_many`'s result (``pruned`` and ``pruned_results``
+    of checkpoint ``i`` alone), which :func:`fbn_prune.report.build` turns into that checkpoint's report."""
+    view = {k: v for k, v in comparison.items() if k not in ("pruned", "pruned_results", "labels")}
+    view["pruned"] = comparison["pruned"][i]
+    view["pruned_results"] = comparison["pruned_results"][i]
+    return view
 
-    ``gate`` is a :class:`fbn_prune.report.Gate` (or None: report only). Returns the eval.json
-    record; ``record["gate"]["passed"]`` says whether the gate held. Never raises for a failed
-    gate (the command line turns that into exit code 3); raises UserError for bad input, and
+
+def compare(base: str | None, pruned: str | os.PathLike[str], settings: EvalSettings, *,
+            any_base: bool = False) -> dict:
+    """Evaluate the original and one pruned model with identical settings; nothing is written but the cache.
+
+    Returns :func:`one_of` ``(compare_many(...), 0)``: ``base``, ``pruned`` (one summary), ``settings``,
+    ``versions``, ``tasks``, ``aggregations``, ``original`` and ``pruned_results`` (lm-eval's kept
+    results plus per-document ``docs``), ``timings``. Raises UserError as :func:`compare_many`.
+    """
+    return one_of(compare_many(base, [pruned], settings, any_base=any_base), 0)
+
+
+def run(base: str | None, pruned, settings: EvalSettings, *, gate=None, out: str | os.PathLike[str] | None = None,
+        update_card: bool = True, any_base: bool = False) -> dict:
+    """Evaluate, then write the report and, where allowed, update the checkpoints.
+
+    ``pruned`` is one checkpoint folder or a list of them.
+
+    One checkpoint: ``eval.json``, ``eval.md`` and ``eval-docs.jsonl`` (per-document results of both
+    models) go to ``out`` (default: the checkpoint) and, unless ``update_card`` is False or
+    ``any_base`` is set, the table and Hub ``model-index`` go into the checkpoint's README.md and an
+    ``evaluation`` summary into its fbn_prune.json. Returns the eval.json record.
+
+    Several checkpoints: the comparison of all of them (each against the original and each pair
+    between them) goes to ``out`` (required); each checkpoint also gets its own report and card,
+    unless ``update_card`` is False or ``any_base`` is set. Returns the comparison record, whose
+    ``reports`` hold each checkpoint's record.
+
+    With ``any_base`` nothing is ever written into a checkpoint, so ``out`` is required.
+    ``gate`` is a :class:`fbn_prune.report.Gate` (or None); ``record["gate"]["passed"]`` (one
+    checkpoint) or ``record["passed"]`` (several) says whether it held for all. Never raises for a
+    failed gate (the command line turns that into exit code 3); raises UserError for bad input, and
     for a gate that no evaluated metric falls under.
     """
     from . import report
 
-    comparison = compare(base, pruned, settings)
-    record = report.build(comparison, gate)
-    folder = Path(out).expanduser() if out else Path(pruned).expanduser()
+    many = isinstance(pruned, (list, tuple))
+    folders = [Path(p).expanduser() for p in (pruned if many else [pruned])]
+    if any_base and out is None:
+        raise UserError("--any-base never writes into the checkpoint; give --out REPORT_DIR for the report.")
+    if any_base and any(Path(out).expanduser().resolve().is_relative_to(f.resolve()) for f in folders):
+        raise UserError(f"--any-base never writes into the checkpoint; give an --out outside it (not {out}).")
+    if many and len(folders) > 1 and out is None:
+        raise UserError("several --pruned checkpoints need --out REPORT_DIR for the comparison report.")
+    comparison = compare_many(base, folders, settings, any_base=any_base)
+    records = [report.build(one_of(comparison, i), gate) for i in range(len(folders))]
+    into_checkpoints = update_card and not any_base
+    original = comparison["original"]
+    pairs = [report.doc_lines(["original", "pruned"], [original, r]) for r in comparison["pruned_results"]]
     try:
-        report.write(record, folder)
-        if update_card:
-            report.update_checkpoint(Path(pruned).expanduser(), record, folder)
+        if len(folders) == 1:
+            record = records[0]
+            folder = Path(out).expanduser() if out else folders[0]
+            report.write(record, folder, pairs[0])
+            if into_checkpoints:
+                report.update_checkpoint(folders[0], record, folder)
+        else:
+            record = report.build_many(comparison, records)
+            report.write_many(record, Path(out).expanduser(),
+                              report.doc_lines(comparison["labels"], [original, *comparison["pruned_results"]]))
+            if into_checkpoints:
+                for f, r, docs in zip(folders, records, pairs):
+                    report.write(r, f, docs)
+                    report.update_checkpoint(f, r, f)
     except PermissionError as e:
         raise UserError(f"cannot write the evaluation report: {e}") from e
-    if record["gate"] and record["gate"]["checked"] == 0:
-        raise UserError(record["gate"]["summary"])
+    for r in records:
+        if r["gate"] and r["gate"]["checked"] == 0:
+            raise UserError(r["gate"]["summary"])
     return record
 
 
@@ -775,21 +910,20 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, (path.stat().st_mode & 0o777) if path.exists() else 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-__all__ = ["EvalSettings", "run", "compare", "parse_limit", "ppl_task", "tokenizer_differences", "model_hash",
-           "load_checkpoint", "default_base", "file_sha256", "PPL_PREFIX"]
+__all__ = [
+    "PPL_PREFIX",
+    "EvalSettings",
+    "aggregations",
+    "compare",
+    "compare_many",
+    "default_base",
+    "file_sha256",
+    "load_checkpoint",
+    "model_hash",
+    "one_of",
+    "parse_limit",
+    "per_doc",
+    "ppl_task",
+    "run",
+    "tokenizer_differences",
+]

@@ -27,6 +27,7 @@ from .card import render as render_card
 from .capture import capture
 from .errors import UserError
 from .export import RECIPE_FILE, check_target, write_checkpoint
+from .identity import identify
 from .models import DTYPES, load_model, resolve
 from .capture import CaptureIndex
 from .placement import devices, load_kwargs, onloaded
@@ -387,6 +388,7 @@ def provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, b
         "base_model_path": source.path if source.local else None,
         "base_model_type": model.config.model_type,
         "base_model_hub_id": source.hub_id,
+        "base_model_identity": identify(source).to_dict(),  # checked by `fbn-prune eval --base`
         "license": source.license,
         "layout": recipe.export.layout,
         "seed": recipe.seed,

@@ -92,6 +92,7 @@ class Evaluation:
     batch_size: int = field(default=8, metadata={"help": "Requests per forward pass, for both models."})
     max_drop: float | None = field(default=None, metadata={"help": "Gate: the largest fall of an accuracy-type metric, in percentage points (exit 3 beyond it)."})
     min_retention: float | None = field(default=None, metadata={"help": "Gate: the smallest pruned/original ratio of any metric (original/pruned for perplexity)."})
+    gate_on: Literal["point", "ci"] = field(default="point", metadata={"help": "What the gate checks: the measured values (`point`) or the bound of the 95% paired bootstrap interval (`ci`)."})
     include_path: list[str] = field(default_factory=list, metadata={"help": "Folders of your own lm-eval task YAMLs."})
 
 
@@ -237,7 +238,7 @@ class Recipe:
         from .report import Gate
 
         parse_limit(e.limit)
-        Gate.make(e.max_drop, e.min_retention)
+        Gate.make(e.max_drop, e.min_retention, on=e.gate_on)
 
 
 # ---- typed construction from plain data ------------------------------------

@@ -188,7 +188,7 @@ def test_report_schema_card_and_ppl(env, tasks_dir, checkpoints, tmp_path):
 
     # eval.json: both models, every metric, settings, versions
     on_disk = json.loads((tmp_path / "rep" / "eval.json").read_text())
-    assert on_disk["format"] == "fbn_prune.eval/1" and on_disk["metrics"] == json.loads(json.dumps(record["metrics"]))
+    assert on_disk["format"] == "fbn_prune.eval/2" and on_disk["metrics"] == json.loads(json.dumps(record["metrics"]))
     for key in ("base", "pruned", "settings", "versions", "tasks", "metrics", "gate", "lm_eval", "timings"):
         assert key in on_disk, key
     from importlib import metadata
@@ -215,8 +215,9 @@ def test_report_schema_card_and_ppl(env, tasks_dir, checkpoints, tmp_path):
 
     # eval.md: the table
     md = (tmp_path / "rep" / "eval.md").read_text()
-    assert "| task | metric | original | pruned | delta | retention |" in md
-    assert re.search(r"\| tiny_mc \| acc ↑ \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| [-+±][\d.]+ \| ", md)
+    assert "| task | metric | original | pruned | delta | 95% CI | retention | McNemar p |" in md
+    assert re.search(r"\| tiny_mc \| acc ↑ \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| \**[-+±][\d.]+\** \| "
+                     r"\[[-+±][\d.]+, [-+±][\d.]+\] \| [\d.]+% \| [\d.<]+ \|", md)
     assert "| ppl_notes | word_perplexity ↓ |" in md
 
     # the checkpoint: card with the table and Hub model-index, provenance with the summary
@@ -290,19 +291,25 @@ def test_gate_exit_codes(env, tasks_dir, checkpoints):
     assert json.loads((env / "rep_pass" / "eval.json").read_text())["gate"]["passed"] is True
 
     # --min-retention 1.0 on a perplexity: exactly one of the two directions is worse -> exit 3 there
+    # (each checkpoint as the other's base: --any-base, so nothing is written into the checkpoints)
     codes = {}
     for name, (b, p) in {"a": (p25, p50), "b": (p50, p25)}.items():
+        before = (Path(p) / "fbn_prune.json").read_bytes(), (Path(p) / "README.md").read_bytes()
         r = run("eval", "--base", b, "--pruned", p, "--ppl", env / "notes.txt", "--min-retention", "1.0",
-                "--out", env / f"rep_{name}", *common)
+                "--out", env / f"rep_{name}", "--any-base", *common)
         codes[name] = r.exit_code
         gate = json.loads((env / f"rep_{name}" / "eval.json").read_text())["gate"]
         assert gate["passed"] == (r.exit_code == 0) and gate["checked"] == 3
         if r.exit_code == 3:
             assert "evaluation gate failed: ppl_notes word_perplexity kept" in r.output
             assert "Traceback" not in r.output
-            info = json.loads((Path(p) / "fbn_prune.json").read_text())
-            assert info["evaluation"]["gate"]["passed"] is False  # the checkpoint records the failure too
+        assert ((Path(p) / "fbn_prune.json").read_bytes(), (Path(p) / "README.md").read_bytes()) == before
     assert sorted(codes.values()) == [0, 3], codes
+    # with its own base, a failed gate is recorded in the checkpoint too
+    r = run("eval", "--base", base, "--pruned", p50, "--ppl", env / "notes.txt", "--min-retention", "1.0",
+            "--out", env / "rep_c", *common)
+    assert r.exit_code == 3, r.output
+    assert json.loads((Path(p50) / "fbn_prune.json").read_text())["evaluation"]["gate"]["passed"] is False
 
 
 def test_bad_input(env, tasks_dir, checkpoints, tmp_path):
@@ -328,14 +335,17 @@ def test_bad_input(env, tasks_dir, checkpoints, tmp_path):
     from transformers import AutoTokenizer
 
     _other_tokenizer(AutoTokenizer.from_pretrained(base)).save_pretrained(other)
-    bad(["eval", "--base", other, "--pruned", p25, "--tasks", "tiny_mc", *common], "tokenizers of the base model")
+    bad(["eval", "--base", other, "--pruned", p25, "--tasks", "tiny_mc", *common], "is not the model")
+    bad(["eval", "--base", other, "--pruned", p25, "--tasks", "tiny_mc", "--any-base", "--out", tmp_path / "r", *common],
+        "tokenizers of the base model")
 
 
 def test_help():
     r = run("eval", "--help")
     assert r.exit_code == 0
     for flag in ("--base", "--pruned", "--tasks", "--ppl", "--limit", "--num-fewshot", "--batch-size", "--max-drop",
-                 "--min-retention", "--out", "--include-path", "--data-dir", "Exit codes: 0 ok"):
+                 "--min-retention", "--out", "--include-path", "--data-dir", "Exit codes: 0 ok", "--gate-on",
+                 "--any-base"):
         assert flag in r.output, flag
     r = run("prune", "--help")
     for flag in ("--eval-tasks", "--eval-limit", "--max-drop", "--min-retention"):
@@ -357,6 +367,175 @@ def test_prune_with_eval_tasks(env, tasks_dir, tiny_dir, calib_txt):
     assert json.loads((out / "fbn_prune.json").read_text())["evaluation"]["gate"]["passed"] is True
     saved = Recipe.load(out / "recipe.yaml").evaluation
     assert saved.tasks == ["tiny_mc"] and saved.limit == "5" and saved.max_drop == 100 and saved.include_path == [str(tasks_dir)]
+
+
+# ----------------------------------------------------------------------------- paired statistics (issue 15)
+def test_ci_gate_rule():
+    row = {"task": "t", "metric": "acc", "filter": "none", "points": True, "original": 0.60, "pruned": 0.59,
+           "retention": 0.59 / 0.60, "delta": -0.01, "delta_low": -0.05, "delta_high": 0.03,
+           "retention_low": 0.55 / 0.60, "original_stderr": None, "pruned_stderr": None, "higher_is_better": True}
+    point, ci = report.Gate.make(max_drop=2), report.Gate.make(max_drop=2, on="ci")
+    assert report.check_row(row, point)["passed"] and not report.check_row(row, ci)["passed"]
+    assert report.check_row(row, ci)["value"] == pytest.approx(5.0)
+    assert report.check_row(row, report.Gate.make(max_drop=5, on="ci"))["passed"]
+    assert not report.check_row(row, report.Gate.make(min_retention=0.95, on="ci"))["passed"]
+    assert report.check_row(row, report.Gate.make(min_retention=0.95))["passed"]
+    assert report.check_row({**row, "delta_low": None}, ci) is None  # no interval: not gated on ci
+    verdict = report.apply_gate([dict(row)], ci)
+    assert "may have fallen up to 5.00 points" in verdict["summary"] and verdict["on"] == "ci"
+    with pytest.raises(UserError, match="--gate-on"):
+        report.Gate.make(max_drop=1, on="bound")
+    r = Recipe().override({"evaluation.gate_on": "ci", "evaluation.max_drop": 1.0})
+    assert Recipe.from_dict(r.to_dict()).evaluation.gate_on == "ci"
+    with pytest.raises(UserError, match="--gate-on"):
+        Recipe.from_dict({"evaluation": {"max_drop": 1, "gate_on": "maybe"}})
+
+
+def _docs(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / report.DOCS_FILE).read_text().splitlines()]
+
+
+def test_paired_fields_and_per_document_file(env, tasks_dir, checkpoints, tmp_path):
+    base, p25, _ = checkpoints
+    info = json.loads((p25 / "fbn_prune.json").read_text())
+    assert info["base_model_identity"]["sha256"] == evaluate.model_hash(__import__("fbn_prune.models").models.resolve(str(base)))
+    record = evaluate.run(str(base), p25, settings(tasks_dir, "tiny_mc", f"ppl:{env / 'notes.txt'}", limit=8),
+                          out=tmp_path / "rep", update_card=False)
+    assert record["pruned"]["base_check"]["verdict"] == "match"
+    lines = _docs(tmp_path / "rep")
+    mc = [x for x in lines if x["task"] == "tiny_mc"]
+    assert [x["doc_id"] for x in mc] == list(range(8)) and all(x["doc_hash"] for x in mc)
+    assert len([x for x in lines if x["task"] == "ppl_notes"]) == 5
+    rows = {(r["task"], r["metric"]): r for r in record["metrics"]}
+    for metric in ("acc", "acc_norm"):
+        r = rows["tiny_mc", metric]
+        orig = [x["metrics"][metric]["original"] for x in mc]
+        pr = [x["metrics"][metric]["pruned"] for x in mc]
+        assert sum(orig) / 8 == pytest.approx(r["original"]) and sum(pr) / 8 == pytest.approx(r["pruned"])
+        assert r["n_paired"] == 8 and r["delta_low"] <= r["delta"] <= r["delta_high"]
+        assert r["original_only"] == sum(o > p for o, p in zip(orig, pr)) and 0 < r["mcnemar_p"] <= 1
+    wp = rows["ppl_notes", "word_perplexity"]
+    ppl_docs = [x["metrics"]["word_perplexity"]["pruned"] for x in lines if x["task"] == "ppl_notes"]
+    assert math.exp(-sum(d[0] for d in ppl_docs) / sum(d[1] for d in ppl_docs)) == pytest.approx(wp["pruned"])
+    assert wp["delta_low"] <= wp["delta"] <= wp["delta_high"] and wp["mcnemar_p"] is None
+    assert wp["retention_low"] <= wp["retention"] <= wp["retention_high"]
+    # the jsonl reads back into the same per-document records
+    back = report.read_docs(tmp_path / "rep" / report.DOCS_FILE)
+    assert report.aligned([back["original"], back["pruned"]], "tiny_mc", "acc", "none")[0].tolist() == \
+        [x["metrics"]["acc"]["original"] for x in mc]
+
+
+def test_identical_models_have_zero_width_intervals(env, tasks_dir, checkpoints, tmp_path):
+    _, p25, _ = checkpoints
+    record = evaluate.run(str(p25), p25, settings(tasks_dir, "tiny_mc", f"ppl:{env / 'notes.txt'}", limit=8),
+                          out=tmp_path / "same", any_base=True)
+    for r in record["metrics"]:
+        assert (r["delta"], r["delta_low"], r["delta_high"]) == (0, 0, 0), r
+        assert not r["significant"]
+        if r["task"] == "ppl_notes":  # (a retention is undefined in a resample where an accuracy is 0)
+            assert r["retention_low"] == r["retention_high"] == 1
+        if r["task"] == "tiny_mc":
+            assert r["mcnemar_p"] == 1.0 and r["original_only"] == r["pruned_only"] == 0
+
+
+def test_gate_on_ci_fails_where_point_passes(env, tasks_dir, checkpoints):
+    base, p25, _ = checkpoints
+    common = ["--base", base, "--pruned", p25, "--ppl", env / "notes.txt", "--include-path", tasks_dir,
+              "--device", "cpu", "--batch-size", "4", "--no-card"]
+    r = run("eval", *common, "--out", env / "rep_ci0")
+    assert r.exit_code == 0, r.output
+    row = next(x for x in json.loads((env / "rep_ci0" / "eval.json").read_text())["metrics"]
+               if x["metric"] == "word_perplexity")
+    assert row["retention_low"] < row["retention"]
+    threshold = f"{(row['retention_low'] + row['retention']) / 2:.6f}"  # between the bound and the point
+    r = run("eval", *common, "--min-retention", threshold, "--gate-metrics", "word_perplexity", "--out", env / "rep_ci1")
+    assert r.exit_code == 0 and "evaluation gate passed" in r.output, r.output
+    r = run("eval", *common, "--min-retention", threshold, "--gate-metrics", "word_perplexity", "--gate-on", "ci",
+            "--out", env / "rep_ci2")
+    assert r.exit_code == 3, r.output
+    assert "word_perplexity may keep as little as" in r.output and "Traceback" not in r.output
+    gate = json.loads((env / "rep_ci2" / "eval.json").read_text())["gate"]
+    assert gate["on"] == "ci" and not gate["passed"]
+    assert "95% CI" in (env / "rep_ci2" / "eval.md").read_text()
+
+
+def test_several_pruned_on_the_same_documents(env, tasks_dir, checkpoints, monkeypatch):
+    base, p25, p50 = checkpoints
+    shutil.rmtree(env / "cache" / "eval" / "results", ignore_errors=True)
+    common = ["--base", base, "--tasks", "tiny_mc", "--limit", "10", "--include-path", tasks_dir, "--device", "cpu",
+              "--batch-size", "4"]
+    bad(["eval", *common, "--pruned", p25, "--pruned", p50], "need --out")
+    bad(["eval", *common, "--pruned", p25, "--pruned", p25, "--out", env / "x"], "named twice")
+    # each checkpoint alone first: the comparison afterwards evaluates no model again (per-document cache)
+    for p in (p25, p50):
+        assert run("eval", *common, "--pruned", p, "--out", env / f"single_{p.name}").exit_code == 0
+
+    def no_model(*a, **k):
+        raise AssertionError("no model must be evaluated again")
+
+    monkeypatch.setattr(evaluate, "_load_base", no_model)
+    monkeypatch.setattr(evaluate, "load_checkpoint", no_model)
+    r = run("eval", *common, "--pruned", p25, "--pruned", p50, "--max-drop", "100", "--out", env / "cmp")
+    assert r.exit_code == 0, r.output
+    assert "| tiny_mc | acc ↑ | original | p25 | p50 |" not in r.output  # header is the model names row
+    assert "| task | metric | original | p25 | p50 |" in r.output and "p50 - p25" in r.output
+    record = json.loads((env / "cmp" / "eval.json").read_text())
+    assert record["format"] == "fbn_prune.eval-compare/1" and record["labels"] == ["original", "p25", "p50"]
+    assert record["base"]["cached_tasks"] == ["tiny_mc"] and all(p["cached_tasks"] == ["tiny_mc"] for p in record["pruned"])
+    pairs = {(p["metric"], p["a"], p["b"]): p for p in record["pairs"]}
+    assert set(pairs) == {(m, a, b) for m in ("acc", "acc_norm")
+                          for a, b in (("original", "p25"), ("original", "p50"), ("p25", "p50"))}
+    for m in ("acc", "acc_norm"):
+        assert pairs[m, "p25", "p50"]["delta"] == pytest.approx(
+            pairs[m, "original", "p50"]["delta"] - pairs[m, "original", "p25"]["delta"])
+        single = {r["metric"]: r for r in json.loads((env / "single_p25" / "eval.json").read_text())["metrics"]}
+        assert pairs[m, "original", "p25"]["delta_low"] == pytest.approx(single[m]["delta_low"])
+    assert record["passed"] and [g["pruned"] for g in record["gates"]] == ["p25", "p50"]
+    lines = _docs(env / "cmp")
+    assert len(lines) == 10 and set(lines[0]["metrics"]["acc"]) == {"original", "p25", "p50"}
+    # the gate applies to each checkpoint, and each gets its own report and card
+    for p in (p25, p50):
+        own = json.loads((p / "eval.json").read_text())
+        assert own["gate"]["passed"] and own["settings"]["documents"] == {"tiny_mc": 10}
+        assert (p / report.DOCS_FILE).is_file()
+        assert json.loads((p / "fbn_prune.json").read_text())["evaluation"]["gate"]["passed"] is True
+
+
+def test_old_cache_entries_without_documents_are_a_miss(env, tasks_dir, checkpoints, monkeypatch):
+    base, p25, _ = checkpoints
+    s = settings(tasks_dir, "tiny_mc", limit=5)
+    shutil.rmtree(env / "cache" / "eval" / "results", ignore_errors=True)
+    evaluate.compare(str(base), p25, s)
+    for f in (env / "cache" / "eval" / "results").glob("*.json"):
+        entry = json.loads(f.read_text())
+        entry["result"].pop("docs")
+        f.write_text(json.dumps(entry))
+    loaded = []
+    real = evaluate._load_base
+    monkeypatch.setattr(evaluate, "_load_base", lambda *a: loaded.append(1) or real(*a))
+    again = evaluate.compare(str(base), p25, s)
+    assert loaded and again["base"]["cached_tasks"] == [] and again["original"]["docs"]["tiny_mc"]
+
+
+def test_a_different_base_is_refused(env, tasks_dir, checkpoints, tmp_path):
+    from tiny import save_tiny
+
+    _, p25, _ = checkpoints
+    other = save_tiny("llama", tmp_path / "other", seed=5)  # same tokenizer, other weights
+    common = ["--pruned", p25, "--tasks", "tiny_mc", "--limit", "4", "--include-path", tasks_dir, "--device", "cpu"]
+    before = {f.name: f.read_bytes() for f in p25.iterdir() if f.is_file()}
+    r = bad(["eval", "--base", other, *common], "is not the model")
+    assert "content hash" in r.output and len(r.output.strip().splitlines()) == 1
+    bad(["eval", "--base", other, *common, "--any-base"], "give --out")
+    bad(["eval", "--base", other, *common, "--any-base", "--out", p25 / "reports"], "outside it")
+    r = run("eval", "--base", other, *common, "--any-base", "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "rep" / "eval.json").read_text())["pruned"]["base_check"]["verdict"] == "mismatch"
+    assert {f.name: f.read_bytes() for f in p25.iterdir() if f.is_file()} == before  # the checkpoint untouched
+    # without --base: the recorded base, verified by its content hash
+    r = run("eval", *common, "--out", tmp_path / "rep2", "--no-card")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "rep2" / "eval.json").read_text())["pruned"]["base_check"]["verdict"] == "match"
 
 
 # ----------------------------------------------------------------------------- slow: the real model

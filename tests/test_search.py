@@ -1,0 +1,95 @@
+"""`fbn-prune search`: bisection over the ratio through select + eval, on the tiny Llama and a tiny text file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from clitools import bad, run
+from tiny import sample_texts
+
+from fbn_prune import search as searching
+from fbn_prune.errors import UserError
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("FBN_PRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FBN_PRUNE_DATA", str(tmp_path))
+    docs = [" ".join(t.split()[:20]) for t in sample_texts(5, seed=4)]
+    (tmp_path / "notes.txt").write_text("\n\n".join(docs) + "\n")
+    return tmp_path
+
+
+def _args(tiny_dir, calib_txt, env, *extra):
+    return ["search", tiny_dir("llama"), "--ppl", env / "notes.txt", "--method", "magnitude", "--calib", calib_txt,
+            "--calib-samples", "16", "--device", "cpu", "--batch-size", "4", "--no-progress", *extra]
+
+
+def test_grid():
+    assert searching.Grid(0.2, 0.8).ratios() == [0.2, 0.4, 0.6, 0.8]
+    assert searching.Grid(0.05, 0.9).ratios()[-1] == 0.9 and len(searching.Grid(0.05, 0.9).ratios()) == 18
+    with pytest.raises(UserError, match="--step"):
+        searching.Grid(0, 0.5).ratios()
+
+
+def test_bisection_finds_the_known_ratio_and_resumes(env, tiny_dir, calib_txt, monkeypatch):
+    """The gate holds up to 0.4 (by construction); bisection over 0.1 ... 0.9 finds 0.4 in 4 probes, and a
+    search interrupted after its second probe continues with the rest."""
+    real = searching._probe
+    probed: list[float] = []
+
+    def probe(recipe, artifact, bundle, settings, gate, ratio, work):
+        probed.append(ratio)
+        if len(probed) == 3 and not getattr(probe, "resumed", False):
+            raise KeyboardInterrupt  # interrupted during the third probe
+        step, record = real(recipe, artifact, bundle, settings, gate, ratio, work)
+        step.passed = ratio <= 0.4
+        record["gate"]["passed"] = step.passed
+        return step, record
+
+    monkeypatch.setattr(searching, "_probe", probe)
+    args = _args(tiny_dir, calib_txt, env, "--min-retention", "0.01", "--step", "0.1", "--out", env / "best")
+    assert run(*args).exit_code == 130  # "interrupted."
+    assert probed == [0.5, 0.2, 0.3] and not (env / "best").exists()
+    history = json.loads((env / ".best.search" / "history.json").read_text())
+    assert [s["ratio"] for s in history["steps"]] == [0.2, 0.5]
+    probe.resumed = True
+    probed.clear()
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert probed == [0.3, 0.4], "the finished steps are not probed again"
+    assert "largest ratio that holds the gate: 0.40" in r.output
+    info = json.loads((env / "best" / "fbn_prune.json").read_text())
+    assert info["selection"]["ratio"] == 0.4 and info["search"]["best"] == 0.4
+    assert [s["ratio"] for s in info["search"]["steps"]] == [0.2, 0.3, 0.4, 0.5]
+    assert not (env / ".best.search").exists()
+
+
+def test_search_end_to_end(env, tiny_dir, calib_txt):
+    out = env / "found"
+    r = run(*_args(tiny_dir, calib_txt, env, "--min-retention", "0.01", "--step", "0.2", "--max-ratio", "0.8",
+                   "--out", out))
+    assert r.exit_code == 0, r.output
+    assert "largest ratio that holds the gate: 0.80" in r.output  # a gate every ratio holds: the largest
+    for name in ("eval.json", "eval.md", "eval-docs.jsonl", "search.json", "search.png", "model.safetensors"):
+        assert (out / name).is_file(), name
+    curve = json.loads((out / "search.json").read_text())
+    assert curve["best"] == 0.8 and [s["ratio"] for s in curve["steps"]] == [0.4, 0.6, 0.8]
+    row = next(m for m in curve["steps"][0]["metrics"] if m["metric"] == "word_perplexity")
+    assert row["delta_low"] <= row["delta"] <= row["delta_high"]
+    record = json.loads((out / "eval.json").read_text())
+    assert record["gate"]["passed"] and record["pruned"]["base_check"]["verdict"] == "match"
+    assert json.loads((out / "fbn_prune.json").read_text())["evaluation"]["gate"]["passed"]
+
+    # a gate no ratio holds, from a recipe's evaluation section: exit 3, nothing written to --out
+    recipe = env / "gate.yaml"
+    recipe.write_text(f"evaluation:\n  tasks: [{json.dumps('ppl:' + str(env / 'notes.txt'))}]\n"
+                      "  min_retention: 1.0\n  gate_on: ci\n")
+    r = bad(["search", tiny_dir("llama"), "--recipe", recipe, "--method", "magnitude", "--calib", calib_txt,
+             "--calib-samples", "16", "--device", "cpu", "--no-progress", "--step", "0.4", "--max-ratio", "0.8",
+             "--out", env / "none"], "no ratio on the grid holds the gate", code=3)
+    assert "may keep as little as" in r.output
+    assert not (env / "none").exists()
+    bad(_args(tiny_dir, calib_txt, env, "--out", env / "x"), "needs a gate")
+    bad(_args(tiny_dir, calib_txt, env, "--max-drop", "1", "--out", out), "already exists")
