@@ -68,6 +68,9 @@ CHECKPOINT_FILES = {
     "fbn_prune.json": "provenance",
     "eval.json": "evaluation report",
     "eval.md": "evaluation report",
+    "eval-docs.jsonl": "per-document evaluation results",
+    "search.json": "ratio search history (fbn-prune search)",
+    "search.png": "ratio search curve (fbn-prune search)",
 }
 CHECKPOINT_PATTERNS = {
     "*.safetensors": "weights",
@@ -77,7 +80,8 @@ CHECKPOINT_PATTERNS = {
 PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.npy", "*.npz")
 # files of an earlier push that this one replaces: deleted from the branch unless uploaded again, so a
 # re-push with other shards or another layout leaves no stale weights or modeling code behind
-REPLACED_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "modeling_fbn.py", "eval.json", "eval.md"]
+REPLACED_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "modeling_fbn.py", "eval.json", "eval.md",
+                     "eval-docs.jsonl", "search.json", "search.png"]
 GLOB_CHARS = set("*?[]")
 PROVENANCE = "fbn_prune.json"
 
