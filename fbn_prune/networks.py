@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from .capture import CaptureIndex
 from .errors import UserError
+from .testhook import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ def decompose_all(index: CaptureIndex, folder: str | Path, meta: NetworksMeta, p
     if workers == 1:
         for i, r in todo:
             decompose_job(index, folder, i, r, meta.components, meta.seed, meta.ica, device)
+            kill_point("decompose")  # test hook (testhook.py): no-op unless a fault-injection test asks
             bar.update()
     else:
         specs = [(index, str(folder), i, r, meta.components, meta.seed, meta.ica) for i, r in todo]
