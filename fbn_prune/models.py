@@ -107,19 +107,20 @@ def weights_format(folder: Path) -> str:
                     "model-*.safetensors with their index); copy the weight files into it.")
 
 
-def input_location(spec: str) -> tuple[Path, str] | None:
-    """The local folder a model is read from, without loading or converting anything, and what to call
-    it: a model folder, the folder of a .gguf file, or the embedded model's package folder; None for a
-    Hub id. Outputs must stay clear of it (see targets.check_disjoint)."""
+def input_location(spec: str) -> tuple[Path, str, bool] | None:
+    """The local folder a model is read from, without loading or converting anything: (folder, what to
+    call it, whether outputs may lie inside it); None for a Hub id. A model folder and the embedded
+    model's package folder are the model; a .gguf file's folder only holds it, so an output beside the
+    file is fine, but not one that is or contains that folder. See targets.check_disjoint."""
     key = EMBEDDED_ALIASES.get(spec.lower(), spec.lower())
     if key in EMBEDDED:
         found = importlib.util.find_spec(EMBEDDED[key][0])
-        return (Path(found.origin).parent, "the embedded model's folder") if found and found.origin else None
+        return (Path(found.origin).parent, "the embedded model's folder", False) if found and found.origin else None
     path = Path(spec).expanduser()
     if path.is_file() or spec.endswith(".gguf"):
-        return path.parent, "the folder of the input model file"
+        return path.parent, "the folder of the input model file", True
     if path.exists():
-        return path, "the input model folder"
+        return path, "the input model folder", False
     return None
 
 

@@ -93,7 +93,7 @@ def input_places(recipe: Recipe, model_spec: str | None, networks_folder: Path |
     calibration file, the data folder and fbn_prune's cache (outputs may lie inside the last two)."""
     places = []
     if model_spec and (loc := input_location(model_spec)):
-        places.append(Place(loc[0], loc[1]))
+        places.append(Place(loc[0], loc[1], nest_ok=loc[2]))
     if networks_folder is not None:
         places.append(Place(networks_folder, "the networks folder"))
     c = recipe.calibration
@@ -278,7 +278,7 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     spec = model_bundle[0].spec if model_bundle else artifact.meta.model or recipe.model
     inputs = input_places(recipe, spec, artifact.folder)
     if recipe.model and recipe.model != spec and (loc := input_location(recipe.model)):
-        inputs.append(Place(loc[0], loc[1]))
+        inputs.append(Place(loc[0], loc[1], nest_ok=loc[2]))
     check_disjoint([Place(recipe.out, "--out")], inputs)
     target = check_target(recipe.out, overwrite)
     with TargetLock(target, "--out"):
