@@ -72,7 +72,7 @@ def write_checkpoint(model, tokenizer, target: Path, *, files: dict[str, str], i
             if dtype is not None and dtype != next(model.parameters()).dtype:
                 model = copy.deepcopy(model).to(dtype)  # the in-memory model stays as built, for verification
             model.save_pretrained(tmp, max_shard_size=max_shard_size)
-            kill_point("export", at=1)  # test hook (testhook.py): no-op unless a fault-injection test asks
+            kill_point("export")  # test hook (testhook.py): no-op unless a fault-injection test asks
             tokenizer.save_pretrained(tmp)
             for name, text in files.items():
                 (tmp / name).write_text(text)
