@@ -269,8 +269,10 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--out", "-o", "out", type=str, help="Output folder for the pruned checkpoint (required here or in the recipe).")
 @click.option("--recipe", "recipe_file", type=str, metavar="FILE", help="YAML recipe; command-line flags override it.")
 @recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, SELECTION_OPTIONS, EXPORT_OPTIONS, EVALUATION_OPTIONS, RUN_OPTIONS)
-@click.option("--save-networks", type=str, metavar="DIR", help="Also keep the networks artifact here (for `fbn-prune select`).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--save-networks", type=str, metavar="DIR",
+              help="Keep the networks artifact here (for `fbn-prune select`) [a cache folder, resumed after a kill, "
+                   "removed on success].")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier fbn_prune checkpoint at --out.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
@@ -332,7 +334,7 @@ def networks(model, out, recipe_file, overrides, keep_capture, no_progress, dry_
 @click.option("--recipe", "recipe_file", type=str, metavar="FILE",
               help="YAML recipe [the artifact's own recipe.yaml]; command-line flags override it.")
 @recipe_options(SELECTION_OPTIONS, EXPORT_OPTIONS, PLACEMENT_OPTIONS)
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier fbn_prune checkpoint at --out.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def select(networks_dir, out, model, recipe_file, overrides, overwrite, no_progress):
     """Turn a networks artifact and a budget into a verified checkpoint (no new ICA)."""

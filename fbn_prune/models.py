@@ -85,26 +85,21 @@ def resolve(spec: str) -> ModelSource:
             raise UserError(f"model folder {spec} has no config.json; is it a transformers checkpoint?")
         if not os.access(path / "config.json", os.R_OK):
             raise UserError(f"model folder {spec} is not readable.")
-        fmt = weights_format(path)
-        if fmt == "pickle":
-            log.warning("%s holds pickle weights (pytorch_model.bin), not safetensors: read with torch.load("
-                        "weights_only=True), which loads tensors only; convert the model to safetensors to avoid "
-                        "pickles", spec)
-        return ModelSource(spec, str(path.resolve()), spec, True, license=card_license(path), weights_format=fmt)
+        return ModelSource(spec, str(path.resolve()), spec, True, license=card_license(path),
+                           weights_format=weights_format(path))
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise UserError(f"model path {spec} does not exist.")
     return ModelSource(spec, spec, spec, False, hub_id=spec)
 
 
-def weights_format(folder: Path) -> str:
+def weights_format(folder: Path) -> str | None:
     """``safetensors`` or ``pickle`` (pytorch_model*.bin): the weight files of a local model folder;
-    UserError when it holds none (a folder with only config.json and maybe a tokenizer)."""
+    None when it holds neither (a folder with only config.json and maybe a tokenizer)."""
     if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file():
         return "safetensors"
     if any(folder.glob("pytorch_model*.bin")):
         return "pickle"
-    raise UserError(f"model folder {folder} has config.json but no weights (model.safetensors or "
-                    "model-*.safetensors with their index); copy the weight files into it.")
+    return None
 
 
 def input_location(spec: str) -> tuple[Path, str, bool] | None:
@@ -149,6 +144,13 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu",
         adapter_for(AutoConfig.from_pretrained(source.path))  # unsupported types fail before any weights load
     except (OSError, ValueError) as e:
         raise UserError(f"could not load model {source.spec!r}: {_first_line(e)}") from e
+    if source.local and source.weights_format is None and Path(source.path).is_dir():
+        raise UserError(f"model folder {source.spec} has config.json but no weights (model.safetensors, or "
+                        "model-*.safetensors with their index); copy the weight files into it.")
+    if source.weights_format == "pickle":
+        log.warning("%s holds pickle weights (pytorch_model.bin), not safetensors: read with torch.load("
+                    "weights_only=True), which restores tensors only; convert the model to safetensors to avoid "
+                    "pickles", source.spec)
     try:
         tok = AutoTokenizer.from_pretrained(source.path)
     except (OSError, ValueError, TypeError) as e:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import platform
 import os
+import platform
 import shutil
 import sys
 import time
