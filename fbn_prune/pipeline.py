@@ -282,6 +282,7 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     check_disjoint([Place(recipe.out, "--out")], inputs)
     target = check_target(recipe.out, overwrite)
     with TargetLock(target, "--out"):
+        check_target(recipe.out, overwrite)  # again: a run that held the lock until now may have written it
         sweep_leftovers(target)
         return _select_into(target, recipe, artifact, model_bundle=model_bundle, timings=timings)
 
@@ -407,6 +408,7 @@ def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, net
         check_replaceable(real(networks_dir), "--save-networks", (ARTIFACT_FILE, HOLDOUT_FILE))
     with ExitStack() as held:
         held.enter_context(TargetLock(target, "--out"))
+        check_target(recipe.out, overwrite)  # again: a run that held the lock until now may have written it
         sweep_leftovers(target)
         if networks_dir:
             held.enter_context(TargetLock(networks_dir, "--save-networks"))
