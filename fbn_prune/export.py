@@ -43,7 +43,7 @@ def check_target(out: str | os.PathLike, overwrite: bool) -> Path:
     while not probe.exists():
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to {parent}: permission denied.")
+        raise UserError(f"cannot write to {parent}: permission denied or a read-only file system; choose a writable --out.")
     check_replaceable(target, "--out", (PROVENANCE_FILE,))
     return target
 
