@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from .arch import Adapter
 from .calibration import CalibrationSet
 from .placement import input_device
+from .testhook import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def capture(model, adapter: Adapter, cal: CalibrationSet, folder: str | Path, ba
                     mask[b, : len(d)] = 1
                 valid.clear()
                 valid[torch.device("cpu")] = mask.reshape(-1).bool()
+                kill_point("capture", at=2)  # test hook (testhook.py): no-op unless a fault-injection test asks
                 base(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
                 bar.update(int(mask.sum()))
             offsets.append(offsets[-1] + sum(len(d) for d in run))

@@ -9,7 +9,9 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
+import traceback
 
 # torch's OpenMP threads spin while waiting; on a shared 2-core machine that slows ICA's
 # reduction 2-50x. Must be set before torch is imported.
@@ -20,7 +22,7 @@ import click
 
 from . import __version__
 from .cli_gguf import check_before_prune, gguf_options, write_after_prune
-from .errors import GateFailed, UserError, VerificationError
+from .errors import EXIT_BAD_INPUT, GateFailed, UserError, VerificationError, disk_error_message
 from .recipe import LAYOUTS, METHODS, Recipe
 
 log = logging.getLogger("fbn_prune")
@@ -163,18 +165,89 @@ def _setup_logging(verbose: int) -> None:
         pass
 
 
+class Interrupted(Exception):
+    """Ctrl-C inside a command (click would print its own blank line and "Aborted!")."""
+
+
 class Group(click.Group):
-    """A click group that reports user errors as one line with their exit code."""
+    """The error boundary of every command: each failure a user can cause (a UserError, a failed gate or
+    verification, a full disk or file-size limit, a bad option) becomes ONE line on stderr,
+    ``error: ...``, and its exit code; with -vv the traceback comes first. Internal bugs are not
+    caught: they keep their traceback and exit 1."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (UserError, VerificationError, GateFailed) as e:
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(e.exit_code)
         except KeyboardInterrupt:
+            raise Interrupted() from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            result = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else 0  # click returns the code of ctx.exit(code)
+        except Interrupted:
             click.echo("interrupted.", err=True)
-            ctx.exit(130)
+            code = 130
+        except click.exceptions.Abort:
+            click.echo("interrupted.", err=True)
+            code = 130
+        except BaseException as e:  # noqa: BLE001 - sorted below; what is not a user's failure is re-raised
+            line, code = _user_failure(e)
+            if line is None:
+                raise
+            if _verbosity(argv) >= 2:
+                traceback.print_exception(e)
+            click.echo(f"error: {line}", err=True)
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def _user_failure(e: BaseException) -> tuple[str | None, int]:
+    """(one line, exit code) for a failure the user caused, (None, 1) for anything else."""
+    if isinstance(e, (UserError, VerificationError, GateFailed)):
+        return _one_line(str(e)), e.exit_code
+    if isinstance(e, click.BadParameter):
+        return _bad_parameter(e), e.exit_code
+    if isinstance(e, click.ClickException):  # usage errors: no such option, missing argument, ...
+        return _one_line(e.format_message()), e.exit_code
+    if isinstance(e, OSError) and (line := disk_error_message(e)):
+        return line, EXIT_BAD_INPUT
+    return None, 1
+
+
+def _bad_parameter(e: click.BadParameter) -> str:
+    """``--layout: 'x' is not one of uniform, padded, exact``: the option, then click's reason."""
+    param = e.param
+    if isinstance(e.param_hint, str):
+        name = e.param_hint
+    elif param is not None and param.param_type_name == "option":
+        name = "/".join(param.opts)
+    else:
+        name = (param.human_readable_name if param is not None else "argument").upper()
+    message = e.message.rstrip(".")
+    if param is not None and isinstance(param.type, click.Choice) and " is not one of " in message:
+        value = message.split(" is not one of ")[0]
+        message = f"{value} is not one of {', '.join(map(str, param.type.choices))}"
+    return _one_line(f"{name.strip(chr(39))}: {message}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _verbosity(argv: list[str]) -> int:
+    """How many -v the command line gives before the command name (the group's option)."""
+    count = 0
+    for arg in argv:
+        if not arg.startswith("-"):
+            break
+        if arg == "--verbose":
+            count += 1
+        elif re.fullmatch(r"-v+", arg):
+            count += len(arg) - 1
+    return count
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -197,9 +270,11 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--out", "-o", "out", type=str, help="Output folder for the pruned checkpoint (required here or in the recipe).")
 @click.option("--recipe", "recipe_file", type=str, metavar="FILE", help="YAML recipe; command-line flags override it.")
 @recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, SELECTION_OPTIONS, EXPORT_OPTIONS, EVALUATION_OPTIONS, RUN_OPTIONS)
-@click.option("--save-networks", type=str, metavar="DIR", help="Also keep the networks artifact here (for `fbn-prune select`).")
+@click.option("--save-networks", type=str, metavar="DIR",
+              help="Keep the networks artifact here (for `fbn-prune select`) [a cache folder, resumed after a kill, "
+                   "removed on success].")
 @gguf_options
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier fbn_prune checkpoint at --out.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
@@ -263,7 +338,7 @@ def networks(model, out, recipe_file, overrides, keep_capture, no_progress, dry_
 @click.option("--recipe", "recipe_file", type=str, metavar="FILE",
               help="YAML recipe [the artifact's own recipe.yaml]; command-line flags override it.")
 @recipe_options(SELECTION_OPTIONS, EXPORT_OPTIONS, PLACEMENT_OPTIONS)
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier fbn_prune checkpoint at --out.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def select(networks_dir, out, model, recipe_file, overrides, overwrite, no_progress):
     """Turn a networks artifact and a budget into a verified checkpoint (no new ICA)."""

@@ -26,6 +26,7 @@ from typing import Iterator
 
 import torch
 
+from .errors import UserError
 from .resources import cpu_cores
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,6 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 def resolve_ica_device(device: str) -> str:
     """``auto`` -> ``cuda`` when CUDA is available, else ``cpu``; other values are checked."""
-    from .errors import UserError
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

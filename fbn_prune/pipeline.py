@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -22,13 +23,16 @@ import torch
 
 from . import __version__
 from . import calibration as calib
+from . import netcache
 from .arch import adapter_for
 from .card import render as render_card
 from .capture import capture
-from .errors import UserError
+from .errors import UserError, writing
 from .export import RECIPE_FILE, check_target, write_checkpoint
+from .calibration import CalibrationSet
 from .identity import identify
-from .models import DTYPES, load_model, resolve
+from .models import DTYPES, cache_dir, input_location, load_model, resolve
+from .targets import Place, TargetLock, check_disjoint, check_replaceable, real, sweep_leftovers
 from .capture import CaptureIndex
 from .placement import devices, load_kwargs, onloaded
 from .evaluate import model_hash
@@ -76,9 +80,53 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
 
     For methods that need no maps the artifact holds statistics only. A folder that already holds
     an artifact is resumed or extended only when it was made with the same settings (see
-    networks.check_reuse; ``option`` names the flag that gave ``folder``, for the message).
+    networks.check_reuse; ``option`` names the flag that gave ``folder``, for the message). Before any work,
+    ``folder`` is checked against the inputs (targets.check_disjoint) and locked for this run.
     """
     folder = Path(folder)
+    spec = model_bundle[0].spec if model_bundle else recipe.model
+    check_disjoint([Place(folder, "the networks folder (--out)")], input_places(recipe, spec))
+    check_replaceable(real(folder), "the networks folder (--out)", (ARTIFACT_FILE, HOLDOUT_FILE))
+    with TargetLock(folder, "networks --out"), writing(folder):
+        return _networks_in(recipe, folder, model_bundle=model_bundle, progress=progress, keep_capture=keep_capture,
+                            option=option)
+
+
+def input_places(recipe: Recipe, model_spec: str | None, networks_folder: Path | None = None) -> list[Place]:
+    """What a run reads, and so must not write over: the model's folder, the networks folder, the
+    calibration file, the data folder and fbn_prune's cache (outputs may lie inside the last two)."""
+    places = []
+    if model_spec and (loc := input_location(model_spec)):
+        places.append(Place(loc[0], loc[1], nest_ok=loc[2]))
+    if networks_folder is not None:
+        places.append(Place(networks_folder, "the networks folder"))
+    c = recipe.calibration
+    if c.source and c.source != calib.GENERATED and not c.task:
+        try:
+            path = Path(calib.resolve_data_path(c.source, recipe.data_dir)).expanduser()
+        except UserError:  # reported when the calibration is read
+            path = None
+        if path is not None and path.exists():
+            places.append(Place(path, "the calibration file", is_file=path.is_file()))
+    for data in (recipe.data_dir, os.environ.get("FBN_PRUNE_DATA")):  # tasks.DATA_ENV (that module imports lm_eval)
+        if data and Path(data).expanduser().is_dir():
+            places.append(Place(Path(data), "the data folder", nest_ok=True))
+    places.append(Place(cache_dir(), "fbn_prune's cache folder", nest_ok=True))
+    return places
+
+
+def _needs(recipe: Recipe) -> dict[str, bool]:
+    """Which parts of a networks artifact the selection method needs: ICA maps, and a capture
+    (statistics, Gram matrices) at all."""
+    s = recipe.selection
+    maps = s.method in NEEDS_MAPS
+    return {"maps": maps, "capture": maps or s.method in NEEDS_STATS | NEEDS_GRAM or s.compensate != "none"}
+
+
+def _networks_in(recipe: Recipe, folder: Path, *, model_bundle=None, progress: bool = True,
+                 keep_capture: bool = False, calibration: CalibrationSet | None = None,
+                 calibration_s: float = 0.0, option: str = "--out") -> Networks:
+    """networks() once ``folder`` is checked and locked; ``calibration`` when the caller has loaded it."""
     source, model, tok = model_bundle or _load(recipe)
     adapter = adapter_for(model.config)
     d = recipe.decomposition
@@ -89,12 +137,12 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
         check_reuse(folder, recorded, settings, option)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cal = calib.load(recipe, model, tok)
-    t_cal = time.perf_counter() - t0
+    cal = calibration or calib.load(recipe, model, tok)
+    t_cal = calibration_s if calibration else time.perf_counter() - t0
     settings = settings.with_calibration(cal.sha256)
     if exists:
         check_reuse(folder, recorded, settings, option)
-    needs_maps = recipe.selection.method in NEEDS_MAPS
+    needs_maps = _needs(recipe)["maps"]
     earlier = Networks(folder) if exists else None
     has_maps = earlier is not None and earlier.meta.runs > 0
     meta = NetworksMeta(
@@ -170,7 +218,7 @@ def _check_disk(folder: Path, meta: NetworksMeta, tokens: int, progress: bool) -
     if sum(disk) > free:
         raise UserError(f"the networks need {res.gb(sum(disk))} of disk in {folder} but {res.gb(free)} is free; "
                         "free space, use fewer --calib-samples or a shorter --seq-len, or put them elsewhere "
-                        "(--save-networks / TMPDIR).")
+                        "(--save-networks DIR, or FBN_PRUNE_CACHE for the networks cache).")
 
 
 def _capture_batch(recipe: Recipe, model, adapter) -> int:
@@ -242,8 +290,26 @@ def _complete(folder: Path, meta: NetworksMeta, needs_maps: bool, needs_stats: b
 
 def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model_bundle=None,
            timings: dict | None = None) -> Path:
-    """Networks artifact + budget -> a verified checkpoint at ``recipe.out`` (no new ICA)."""
+    """Networks artifact + budget -> a verified checkpoint at ``recipe.out`` (no new ICA).
+
+    Before any work the output folder is checked against the inputs and locked for this run."""
+    if not recipe.out:
+        raise UserError("name the output folder with --out.")
+    spec = model_bundle[0].spec if model_bundle else recipe.model or artifact.meta.model
+    inputs = input_places(recipe, spec, artifact.folder)
+    if recipe.model and recipe.model != spec and (loc := input_location(recipe.model)):
+        inputs.append(Place(loc[0], loc[1], nest_ok=loc[2]))
+    check_disjoint([Place(recipe.out, "--out")], inputs)
     target = check_target(recipe.out, overwrite)
+    with TargetLock(target, "--out"):
+        check_target(recipe.out, overwrite)  # again: a run that held the lock until now may have written it
+        sweep_leftovers(target)
+        return _select_into(target, recipe, artifact, model_bundle=model_bundle, timings=timings)
+
+
+def _select_into(target: Path, recipe: Recipe, artifact: Networks, *, model_bundle=None,
+                 timings: dict | None = None) -> Path:
+    """select() once ``target`` is checked and locked."""
     source, model, tok = model_bundle or _load(recipe, recipe.model or artifact.meta.model)  # --model, else recorded
     adapter = adapter_for(model.config)
     artifact.check_model(adapter.channel_widths(model), model_hash(source), source.spec)  # never a foreign artifact
@@ -344,17 +410,52 @@ def _compensation(model, adapter, kept, artifact: Networks, ridge: float, mode: 
 
 def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, networks_dir: str | None = None,
           keep_capture: bool = False) -> Path:
-    """The whole job: capture, decompose, select, prune, export, verify."""
+    """The whole job: capture, decompose, select, prune, export, verify.
+
+    Before any work: the output folder (and ``networks_dir``) are checked against the inputs and
+    each other, and locked for the run; leftovers of killed runs beside the output are removed.
+    Without ``networks_dir`` the networks go to a cache folder keyed by model, calibration and
+    settings (netcache.py): a killed run resumes there, and a successful one removes it.
+    """
     start = time.perf_counter()
-    check_target(recipe.out, overwrite)
-    bundle = _load(recipe)
-    load_s = time.perf_counter() - start
-    with tempfile.TemporaryDirectory(prefix="fbn-networks-") as tmp:
-        folder = networks_dir or tmp
-        artifact = networks(recipe, folder, model_bundle=bundle, progress=progress, keep_capture=keep_capture,
-                            option="--save-networks")
-        out = select(recipe, artifact, overwrite=overwrite, model_bundle=bundle, timings={"load_s": round(load_s, 2)})
-    _finish_timing(out, time.perf_counter() - start)
+    if not recipe.out:
+        raise UserError("name the output folder with --out (or `out:` in the recipe).")
+    outputs = [Place(recipe.out, "--out")]
+    if networks_dir:
+        outputs.append(Place(Path(networks_dir), "--save-networks"))
+    check_disjoint(outputs, input_places(recipe, recipe.model))
+    target = check_target(recipe.out, overwrite)
+    if networks_dir:
+        check_replaceable(real(networks_dir), "--save-networks", (ARTIFACT_FILE, HOLDOUT_FILE))
+    with ExitStack() as held:
+        held.enter_context(TargetLock(target, "--out"))
+        check_target(recipe.out, overwrite)  # again: a run that held the lock until now may have written it
+        sweep_leftovers(target)
+        if networks_dir:
+            held.enter_context(TargetLock(networks_dir, "--save-networks"))
+        bundle = _load(recipe)
+        load_s = time.perf_counter() - start
+        t0 = time.perf_counter()
+        cal = calib.load(recipe, bundle[1], bundle[2])
+        cal_s = time.perf_counter() - t0
+        if networks_dir:
+            folder = Path(networks_dir)
+        else:
+            netcache.sweep()
+            key = netcache.networks_key(recipe, bundle[0], bundle[1].config, cal, needs=_needs(recipe),
+                                        device=resolve_device(recipe.device))
+            folder = netcache.folder_for(bundle[0], key)
+            held.enter_context(TargetLock(folder, "--save-networks DIR"))
+            folder.mkdir(parents=True, exist_ok=True)
+            os.utime(folder)  # last used now: the sweep keeps it for a day
+            log.info("networks in %s (resumed if a killed run left them; removed when this run succeeds)", folder)
+        with writing(folder):
+            artifact = _networks_in(recipe, folder, model_bundle=bundle, progress=progress, keep_capture=keep_capture,
+                                    calibration=cal, calibration_s=round(cal_s, 2), option="--save-networks")
+        out = _select_into(target, recipe, artifact, model_bundle=bundle, timings={"load_s": round(load_s, 2)})
+        _finish_timing(out, time.perf_counter() - start)
+        if not networks_dir:
+            shutil.rmtree(folder, ignore_errors=True)
     return out
 
 
@@ -362,7 +463,9 @@ def _finish_timing(out: Path, total: float) -> None:
     path = out / "fbn_prune.json"
     info = json.loads(path.read_text())
     info["timings"]["total_s"] = round(total, 2)
-    path.write_text(json.dumps(info, indent=1))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, path)  # a kill now leaves the old record whole, never half of a new one
 
 
 def _recipe_text(recipe: Recipe) -> str:
@@ -389,6 +492,7 @@ def provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, b
         "base_model_type": model.config.model_type,
         "base_model_hub_id": source.hub_id,
         "base_model_identity": identify(source).to_dict(),  # checked by `fbn-prune eval --base`
+        "weights_format": source.weights_format,
         "license": source.license,
         "layout": recipe.export.layout,
         "seed": recipe.seed,

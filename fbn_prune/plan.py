@@ -8,12 +8,12 @@ rough rates of resources.py. Capture disk is exact: tokens x sum(widths) x 2 byt
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from . import netcache
 from . import resources as res
 from .recipe import Recipe
 
@@ -168,7 +168,7 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     workers = max(1, min(workers, len(widths) * runs))
     engine = d.engine if d.engine != "auto" else ("torch" if ica_device.startswith("cuda") else "sklearn")
 
-    folder = Path(networks_dir) if networks_dir else Path(tempfile.gettempdir())
+    folder = Path(networks_dir) if networks_dir else netcache.root()  # prune's networks cache
     disk = {"capture": res.capture_disk(widths, tokens), "gram": res.gram_disk(widths),
             "maps": res.maps_disk(widths, runs, d.components)}
     ica_host = per_job * workers if ica_device == "cpu" else 2 * run_tokens * max(widths) * workers

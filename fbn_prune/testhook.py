@@ -1,0 +1,24 @@
+"""A test hook for fault injection, used by tests/test_faults.py and nothing else.
+
+``FBN_PRUNE_TEST_KILL_AT=POINT`` (capture, decompose or export) makes the process SIGKILL itself
+at POINT (capture: before the second batch, the first one written; decompose: after the first
+map file; export: after the weights were written into the temporary folder), exactly as an
+out-of-memory kill or ``kill -9`` would. Unset, it costs one environment lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+KILL_ENV = "FBN_PRUNE_TEST_KILL_AT"
+_seen: dict[str, int] = {}
+
+
+def kill_point(name: str, at: int = 1) -> None:
+    """SIGKILL this process on the ``at``-th call with ``name`` when $FBN_PRUNE_TEST_KILL_AT is ``name``."""
+    if os.environ.get(KILL_ENV) != name:
+        return
+    _seen[name] = _seen.get(name, 0) + 1
+    if _seen[name] >= at:
+        os.kill(os.getpid(), signal.SIGKILL)
