@@ -70,18 +70,22 @@ def _load(recipe: Recipe, model_spec: str | None = None):
 
 
 def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress: bool = True,
-             keep_capture: bool = False) -> Networks:
+             keep_capture: bool = False, text: calib.CalibrationText | None = None) -> Networks:
     """Capture + decompose: write a networks artifact into ``folder`` (resumes an unfinished one).
 
-    For methods that need no maps the artifact holds statistics only.
+    ``text``: the calibration text already read by :func:`fbn_prune.calibration.prepare` (read here,
+    before the weights load, when None). For methods that need no maps the artifact holds statistics only.
     """
     folder = Path(folder)
+    t0 = time.perf_counter()
+    text = text or calib.prepare(recipe)  # a bad calibration source fails before the weights load
+    t_read = time.perf_counter() - t0
     source, model, tok = model_bundle or _load(recipe)
     adapter = adapter_for(model.config)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cal = calib.load(recipe, model, tok)
-    t_cal = time.perf_counter() - t0
+    cal = calib.load(recipe, model, tok, text)
+    t_cal = t_read + time.perf_counter() - t0
     d = recipe.decomposition
     needs_maps = recipe.selection.method in NEEDS_MAPS
     _gram_device(d.device)  # an unusable --ica-device fails here, not after the capture
@@ -91,7 +95,8 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
         runs=d.runs if needs_maps else 0, components=d.components if needs_maps else 0, seed=recipe.seed,
         ica={"fun": d.fun, "max_iter": d.max_iter, "tol": d.tol, "engine": d.engine},
         calibration={"source": cal.source, "sha256": cal.sha256, "documents": sum(len(r) for r in cal.runs),
-                     "tokens": cal.n_tokens, "seq_len": recipe.calibration.seq_len, "runs": d.runs},
+                     "tokens": cal.n_tokens, "seq_len": recipe.calibration.seq_len, "runs": d.runs,
+                     **{k: v for k, v in (("license", cal.license), ("attribution", cal.attribution)) if v}},
         timings={"calibration_s": round(t_cal, 2)}, fbn_prune_version=__version__,
     )
     (folder / HOLDOUT_FILE).write_text(json.dumps({"holdout": cal.holdout, "fallback": cal.runs[0][:4]}))
@@ -328,11 +333,14 @@ def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, net
     """The whole job: capture, decompose, select, prune, export, verify."""
     start = time.perf_counter()
     check_target(recipe.out, overwrite)
+    text = calib.prepare(recipe)  # every check of the calibration source runs before the weights load
+    t_load = time.perf_counter()
     bundle = _load(recipe)
-    load_s = time.perf_counter() - start
+    load_s = time.perf_counter() - t_load
     with tempfile.TemporaryDirectory(prefix="fbn-networks-") as tmp:
         folder = networks_dir or tmp
-        artifact = networks(recipe, folder, model_bundle=bundle, progress=progress, keep_capture=keep_capture)
+        artifact = networks(recipe, folder, model_bundle=bundle, progress=progress, keep_capture=keep_capture,
+                            text=text)
         out = select(recipe, artifact, overwrite=overwrite, model_bundle=bundle, timings={"load_s": round(load_s, 2)})
     _finish_timing(out, time.perf_counter() - start)
     return out

@@ -163,7 +163,7 @@ def _other_tokenizer(tok):
 
 
 def test_paper_recipe():
-    r = Recipe.load(REPO / "recipes" / "paper-vicuna-7b.yaml")
+    r = Recipe.load("paper-vicuna-7b")
     assert r.evaluation.tasks == ["wikitext", "piqa", "hellaswag", "winogrande", "openbookqa", "arc_easy", "arc_challenge"]
     assert r.evaluation.num_fewshot == 0 and r.evaluation.limit is None
     assert r.selection.threshold == 6.03 and (r.selection.protect_first, r.selection.protect_last) == (3, 2)
