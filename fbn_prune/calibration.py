@@ -304,7 +304,8 @@ def read_hf(hub: HubDataset) -> CalibrationText:
                             "(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE); load it once with network access.") from None
         raise UserError(f"{hub.spec}: cannot reach the Hugging Face Hub for dataset {hub.dataset} ({_first_line(e)}).") from None
     except (FileNotFoundError, ValueError, KeyError, TypeError, OSError) as e:
-        raise UserError(f"{hub.spec}: cannot load dataset {hub.dataset}: {_first_line(e)}") from None
+        hint = "; to name a field without a config: hf:DATASET::SPLIT:FIELD" if "BuilderConfig" in str(e) else ""
+        raise UserError(f"{hub.spec}: cannot load dataset {hub.dataset}: {_first_line(e)}{hint}") from None
     if isinstance(ds, dict) or not hasattr(ds, "column_names"):
         raise UserError(f"{hub.spec}: name one split of {hub.dataset}.")
     if hub.field not in ds.column_names:
@@ -411,6 +412,7 @@ def prepare(recipe) -> CalibrationText:
     data) fails in seconds. Raises UserError.
     """
     c = recipe.calibration
+    datadir.find(recipe.data_dir)  # a data folder that was named must exist, whatever the source
     if c.task:
         from .tasks import task_documents, task_manager  # lm-eval: heavy, only for task calibration
 
