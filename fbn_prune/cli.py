@@ -10,10 +10,6 @@ import json
 import logging
 import os
 import sys
-
-# torch's OpenMP threads spin while waiting; on a shared 2-core machine that slows ICA's
-# reduction 2-50x. Must be set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import click
@@ -317,8 +313,16 @@ def _summary(path: Path) -> None:
     click.echo(describe(str(path))[0])
 
 
+PASSIVE_WAIT = ("OMP_WAIT_POLICY", "PASSIVE")
+"""Idle OpenMP threads sleep instead of spinning. Measured with benchmarks/ica.py (3,000 tokens x 1,536
+neurons, 64 components) on a 2-core machine shared with other busy processes: the reduction step took
+1.0-1.2 s with PASSIVE and 3.1-16 s without. Set by the command (unless the user set it) before torch
+loads, since OpenMP reads it once; importing fbn_prune as a library changes no environment."""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    os.environ.setdefault(*PASSIVE_WAIT)
     cli.main(args=argv, prog_name="fbn-prune")
 
 
