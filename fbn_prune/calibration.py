@@ -412,7 +412,8 @@ def prepare(recipe) -> CalibrationText:
     data) fails in seconds. Raises UserError.
     """
     c = recipe.calibration
-    datadir.find(recipe.data_dir)  # a data folder that was named must exist, whatever the source
+    if recipe.data_dir:
+        datadir.find(recipe.data_dir)  # a --data-dir that was given must exist, whatever the source
     if c.task:
         from .tasks import task_documents, task_manager  # lm-eval: heavy, only for task calibration
 
