@@ -379,15 +379,16 @@ def find_ready(name: str) -> ReadyRecipe:
 
 
 def locate(spec: str | os.PathLike) -> Path:
-    """The recipe file ``spec`` names: an existing path, else the ready recipe of that name.
+    """The recipe file ``spec`` names: an existing file, else the ready recipe of that name (a folder
+    that happens to carry a recipe's name, such as an earlier --out, does not hide the recipe).
 
     Raises UserError for a missing path (with the ready recipe's name when the file name is one)
     and for an unknown name.
     """
     p = Path(spec).expanduser()
-    if p.exists():
-        return p
     text = str(spec)
+    if p.is_file() or (p.exists() and not any(r.name == p.stem for r in ready_recipes())):
+        return p
     if "/" in text or os.sep in text:
         ready = {r.name for r in ready_recipes()}
         hint = f"; the ready recipe is named without a folder: --recipe {p.stem}" if p.stem in ready else ""

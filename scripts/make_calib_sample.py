@@ -31,7 +31,7 @@ def articles(text: str) -> list[list[str]]:
 
 def main(source: str) -> None:
     chosen = articles(Path(source).read_text(encoding="utf-8"))[::EVERY]
-    text = "\n".join(line for article in chosen for line in article).rstrip() + "\n"
+    text = "\n".join(line for article in chosen for line in article) + "\n"
     OUT.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
     print(f"{OUT}: {len(chosen)} articles, {len(text.encode()):,} bytes of text, {OUT.stat().st_size:,} compressed")
 

@@ -141,9 +141,14 @@ def test_other_checks_run_before_the_weights_load(tiny_dir, tmp_path, weights_ne
         "data:wikitext2/valid.txt is not in fbn_prune's own data and no data folder was given; set --data-dir or FBN_PRUNE_DATA")
     bad(["prune", model, "--out", out, "--data-dir", tmp_path / "nowhere"], "is not a folder")
     bad(["prune", model, "--out", out, "--device", "gpu"], "device (--device) must be auto, cpu, mps, cuda or cuda:N")
+    bad(["prune", model, "--out", out, "--eval-tasks", "ppl:" + str(tmp_path / "none.txt")], "none.txt")
+
+
+def test_task_names_are_checked_before_the_weights_load(tiny_dir, tmp_path, weights_never_load):
+    """--calib-task and --eval-tasks are checked against lm-eval's task index (seconds), not after the prune."""
+    model, out = tiny_dir("llama"), tmp_path / "o"
     bad(["prune", model, "--out", out, "--calib-task", "arc_eazy"], "unknown task 'arc_eazy'")
     bad(["prune", model, "--out", out, "--eval-tasks", "piqa_typo"], "unknown task 'piqa_typo'")
-    bad(["prune", model, "--out", out, "--eval-tasks", "ppl:" + str(tmp_path / "none.txt")], "none.txt")
 
 
 # ----------------------------------------------------------------------------- data: names
