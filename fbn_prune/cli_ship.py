@@ -1,94 +1,16 @@
 """Shipping commands: ``fbn-prune push`` (a verified checkpoint to the Hugging Face Hub) and
-``fbn-prune recipes`` (the ready recipes, wherever fbn_prune is installed).
-
-Where recipes are found, first name wins:
-
-1. ``$FBN_PRUNE_RECIPES`` (folders separated by ``:``);
-2. ``recipes/`` beside the package, in a checkout of the repository (editable installs too);
-3. ``share/fbn_prune/recipes`` under the installation's data prefix (``sys.prefix``, the user base
-   for ``pip install --user``), where the wheel puts ``recipes/*.yaml`` as data files
-   (``[tool.setuptools.data-files]`` in pyproject.toml); in the Docker image that is
-   ``/opt/venv/share/fbn_prune/recipes``.
+``fbn-prune recipes`` (the ready recipes: package data, plus ``$FBN_PRUNE_RECIPES``; see
+:mod:`fbn_prune.recipe`).
 """
 
 from __future__ import annotations
 
 import os
-import site
-import sys
-import sysconfig
-from dataclasses import dataclass
-from pathlib import Path
 
 import click
 
 from .errors import UserError
-
-RECIPES_ENV = "FBN_PRUNE_RECIPES"
-DATA_SUBDIR = Path("share") / "fbn_prune" / "recipes"
-
-
-# ----------------------------------------------------------------------------- recipes
-def recipe_dirs() -> list[Path]:
-    """Folders searched for recipes, in order (existing ones only, no duplicates)."""
-    candidates: list[Path] = [Path(d) for d in os.environ.get(RECIPES_ENV, "").split(os.pathsep) if d]
-    candidates.append(Path(__file__).resolve().parent.parent / "recipes")
-    prefixes = [sysconfig.get_path("data"), sys.prefix, sys.base_prefix]
-    try:
-        prefixes.append(site.getuserbase())
-    except Exception:  # pragma: no cover - site without a user base
-        pass
-    candidates += [Path(p) / DATA_SUBDIR for p in prefixes if p]
-    seen: list[Path] = []
-    for c in candidates:
-        if c.is_dir() and c.resolve() not in seen:
-            seen.append(c.resolve())
-    return seen
-
-
-@dataclass
-class RecipeEntry:
-    name: str
-    path: Path
-    model: str | None
-    description: str
-    hardware: str
-    calibration: str
-    error: str | None = None
-
-
-def find_recipes() -> list[RecipeEntry]:
-    """Every ``*.yaml`` recipe in :func:`recipe_dirs`, by name (the file stem); the first folder wins."""
-    import yaml
-
-    found: dict[str, RecipeEntry] = {}
-    for folder in recipe_dirs():
-        for path in sorted(folder.glob("*.yaml")):
-            if path.stem in found:
-                continue
-            try:
-                data = yaml.safe_load(path.read_text()) or {}
-                cal = data.get("calibration") or {}
-                source = f"task {cal['task']}" if cal.get("task") else (cal.get("source") or "generated")
-                found[path.stem] = RecipeEntry(path.stem, path, data.get("model"), str(data.get("description") or ""),
-                                               str(data.get("hardware") or ""), source)
-            except Exception as e:  # listed, with what is wrong
-                found[path.stem] = RecipeEntry(path.stem, path, None, "", "", "", error=f"{type(e).__name__}: {e}")
-    return sorted(found.values(), key=lambda r: r.name)
-
-
-def find_recipe(name: str) -> RecipeEntry:
-    """A recipe by name (``llama-3.1-8b-arc``, with or without ``.yaml``); UserError with the list otherwise."""
-    stem = name[:-5] if name.endswith(".yaml") else name
-    entries = find_recipes()
-    for r in entries:
-        if r.name == stem:
-            return r
-    import difflib
-
-    close = difflib.get_close_matches(stem, [r.name for r in entries], n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(r.name for r in entries) or 'none'}."
-    raise UserError(f"no recipe named {name!r}{hint}")
+from .recipe import RECIPES_ENV, find_ready, ready_recipes, recipe_dirs
 
 
 @click.command("recipes")
@@ -101,15 +23,15 @@ def recipes_command(name, show_path):
     Examples:
       fbn-prune recipes
       fbn-prune recipes llama-3.1-8b-arc > my-recipe.yaml
-      fbn-prune prune --recipe "$(fbn-prune recipes llama-3.1-8b-arc --path)" --out llama-pruned
+      fbn-prune prune --recipe llama-3.1-8b-arc --out llama-pruned
     """
     if name:
-        entry = find_recipe(name)
+        entry = find_ready(name)
         click.echo(str(entry.path) if show_path else entry.path.read_text(), nl=show_path)
         return
     if show_path:
         raise UserError("--path needs a recipe NAME.")
-    entries = find_recipes()
+    entries = ready_recipes()
     if not entries:
         raise UserError(f"no recipes found (searched: {', '.join(map(str, recipe_dirs())) or 'nothing'}); "
                         f"set ${RECIPES_ENV} to a folder of recipe YAMLs.")

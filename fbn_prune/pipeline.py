@@ -75,21 +75,25 @@ def _load(recipe: Recipe, model_spec: str | None = None):
 
 
 def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress: bool = True,
-             keep_capture: bool = False, option: str = "--out") -> Networks:
+             keep_capture: bool = False, option: str = "--out",
+             text: calib.CalibrationText | None = None) -> Networks:
     """Capture + decompose: write a networks artifact into ``folder`` (resumes an unfinished one).
 
     For methods that need no maps the artifact holds statistics only. A folder that already holds
     an artifact is resumed or extended only when it was made with the same settings (see
     networks.check_reuse; ``option`` names the flag that gave ``folder``, for the message). Before any work,
     ``folder`` is checked against the inputs (targets.check_disjoint) and locked for this run.
+    ``text``: the calibration text already read by :func:`fbn_prune.calibration.prepare` (read here,
+    before the weights load, when None).
     """
     folder = Path(folder)
     spec = model_bundle[0].spec if model_bundle else recipe.model
     check_disjoint([Place(folder, "the networks folder (--out)")], input_places(recipe, spec))
     check_replaceable(real(folder), "the networks folder (--out)", (ARTIFACT_FILE, HOLDOUT_FILE))
+    text = text or calib.prepare(recipe)  # a bad calibration source fails before the weights load
     with TargetLock(folder, "networks --out"), writing(folder):
         return _networks_in(recipe, folder, model_bundle=model_bundle, progress=progress, keep_capture=keep_capture,
-                            option=option)
+                            option=option, text=text)
 
 
 def input_places(recipe: Recipe, model_spec: str | None, networks_folder: Path | None = None) -> list[Place]:
@@ -125,7 +129,8 @@ def _needs(recipe: Recipe) -> dict[str, bool]:
 
 def _networks_in(recipe: Recipe, folder: Path, *, model_bundle=None, progress: bool = True,
                  keep_capture: bool = False, calibration: CalibrationSet | None = None,
-                 calibration_s: float = 0.0, option: str = "--out") -> Networks:
+                 calibration_s: float = 0.0, option: str = "--out",
+                 text: calib.CalibrationText | None = None) -> Networks:
     """networks() once ``folder`` is checked and locked; ``calibration`` when the caller has loaded it."""
     source, model, tok = model_bundle or _load(recipe)
     adapter = adapter_for(model.config)
@@ -137,7 +142,7 @@ def _networks_in(recipe: Recipe, folder: Path, *, model_bundle=None, progress: b
         check_reuse(folder, recorded, settings, option)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cal = calibration or calib.load(recipe, model, tok)
+    cal = calibration or calib.load(recipe, model, tok, text)
     t_cal = calibration_s if calibration else time.perf_counter() - t0
     settings = settings.with_calibration(cal.sha256)
     if exists:
@@ -152,7 +157,8 @@ def _networks_in(recipe: Recipe, folder: Path, *, model_bundle=None, progress: b
         seed=recipe.seed,
         ica={"fun": d.fun, "max_iter": d.max_iter, "tol": d.tol, "engine": d.engine},
         calibration={"source": cal.source, "sha256": cal.sha256, "documents": sum(len(r) for r in cal.runs),
-                     "tokens": cal.n_tokens, "seq_len": recipe.calibration.seq_len, "runs": d.runs},
+                     "tokens": cal.n_tokens, "seq_len": recipe.calibration.seq_len, "runs": d.runs,
+                     **{k: v for k, v in (("license", cal.license), ("attribution", cal.attribution)) if v}},
         timings={"calibration_s": round(t_cal, 2)}, fbn_prune_version=__version__, settings=settings,
     )
     if earlier is not None:
@@ -425,6 +431,7 @@ def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, net
         outputs.append(Place(Path(networks_dir), "--save-networks"))
     check_disjoint(outputs, input_places(recipe, recipe.model))
     target = check_target(recipe.out, overwrite)
+    text = calib.prepare(recipe)  # every check of the calibration source runs before the weights load
     if networks_dir:
         check_replaceable(real(networks_dir), "--save-networks", (ARTIFACT_FILE, HOLDOUT_FILE))
     with ExitStack() as held:
@@ -436,7 +443,7 @@ def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, net
         bundle = _load(recipe)
         load_s = time.perf_counter() - start
         t0 = time.perf_counter()
-        cal = calib.load(recipe, bundle[1], bundle[2])
+        cal = calib.load(recipe, bundle[1], bundle[2], text)
         cal_s = time.perf_counter() - t0
         if networks_dir:
             folder = Path(networks_dir)

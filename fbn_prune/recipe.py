@@ -1,8 +1,13 @@
-"""The Recipe: every option of a pruning run, typed and validated, YAML in and out.
+"""The Recipe: every option of a pruning run, typed and validated, YAML in and out; and the
+ready recipes shipped in the package.
 
 A recipe has sections (calibration, decomposition, selection, export) plus a few
 top-level keys. Command-line flags override recipe values by dotted key
 (``selection.ratio``); the recipe as used is saved next to the checkpoint.
+
+Ready recipes are package data (``fbn_prune/recipes/*.yaml``, found with :mod:`importlib.resources`)
+named by their file stem: ``--recipe smollm2-135m`` works from any folder and from an installed
+wheel. Folders listed in ``$FBN_PRUNE_RECIPES`` come first (a recipe there shadows a shipped one).
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from .data import DEFAULT_SOURCE
 from .errors import UserError
 
 LAYOUTS = ("uniform", "padded", "exact")
@@ -30,7 +37,7 @@ class Calibration:
     """Where calibration text comes from and how much of it is used."""
 
     # dataclasses.field in full here: the `field` attribute below shadows the name in this class body
-    source: str | None = dataclasses.field(default=None, metadata={"help": "Calibration text: a .txt file (one document per paragraph), a .jsonl file, `data:REL` (a file in the package's data, then the data folder) or `generated` (the model writes its own)."})
+    source: str | None = dataclasses.field(default=None, metadata={"help": "Calibration text: `builtin:NAME` (shipped with the package; `builtin:wikitext2-valid` is the default when neither `source` nor `task` is set), a .txt file (one document per paragraph), a .jsonl file, `data:REL` (a file in the data folder), `hf:DATASET[:CONFIG]:SPLIT[:FIELD]` (a Hugging Face dataset) or `generated` (the model writes its own)."})
     task: str | None = dataclasses.field(default=None, metadata={"help": "An lm-eval task whose own documents, rendered with its prompt format, are the calibration text (task-specific networks), e.g. `arc_easy`. Replaces `source`."})
     field: str = dataclasses.field(default="text", metadata={"help": "Field of a .jsonl calibration file that holds the text."})
     samples: int = dataclasses.field(default=128, metadata={"help": "Documents used, split into `decomposition.runs` disjoint runs."})
@@ -123,11 +130,16 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Recipe":
-        p = Path(path)
+        """A recipe file, or a ready recipe by name (``smollm2-135m``; see :func:`locate`)."""
+        p = locate(path)
         if not p.is_file():
-            raise UserError(f"recipe {path} does not exist.")
+            raise UserError(f"recipe {path} is not a file.")
         try:
             data = yaml.safe_load(p.read_text())
+        except UnicodeDecodeError:
+            raise UserError(f"recipe {path} is not UTF-8 text.") from None
+        except OSError as e:
+            raise UserError(f"recipe {path} cannot be read: {e.strerror or e}.") from None
         except yaml.YAMLError as e:
             raise UserError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from e
         if data is not None and not isinstance(data, dict):
@@ -196,6 +208,10 @@ class Recipe:
             )
         if c.source and c.task:
             raise UserError("give one calibration source: --calib or --calib-task, not both.")
+        if not c.source and not c.task:
+            c.source = DEFAULT_SOURCE
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise UserError(f"device (--device) must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}.")
         self._validate_scale()
         self._validate_evaluation()
 
@@ -299,3 +315,84 @@ def _coerce(tp, value, where: str):
             raise UserError(f"{where} must be a string, got {value!r}.")
         return str(value)
     return value
+
+
+# ---- the ready recipes ------------------------------------------------------
+RECIPES_ENV = "FBN_PRUNE_RECIPES"
+"""Folders of the user's own ready recipes (separated by ``:``), searched before the shipped ones."""
+
+
+def shipped_recipes() -> Path:
+    """The package's own recipe folder (``fbn_prune/recipes``), found with :mod:`importlib.resources`."""
+    return Path(str(resources.files("fbn_prune").joinpath("recipes")))
+
+
+def recipe_dirs() -> list[Path]:
+    """Folders searched for ready recipes, in order: ``$FBN_PRUNE_RECIPES``, then the package's own."""
+    candidates = [Path(d).expanduser() for d in os.environ.get(RECIPES_ENV, "").split(os.pathsep) if d]
+    seen: list[Path] = []
+    for c in [*candidates, shipped_recipes()]:
+        if c.is_dir() and c.resolve() not in seen:
+            seen.append(c.resolve())
+    return seen
+
+
+@dataclass
+class ReadyRecipe:
+    """One ready recipe, as ``fbn-prune recipes`` lists it (``error``: why it does not parse)."""
+
+    name: str
+    path: Path
+    model: str | None
+    description: str
+    hardware: str
+    calibration: str
+    error: str | None = None
+
+
+def ready_recipes() -> list[ReadyRecipe]:
+    """Every ``*.yaml`` in :func:`recipe_dirs`, by name (the file stem; the first folder wins), sorted."""
+    found: dict[str, ReadyRecipe] = {}
+    for folder in recipe_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            if path.stem in found:
+                continue
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+                cal = data.get("calibration") or {}
+                source = f"task {cal['task']}" if cal.get("task") else (cal.get("source") or DEFAULT_SOURCE)
+                found[path.stem] = ReadyRecipe(path.stem, path, data.get("model"), str(data.get("description") or ""),
+                                               str(data.get("hardware") or ""), source)
+            except Exception as e:  # listed, with what is wrong
+                found[path.stem] = ReadyRecipe(path.stem, path, None, "", "", "", error=f"{type(e).__name__}: {e}")
+    return sorted(found.values(), key=lambda r: r.name)
+
+
+def find_ready(name: str) -> ReadyRecipe:
+    """A ready recipe by name (``llama-3.1-8b-arc``, with or without ``.yaml``); UserError with the names otherwise."""
+    stem = name[:-5] if name.endswith(".yaml") else name
+    entries = ready_recipes()
+    for r in entries:
+        if r.name == stem:
+            return r
+    close = difflib.get_close_matches(stem, [r.name for r in entries], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; ready recipes: {', '.join(r.name for r in entries) or 'none'}."
+    raise UserError(f"no recipe file or ready recipe named {name!r}{hint}")
+
+
+def locate(spec: str | os.PathLike) -> Path:
+    """The recipe file ``spec`` names: an existing file, else the ready recipe of that name (a folder
+    that happens to carry a recipe's name, such as an earlier --out, does not hide the recipe).
+
+    Raises UserError for a missing path (with the ready recipe's name when the file name is one)
+    and for an unknown name.
+    """
+    p = Path(spec).expanduser()
+    text = str(spec)
+    if p.is_file() or (p.exists() and not any(r.name == p.stem for r in ready_recipes())):
+        return p
+    if "/" in text or os.sep in text:
+        ready = {r.name for r in ready_recipes()}
+        hint = f"; the ready recipe is named without a folder: --recipe {p.stem}" if p.stem in ready else ""
+        raise UserError(f"recipe {spec} does not exist{hint}.")
+    return find_ready(text).path

@@ -7,7 +7,7 @@
 #      only RUN steps marked "# docker-check: skip (reason)" are left out (the non-root user);
 #   3. check the result: every pip install uses constraints.txt and what got installed matches its
 #      pins; the image runs as a non-root numeric user with the Hub cache and /out as volumes; the
-#      ENTRYPOINT runs (--help, --version, its default CMD, `recipes` from the installed data files,
+#      ENTRYPOINT runs (--help, --version, its default CMD, `recipes` from the installed package,
 #      `push --help`) from the image's WORKDIR, offline; the VARIANT-dependent steps pick the CUDA
 #      index for VARIANT=cuda (probed with a stub pip: nothing is downloaded) and reject others.
 #
@@ -331,11 +331,11 @@ entry("--help", expect=["prune", "eval", "push", "recipes"])
 if cmd:
     entry(*cmd)
 out = entry("recipes")
-data_dir = Path(env["VENV"]) / "share" / "fbn_prune" / "recipes"
-for recipe in sorted(Path("recipes").glob("*.yaml")):
-    if f"  file         {data_dir / recipe.name}" not in out:
-        fail(f"`fbn-prune recipes` in the image does not list {recipe.name} from {data_dir}:\n{out}")
-print(f"  ok   all {len(list(Path('recipes').glob('*.yaml')))} recipes come from the installed data files")
+shipped = sorted(Path("fbn_prune/recipes").glob("*.yaml"))
+for recipe in shipped:
+    if not re.search(rf"^  file +\S*/site-packages/fbn_prune/recipes/{re.escape(recipe.name)}$", out, re.M):
+        fail(f"`fbn-prune recipes` in the image does not list {recipe.name} from the installed package:\n{out}")
+print(f"  ok   all {len(shipped)} recipes come from the installed package")
 entry("push", "--help", expect=["--repo-id", "--dry-run"])
 PYTHON
 echo "docker-check: passed in $(( $(date +%s) - START ))s"

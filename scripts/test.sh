@@ -6,4 +6,10 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 VENV=${VENV:-.venv}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# Tests that need the evaluation data folder read FBN_PRUNE_DATA and skip without it; a development
+# checkout finds it beside the repository.
+if [ -z "${FBN_PRUNE_DATA:-}" ] && [ -d ../shared/data ]; then
+  FBN_PRUNE_DATA=$(cd ../shared/data && pwd)
+  export FBN_PRUNE_DATA
+fi
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

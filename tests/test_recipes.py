@@ -1,23 +1,30 @@
-"""The ready recipes in recipes/: each parses and validates, states what it is and the hardware it
-needs; the popular-model ones calibrate on a single lm-eval task and gate their result; and
-`fbn-prune recipes` finds them in a checkout and where a wheel installs them."""
+"""The ready recipes (package data, fbn_prune/recipes/): each parses and validates, states what it is and
+the hardware it needs; the popular-model ones calibrate on a single lm-eval task and gate their result;
+`fbn-prune recipes` lists them and `--recipe NAME` finds them from any folder and from the built wheel,
+which also holds the built-in calibration text and its license."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from fbn_prune import cli_ship
+from fbn_prune import recipe as recipe_module
 from fbn_prune.cli import cli
+from fbn_prune.errors import UserError
 from fbn_prune.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+SHIPPED = REPO / "fbn_prune" / "recipes"
+RECIPES = sorted(SHIPPED.glob("*.yaml"))
 # the families the project ships a recipe for: file-name prefix -> Hub id prefix of the model
 FAMILIES = {
     "smollm2-135m": "smollm2",
@@ -39,7 +46,7 @@ def test_every_family_has_a_recipe():
         found = [n for n in names if n.startswith(prefix)]
         assert found, f"no recipe {prefix}*"
         for n in found:
-            assert str(raw(REPO / "recipes" / f"{n}.yaml")["model"]).startswith(model), n
+            assert str(raw(SHIPPED / f"{n}.yaml")["model"]).startswith(model), n
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -96,34 +103,72 @@ def test_recipes_command_prints_one(tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["recipes", "llama-3.1-8b-arc"], catch_exceptions=False)
     assert result.exit_code == 0
-    assert yaml.safe_load(result.output) == raw(REPO / "recipes" / "llama-3.1-8b-arc.yaml")
+    assert yaml.safe_load(result.output) == raw(SHIPPED / "llama-3.1-8b-arc.yaml")
     result = runner.invoke(cli, ["recipes", "llama-3.1-8b-arc.yaml", "--path"], catch_exceptions=False)
-    assert result.exit_code == 0 and result.output.strip() == str(REPO / "recipes" / "llama-3.1-8b-arc.yaml")
+    assert result.exit_code == 0 and result.output.strip() == str(SHIPPED / "llama-3.1-8b-arc.yaml")
     result = runner.invoke(cli, ["recipes", "lama-3.1-8b-arc"], catch_exceptions=False)
     assert result.exit_code == 2 and "did you mean 'llama-3.1-8b-arc'" in result.output
 
 
-def test_recipes_are_found_where_a_wheel_installs_them(monkeypatch, tmp_path):
-    """Outside a checkout, recipes come from <prefix>/share/fbn_prune/recipes (pyproject data-files)."""
-    import sysconfig
-
+def test_recipes_are_package_data_found_from_any_folder(monkeypatch, tmp_path):
+    """`--recipe NAME` needs no checkout: the recipes are package data (no data-files, no prefix scanning)."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    data_files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
-    assert data_files == {cli_ship.DATA_SUBDIR.as_posix(): ["recipes/*.yaml"]}
+    setuptools_cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "data-files" not in setuptools_cfg
+    assert "recipes/*.yaml" in setuptools_cfg["package-data"]["fbn_prune"]
+    assert recipe_module.shipped_recipes() == SHIPPED
+    assert not (REPO / "recipes").exists(), "one copy of the recipes: the package's"
 
-    prefix = tmp_path / "prefix"
-    installed = prefix / cli_ship.DATA_SUBDIR
-    installed.mkdir(parents=True)
-    (installed / "only-installed.yaml").write_text("description: d d d d d\nhardware: h h h h h\nmodel: smollm2\n")
-    (installed / "smollm2-135m.yaml").write_text("model: shadowed-by-the-checkout\n")
-    monkeypatch.setattr(sysconfig, "get_path", lambda name, *a, **k: str(prefix) if name == "data" else None)
-    names = {r.name: r for r in cli_ship.find_recipes()}
-    assert names["only-installed"].path == installed / "only-installed.yaml"
-    assert names["smollm2-135m"].model == "smollm2", "a checkout's recipes come first"
+    monkeypatch.chdir(tmp_path)
+    assert Recipe.load("smollm2-135m").model == "smollm2"
+    assert Recipe.load("smollm2-135m.yaml").model == "smollm2"
+    with pytest.raises(UserError, match=r"recipes/smollm2-135m.yaml does not exist; the ready recipe is named without "
+                                        r"a folder: --recipe smollm2-135m"):
+        Recipe.load("recipes/smollm2-135m.yaml")
+    (tmp_path / "smollm2-135m.yaml").write_text("model: my-local-file\n")
+    assert Recipe.load("smollm2-135m.yaml").model == "my-local-file", "an existing file wins over a ready recipe"
 
-    extra = tmp_path / "mine"
-    extra.mkdir()
-    (extra / "smollm2-135m.yaml").write_text("model: my-own\n")
-    monkeypatch.setenv(cli_ship.RECIPES_ENV, str(extra))
-    assert {r.name: r for r in cli_ship.find_recipes()}["smollm2-135m"].model == "my-own", "$FBN_PRUNE_RECIPES first"
-    assert sys.prefix  # the real prefixes are searched too (see cli_ship.recipe_dirs)
+
+def test_own_recipe_folders_come_first(monkeypatch, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "smollm2-135m.yaml").write_text("model: my-own\n")
+    (mine / "only-mine.yaml").write_text("description: d d d d d\nhardware: h h h h h\nmodel: smollm2\n")
+    monkeypatch.setenv(recipe_module.RECIPES_ENV, str(mine))
+    names = {r.name: r for r in recipe_module.ready_recipes()}
+    assert names["smollm2-135m"].model == "my-own" and names["only-mine"].path == mine / "only-mine.yaml"
+    assert names["llama-3.1-8b-arc"].path == SHIPPED / "llama-3.1-8b-arc.yaml"
+
+
+def test_wheel_holds_the_recipes_and_the_calibration_text(tmp_path):
+    """Build the wheel (no network), install it outside the checkout, and run from an empty folder:
+    the ready recipe and the built-in calibration text come from the installed package."""
+    pytest.importorskip("setuptools")
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "fbn_prune", src / "fbn_prune", ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / f, src / f)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(src)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("fbn_prune-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"fbn_prune/recipes/{p.name}" for p in RECIPES} <= names
+    assert {"fbn_prune/data/wikitext2-valid-sample.txt.gz", "fbn_prune/data/wikitext2-valid-sample.LICENSE.md"} <= names
+    assert not any(n.startswith("share/") or ".data/" in n for n in names), "no data-files"
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    script = ("import fbn_prune, sys; from fbn_prune.recipe import Recipe; from fbn_prune import calibration as c\n"
+              "r = Recipe.load('smollm2-135m'); t = c.prepare(r)\n"
+              "print(fbn_prune.__file__); print(r.calibration.source, len(t.texts), t.license)")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FBN_PRUNE_DATA", "FBN_PRUNE_RECIPES")}
+    out = subprocess.run([sys.executable, "-c", script], cwd=empty, env={**env, "PYTHONPATH": str(site)},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    where, line = out.stdout.strip().splitlines()[-2:]
+    assert Path(where).is_relative_to(site)
+    source, n, license_ = line.split(" ", 2)
+    assert source == "builtin:wikitext2-valid" and int(n) > 300 and license_ == "CC BY-SA 3.0"

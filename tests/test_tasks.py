@@ -1,6 +1,6 @@
 """Offline lm-eval tasks (fbn_prune.tasks): rendering, prompts, counts, errors, a tiny end-to-end run.
 
-Needs the evaluation data folder: $FBN_PRUNE_DATA or <repo>/../shared/data; skipped without it.
+Needs the evaluation data folder ($FBN_PRUNE_DATA); skipped without it.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-DATA = Path(os.environ.get("FBN_PRUNE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+from conftest import SHARED_DATA as DATA  # noqa: E402
 
 from fbn_prune import tasks as T  # noqa: E402
 from fbn_prune.errors import UserError  # noqa: E402
 
-if not all((DATA / f).is_file() for t in T.LOCAL_TASKS.values() for f in t.files):
-    pytest.skip(f"evaluation data not found in {DATA}", allow_module_level=True)
+if DATA is None or not all((DATA / f).is_file() for t in T.LOCAL_TASKS.values() for f in t.files):
+    pytest.skip(f"evaluation data not found (FBN_PRUNE_DATA={DATA})", allow_module_level=True)
 
 LOCAL = ["arc_easy", "piqa", "lambada_openai", "wikitext"]
 

@@ -3,7 +3,7 @@
 lm-eval 0.4.13's built-in ``piqa``, ``arc_easy``, ``lambada_openai`` and ``wikitext`` download
 Hugging Face datasets. This package ships YAML templates of the same four tasks, derived from
 lm-eval's own YAMLs (same prompts, choices, targets, metrics; each template says what differs),
-that read the plain files of a data folder laid out like ``/work/shared/data``::
+that read the plain files of a data folder (``--data-dir`` or ``$FBN_PRUNE_DATA``) laid out as::
 
     piqa/valid.jsonl, piqa/valid-labels.lst
     arc_easy/ARC-Easy-{Train,Dev,Test}.jsonl
@@ -39,13 +39,12 @@ import lm_eval.tasks
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._index import Kind
 
+from .. import datadir
+from ..datadir import DATA_ENV
 from ..errors import UserError
 from . import utils
 
 log = logging.getLogger(__name__)
-
-DATA_ENV = "FBN_PRUNE_DATA"
-"""Environment variable naming the data folder (the ``--data-dir`` option wins over it)."""
 
 TEMPLATES = Path(__file__).parent
 _BUILTIN_TASKS = Path(lm_eval.tasks.__file__).resolve().parent
@@ -91,20 +90,8 @@ _HINT = f"set --data-dir or {DATA_ENV}"
 
 
 # ----------------------------------------------------------------------------- data folder
-def _find_data_dir(explicit: str | os.PathLike[str] | None) -> Path | None:
-    """The data folder the user chose (explicit, then the environment), else ``../shared/data`` if present.
-
-    Raises UserError when a folder the user named does not exist; returns None when none was
-    named and the default is absent.
-    """
-    for value, origin in ((explicit, "data directory"), (os.environ.get(DATA_ENV), DATA_ENV)):
-        if value:
-            path = Path(value).expanduser()
-            if not path.is_dir():
-                raise UserError(f"{origin} {value} is not a folder; {_HINT} to the evaluation data folder.")
-            return path.resolve()
-    default = Path.cwd().parent / "shared" / "data"
-    return default.resolve() if default.is_dir() else None
+_find_data_dir = datadir.find
+"""The data folder the user named (``--data-dir``, else ``$FBN_PRUNE_DATA``), or None; see :mod:`fbn_prune.datadir`."""
 
 
 def missing_files(data: Path | None, task: str) -> list[str]:
@@ -114,7 +101,7 @@ def missing_files(data: Path | None, task: str) -> list[str]:
 
 
 def _missing_message(data: Path | None, task: str, missing: list[str]) -> str:
-    where = f"in {data}" if data is not None else "(no data folder found)"
+    where = f"in {data}" if data is not None else "(no data folder given)"
     return f"missing data file {missing[0]} for task {task} {where}; {_HINT}."
 
 
@@ -122,7 +109,7 @@ def data_dir(explicit: str | os.PathLike[str] | None = None, tasks: Iterable[str
     """Resolve the evaluation data folder.
 
     Order: ``explicit`` (the ``--data-dir`` option), else the ``FBN_PRUNE_DATA`` environment
-    variable, else ``../shared/data`` relative to the current directory if it exists.
+    variable; there is no default folder.
 
     Args:
         explicit: folder given by the user, if any.
@@ -138,7 +125,7 @@ def data_dir(explicit: str | os.PathLike[str] | None = None, tasks: Iterable[str
         if task in LOCAL_TASKS and (missing := missing_files(data, task)):
             raise UserError(_missing_message(data, task, missing))
     if data is None:
-        raise UserError(f"no evaluation data folder found (looked for ../shared/data); {_HINT}.")
+        raise UserError(f"no evaluation data folder given; {_HINT}.")
     return data
 
 
