@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .calibration import DEFAULT_SOURCE
 from .distill import HealSettings, steps_for_tokens
 from .heal import heal, summary
 
@@ -15,9 +16,10 @@ from .heal import heal, summary
 @click.option("--out", required=True, type=str, metavar="DIR", help="Folder for the healed checkpoint.")
 @click.option("--base", type=str, metavar="MODEL",
               help="The original model (teacher) [the model named in the checkpoint's recipe/provenance].")
-@click.option("--calib", "texts", required=True, type=str, metavar="PATH",
-              help="Training text, disjoint from your evaluation text: .txt (paragraphs), .jsonl or data:REL. "
-                   "The last 10% of its documents are held out to measure the KL before and after.")
+@click.option("--calib", "texts", default=DEFAULT_SOURCE, show_default=True, type=str, metavar="SOURCE",
+              help="Training text, disjoint from your evaluation text: any calibration source (.txt, .jsonl, "
+                   "data:REL, builtin:NAME, hf:DATASET[:CONFIG]:SPLIT[:FIELD]). The last 10% of its documents "
+                   "are held out to measure the KL before and after.")
 @click.option("--calib-field", "field", default="text", show_default=True, metavar="FIELD",
               help="Text field of a .jsonl file.")
 @click.option("--data-dir", type=str, metavar="DIR", help="Folder that data:REL names are relative to.")

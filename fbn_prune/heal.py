@@ -25,8 +25,10 @@ from .card import render as render_card
 from .distill import HealSettings, distill, token_blocks
 from .errors import UserError
 from .export import PROVENANCE_FILE, RECIPE_FILE, check_target, read_provenance, write_checkpoint
-from .models import DTYPES, load_model, resolve
+from .models import DTYPES, input_location, load_model, resolve
+from .recipe import Recipe
 from .surgery import MODELING_FILE
+from .targets import Place, TargetLock, check_disjoint, sweep_leftovers
 from .verify import compare, logits
 
 log = logging.getLogger(__name__)
@@ -61,11 +63,26 @@ def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: H
     """
     checkpoint = Path(checkpoint)
     info = read_provenance(checkpoint)
-    target = check_target(out, overwrite)
-    if target == checkpoint.resolve():
-        raise UserError(f"--out {out} is the checkpoint being healed; write the healed model to a new folder.")
-    texts = calib.read_documents(calib.resolve_data_path(texts_source, data_dir), field)
     spec = base or base_spec(checkpoint, info)
+    inputs = [Place(checkpoint, "the checkpoint being healed")]
+    if loc := input_location(spec):
+        inputs.append(Place(loc[0], loc[1], nest_ok=loc[2]))
+    check_disjoint([Place(out, "--out")], inputs)
+    target = check_target(out, overwrite)
+    with TargetLock(target, "--out"):
+        check_target(out, overwrite)  # again: a run that held the lock until now may have written it
+        sweep_leftovers(target)
+        return _heal_into(target, checkpoint, info, spec, texts_source, settings, field=field, data_dir=data_dir,
+                          progress=progress, device=device)
+
+
+def _heal_into(target: Path, checkpoint: Path, info: dict, spec: str, texts_source: str, settings: HealSettings, *,
+               field: str, data_dir: str | None, progress: bool, device: str) -> Path:
+    """heal() once ``target`` is checked and locked."""
+    text = calib.prepare(Recipe.from_dict({"calibration": {"source": texts_source, "field": field}, "data_dir": data_dir}))
+    if text.texts is None:
+        raise UserError("heal needs real text (a file, data:, builtin: or hf: source), not 'generated'.")
+    texts = text.texts
     layout = info.get("layout", "uniform")
     dtype = info.get("dtype") or "float32"
 
@@ -86,7 +103,8 @@ def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: H
     t0 = time.perf_counter()
     healed, result = distill(student, teacher, blocks, settings, progress=progress)
     del teacher
-    info = {**info, "healing": {**asdict(result), "base_model": spec, "text_source": texts_source,
+    info = {**info, "healing": {**asdict(result), "base_model": spec, "text_source": text.source,
+                                "text_license": text.license,
                                 "from_checkpoint": str(checkpoint.resolve())}}
     info["params"] = {**info["params"], "after": healed.num_parameters()}
     info.pop("evaluation", None)  # measured on the model before healing
