@@ -91,9 +91,9 @@ def fail(message: str) -> None:
     raise ReplayError(message)
 
 
-def dockerignored(name: str) -> bool:
+def dockerignored(name: str, context: Path = REPO) -> bool:
     """Whether .dockerignore keeps ``name`` (a path in the build context) out of the build context."""
-    ignore = REPO / ".dockerignore"
+    ignore = context / ".dockerignore"
     patterns = [p.strip() for p in ignore.read_text().splitlines()
                 if p.strip() and not p.strip().startswith("#")] if ignore.is_file() else []
     excluded = False
@@ -129,9 +129,9 @@ def run_step(image: Image, n: int, argv: list[str], label: str, log: Path, verbo
     print(f"  ok   line {n}: {label} ({took:.0f}s)", flush=True)
 
 
-def replay(work: Path, overrides: dict[str, str], execute: bool, verbose: bool = False) -> Image:
-    """Read the Dockerfile into an :class:`Image`; with ``execute``, also run its COPY and RUN steps."""
-    parser = DockerfileParser(path=str(REPO / "Dockerfile"), build_args=overrides, env_replace=True)
+def replay(work: Path, overrides: dict[str, str], execute: bool, verbose: bool = False, context: Path = REPO) -> Image:
+    """Read ``context``/Dockerfile into an :class:`Image`; with ``execute``, also run its COPY and RUN steps."""
+    parser = DockerfileParser(path=str(context / "Dockerfile"), build_args=overrides, env_replace=True)
     if parser.is_multistage:
         fail("a multi-stage Dockerfile is not replayed; teach scripts/dockerfile_replay.py or avoid it")
     image = Image(root=work / "root", from_image=parser.baseimage or "", env={"PATH": HOST_PATH})
@@ -172,9 +172,9 @@ def replay(work: Path, overrides: dict[str, str], execute: bool, verbose: bool =
             target = image.path(dest) if dest.startswith("/") else image.path(image.workdir) / dest
             into_dir = dest.endswith("/") or dest in (".", "./") or len(sources) > 1
             for source in sources:
-                if dockerignored(source):
+                if dockerignored(source, context):
                     fail(f"line {n}: COPY {source}: excluded by .dockerignore, so docker build would not find it")
-                src = REPO / source
+                src = context / source
                 if not src.exists():
                     fail(f"line {n}: COPY {source}: no such file in the build context")
                 if not execute:
