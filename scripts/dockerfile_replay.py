@@ -71,12 +71,12 @@ class Image:
         """Where an absolute path of the image lives in the replay."""
         return self.root / image_path.lstrip("/")
 
-    def host_env(self) -> dict[str, str]:
-        """The environment a step of the image runs in, on this machine."""
+    def host_env(self, build: bool = True) -> dict[str, str]:
+        """The environment a build step (``build``: with the build ARGs) or the container runs in, on this machine."""
         base = {k: v for k, v in os.environ.items() if k not in HOST_ONLY}
         active = os.environ.get("VIRTUAL_ENV")
         host_path = [p for p in base.get("PATH", "").split(os.pathsep) if p and not (active and p.startswith(active))]
-        env = {**base, **self.args}
+        env = {**base, **(self.args if build else {})}
         for key, value in self.env.items():
             if key == "PATH":
                 parts = [os.pathsep.join([str(self.root.parent / "shim"), *host_path]) if p == HOST_PATH
@@ -220,7 +220,7 @@ def replay(work: Path, overrides: dict[str, str], execute: bool, verbose: bool =
 def entry(image: Image, *args: str, expect: tuple[str, ...] = (), env: dict | None = None) -> str:
     """Run the entrypoint with ``args`` as ``docker run IMAGE args`` would; its stdout."""
     argv = [*image.entrypoint, *(str(image.path(a)) if a.startswith("/") else a for a in args)]
-    proc = subprocess.run(argv, cwd=image.path(image.workdir), env=env or image.host_env(), capture_output=True,
+    proc = subprocess.run(argv, cwd=image.path(image.workdir), env=env or image.host_env(build=False), capture_output=True,
                           text=True, stdin=subprocess.DEVNULL)
     shown = " ".join([*image.entrypoint, *args])
     if proc.returncode != 0:
@@ -300,7 +300,7 @@ def check(image: Image, work: Path) -> None:
     print("  VARIANT=cuda/cpu pick their torch index, an unknown VARIANT stops the build")
 
     # the entrypoint, offline, from the image's WORKDIR
-    offline = {**image.host_env(), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    offline = {**image.host_env(build=False), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     entry(image, "--version", expect=("fbn-prune, version",), env=offline)
     entry(image, "--help", expect=("prune", "eval", "push", "recipes"), env=offline)
     if image.cmd:
