@@ -198,7 +198,7 @@ def replay(work: Path, overrides: dict[str, str], execute: bool, verbose: bool =
             if "$VARIANT" in raw:
                 image.variant_steps.append(argv)
             label = "RUN " + " ".join(raw.split())[:70] + ("..." if len(raw) > 70 else "")
-            if skip:
+            if skip and execute:
                 print(f"  skip line {n}: {label} ({skip[0].split(SKIP, 1)[1].strip(' ()')})")
             elif execute:
                 run_step(image, n, argv, label, work / f"line{n:03d}.log", verbose)
