@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
-from test_compat import ONNX_PINS, ONNX_PROBE, PROBE, TF4_PINS, run_probe
+from test_compat import ONNX_PINS, ONNX_PROBE, PROBE, TF4_PINS, run_probe  # noqa: E402 (tests/ on the path first)
 
 TEXT = ("The capital of France is Paris. It lies on the Seine, and its museums, cafes and bridges draw "
         "millions of visitors every year, who come for the art, the food and the long walks along the river.")

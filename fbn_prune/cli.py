@@ -19,7 +19,7 @@ import click
 from . import __version__
 from .cli_gguf import check_before_prune, gguf_options, write_after_prune
 from .errors import EXIT_BAD_INPUT, GateFailed, UserError, VerificationError, disk_error_message
-from .recipe import LAYOUTS, METHODS, Recipe
+from .recipe import LAYOUTS, METHODS, Recipe, locate
 
 log = logging.getLogger("fbn_prune")
 
@@ -345,7 +345,7 @@ def select(networks_dir, out, model, recipe_file, overrides, overwrite, no_progr
     artifact = Networks(networks_dir)
     own = Path(networks_dir) / RECIPE_FILE
     recipe = make_recipe(recipe_file or (str(own) if own.is_file() else None), overrides, model, out)
-    recipe = select_recipe(artifact, recipe, _recipe_path(recipe_file) if recipe_file else None)
+    recipe = select_recipe(artifact, recipe, str(locate(recipe_file)) if recipe_file else None)
     if not recipe.out:
         raise UserError("name the output folder with --out.")
     _progress(not no_progress)

@@ -37,8 +37,8 @@ def portable_config(cfg: dict) -> dict:
 
     Adds the 4.x spellings next to the 5.x ones (``rope_theta``/``rope_scaling`` and
     ``partial_rotary_factor``, GPT-NeoX's ``rotary_pct``/``rotary_emb_base`` from
-    ``rope_parameters``; ``torch_dtype`` from ``dtype``) and drops loader-internal keys, including a ``_name_or_path`` that is a local
-    path (a GGUF conversion or cache folder) rather than a Hub id.
+    ``rope_parameters``; ``torch_dtype`` from ``dtype``) and drops loader-internal keys, including a
+    ``_name_or_path`` that is a local path (a GGUF conversion or cache folder) rather than a Hub id.
     """
     out = {k: v for k, v in cfg.items() if k not in LOADER_KEYS}
     name = out.get("_name_or_path")

@@ -334,7 +334,8 @@ def build_many(comparison: dict, records: list[dict]) -> dict:
     metrics, pairs = [], []
     for row in metric_rows(results[0], results[1]):
         others = [metric_rows(results[0], r) for r in results[2:]]
-        same = [next((o for o in rows if (o["task"], o["metric"], o["filter"]) == (row["task"], row["metric"], row["filter"])), None)
+        key = (row["task"], row["metric"], row["filter"])
+        same = [next((o for o in rows if (o["task"], o["metric"], o["filter"]) == key), None)
                 for rows in others]
         values = {labels[0]: row["original"], labels[1]: row["pruned"]}
         stderr = {labels[0]: row["original_stderr"], labels[1]: row["pruned_stderr"]}

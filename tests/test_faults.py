@@ -24,7 +24,8 @@ ARGS = ["--calib-samples", "16", "--seq-len", "32", "--runs", "2", "--components
 
 
 def prune(model: Path, out: Path, calib: Path, cache: Path, kill_at: str | None = None, *extra: str):
-    env = {**os.environ, "FBN_PRUNE_CACHE": str(cache), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "FBN_PRUNE_CACHE": str(cache), "PYTHONPATH": path,
            "HF_HUB_OFFLINE": "1"}
     env.pop("FBN_PRUNE_TEST_KILL_AT", None)
     if kill_at:

@@ -4,7 +4,6 @@ in llama.cpp itself when a binding is installed."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
