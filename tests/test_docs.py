@@ -35,21 +35,6 @@ def _hooks():
     return module
 
 
-def test_missing_later_pages_leave_the_nav_and_their_links(tmp_path):
-    hooks = _hooks()
-    (tmp_path / "index.md").write_text("# home")
-    (tmp_path / "hub.md").write_text("# hub")  # present: stays
-    nav = [{"Home": "index.md"},
-           {"Shipping": [{"Hub": "hub.md"}, {"Docker": "docker.md"}]},
-           {"Later": [{"Serving": "serving.md"}]}]
-    config = hooks.on_config({"docs_dir": str(tmp_path), "nav": nav, "extra": {}})
-    assert config["nav"] == [{"Home": "index.md"}, {"Shipping": [{"Hub": "hub.md"}]}]
-
-    page = "See [Docker](docker.md#build), [Hub](hub.md) and [serving](../serving.md); [x](other.md)."
-    out = hooks.on_page_markdown(page, None, config, None)
-    assert out == "See Docker, [Hub](hub.md) and serving; [x](other.md)."
-
-
 def test_recipe_reference_marker_is_replaced():
     hooks = _hooks()
     out = hooks.on_page_markdown("# Recipe\n\n<!-- recipe-reference -->\n", None, {"extra": {}}, None)
