@@ -155,6 +155,8 @@ def render(info: dict, repo: str = PLACEHOLDER_REPO, license: str | None = None,
     compensation = ("least-squares prediction of the removed channels from the kept ones, folded into the down projection"
                     if compensate == "lstsq" else "none (plain deletion)")
     per_doc = f", {cal['seq_len']} tokens each" if cal.get("seq_len") else ""
+    cal_license = (f"; text {cal['attribution']}, {cal['license']}" if cal.get("attribution") and cal.get("license")
+                   else f"; text licensed {cal['license']}" if cal.get("license") else "")
     note = padding_note(info["layout"], widths, info["stored_widths"], info["original_widths"])
     warning = f"\n> **Warning:** {note}\n" if note else ""
     body = f"""
@@ -174,7 +176,7 @@ weights) and physically deletes them. No fine-tuning was applied.
 | method | `{sel['method']}` |
 | budget | {budget} |
 | protected layers | first {sel['protect_first']}, last {sel['protect_last']} |
-| calibration | {cal['source']} ({cal['documents']} documents{per_doc}, {cal['tokens']:,} tokens, sha256 `{cal['sha256'][:16]}`) |
+| calibration | {cal['source']} ({cal['documents']} documents{per_doc}, {cal['tokens']:,} tokens, sha256 `{cal['sha256'][:16]}`){cal_license} |
 | decomposition | {info['decomposition']} |
 | compensation | {compensation} |
 | layout | `{info['layout']}`: {LAYOUT_TEXT[info['layout']]} |
