@@ -15,7 +15,7 @@ from .errors import UserError
               help="Write the offline task YAMLs (absolute data paths) and their converted data into DIR, "
                    "for `lm_eval --include_path DIR`.")
 @click.option("--data-dir", type=str, metavar="D",
-              help="Folder with the task data files (default: $FBN_PRUNE_DATA or ../shared/data).")
+              help="Folder with the task data files [$FBN_PRUNE_DATA].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing DIR.")
 def tasks_command(render_dir: str | None, data_dir: str | None, overwrite: bool) -> None:
     """List the lm-eval tasks fbn_prune runs offline and whether their data is present; with

@@ -110,8 +110,8 @@ def input_places(recipe: Recipe, model_spec: str | None, networks_folder: Path |
             path = Path(calib.resolve_data_path(c.source, recipe.data_dir)).expanduser()
         except UserError:  # reported when the calibration is read
             path = None
-        if path is not None and path.exists():
-            places.append(Place(path, "the calibration file", is_file=path.is_file()))
+        if path is not None and path.is_file():  # anything else is refused when the calibration is read
+            places.append(Place(path, "the calibration file", is_file=True))
     for data in (recipe.data_dir, os.environ.get("FBN_PRUNE_DATA")):  # tasks.DATA_ENV (that module imports lm_eval)
         if data and Path(data).expanduser().is_dir():
             places.append(Place(Path(data), "the data folder", nest_ok=True))
