@@ -386,7 +386,7 @@ def test_ci_gate_rule():
         report.Gate.make(max_drop=1, on="bound")
     r = Recipe().override({"evaluation.gate_on": "ci", "evaluation.max_drop": 1.0})
     assert Recipe.from_dict(r.to_dict()).evaluation.gate_on == "ci"
-    with pytest.raises(UserError, match="--gate-on"):
+    with pytest.raises(UserError, match="gate_on must be one of point, ci"):
         Recipe.from_dict({"evaluation": {"max_drop": 1, "gate_on": "maybe"}})
 
 
