@@ -365,6 +365,8 @@ def inspect(path, as_json, plot_file):
     """Summarise a pruned checkpoint, a networks artifact, or any model folder."""
     from .inspect import describe
 
+    if plot_file and Path(plot_file).expanduser().is_dir():
+        raise UserError(f"--plot {plot_file} is a folder; name the picture file (.png, .svg or .pdf).")
     text, record = describe(path)
     click.echo(json.dumps(record, indent=1) if as_json else text)
     if plot_file:

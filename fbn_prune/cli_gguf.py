@@ -12,7 +12,9 @@ from pathlib import Path
 
 import click
 
-from .errors import UserError
+from safetensors import SafetensorError
+
+from .errors import UserError, disk_error_message
 from .export import PROVENANCE_FILE
 
 DTYPES = ("f32", "f16", "q8_0")  # as gguf_export.DTYPES, which imports gguf
@@ -54,8 +56,19 @@ def export_gguf_command(checkpoint, out, dtype, arch, overwrite):
       fbn-prune export-gguf smollm2-pruned smollm2-pruned.gguf --dtype q8_0
     """
     _check_dtype(dtype)
-    result = _writer().export_gguf(checkpoint, out, dtype=dtype, arch=arch, overwrite=overwrite)
+    result = _export(checkpoint, out, dtype=dtype, arch=arch, overwrite=overwrite)
     click.echo(_describe(result))
+
+
+def _export(checkpoint, out, **kwargs):
+    """export_gguf with the checkpoint's damaged weights and a failed write reported in one line (exit 2)."""
+    try:
+        return _writer().export_gguf(checkpoint, out, **kwargs)
+    except SafetensorError as e:
+        raise UserError(f"the weights of {checkpoint} are damaged ({e}); write the checkpoint again.") from e
+    except OSError as e:
+        raise UserError(disk_error_message(e) or f"could not write {out}: {e}; check the free space and the "
+                        "folder, then run again (nothing was left at OUT).") from e
 
 
 def gguf_options(fn):
@@ -78,7 +91,7 @@ def write_after_prune(checkpoint: Path, to_gguf: str | None, gguf_dtype: str, ov
     """--to-gguf: write the verified checkpoint's GGUF, record it in fbn_prune.json and the model card."""
     if not to_gguf:
         return
-    result = _writer().export_gguf(checkpoint, to_gguf, dtype=gguf_dtype, overwrite=overwrite)
+    result = _export(checkpoint, to_gguf, dtype=gguf_dtype, overwrite=overwrite)
     record_in_card(checkpoint, result)
     click.echo(_describe(result))
 

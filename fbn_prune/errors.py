@@ -42,6 +42,7 @@ DISK_ERRORS = {
                   "raise the limit (ulimit -f unlimited), or use smaller shards (export.max_shard_size)"),
     errno.EACCES: ("permission denied", "make it accessible to this user, or choose another path"),
     errno.EPERM: ("operation not permitted", "make it accessible to this user, or choose another path"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter name or folder"),
     errno.EROFS: ("read-only file system", "write to a writable folder (--out, --save-networks, FBN_PRUNE_CACHE)"),
 }
 

@@ -151,4 +151,10 @@ def read_provenance(folder: str | os.PathLike) -> dict:
     path = Path(folder) / PROVENANCE_FILE
     if not path.is_file():
         raise UserError(f"{folder} is not an fbn_prune checkpoint (no {PROVENANCE_FILE}).")
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is damaged (not valid JSON: {e}); write the checkpoint again.") from e
+    if not isinstance(info, dict):
+        raise UserError(f"{path} is damaged (not a JSON object); write the checkpoint again.")
+    return info

@@ -520,12 +520,23 @@ def check_output(out: str | os.PathLike, overwrite: bool) -> Path:
         raise UserError(f"{out} is a folder; name the .gguf file to write.")
     if target.exists() and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it.")
+    if target.exists() and not _is_gguf(target):
+        raise UserError(f"{out} exists and is not a GGUF file; --overwrite replaces only an earlier GGUF file.")
     probe = target.parent
     while not probe.exists():
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to {target.parent}: permission denied.")
     return target
+
+
+def _is_gguf(path: Path) -> bool:
+    """Whether ``path`` is a GGUF file (its first four bytes are the magic ``GGUF``)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def check_dtype(dtype: str) -> str:

@@ -25,6 +25,7 @@ from .card import render as render_card
 from .distill import HealSettings, distill, token_blocks
 from .errors import UserError
 from .export import PROVENANCE_FILE, RECIPE_FILE, check_target, read_provenance, write_checkpoint
+from .identity import check_base, identify, model_hash
 from .models import DTYPES, input_location, load_model, resolve
 from .recipe import Recipe
 from .surgery import MODELING_FILE
@@ -69,6 +70,11 @@ def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: H
         inputs.append(Place(loc[0], loc[1], nest_ok=loc[2]))
     check_disjoint([Place(out, "--out")], inputs)
     target = check_target(out, overwrite)
+    source = resolve(spec)
+    check = check_base(info, identify(source, model_hash(source)), source.path if source.local else None)
+    if check.verdict == "mismatch":
+        raise UserError(f"--base {spec} is not the model {checkpoint} was pruned from: {check.reason}; "
+                        "name that model with --base.")
     with TargetLock(target, "--out"):
         check_target(out, overwrite)  # again: a run that held the lock until now may have written it
         sweep_leftovers(target)

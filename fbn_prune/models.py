@@ -159,6 +159,11 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu",
     try:
         kwargs = {"dtype": DTYPES[dtype], **load_kwargs(device_map, max_memory)}
         model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
+    except RuntimeError as e:
+        if "mismatched" not in str(e) and "size mismatch" not in str(e):
+            raise
+        raise UserError(f"could not load model {source.spec!r}: its weights do not match the shapes its config.json "
+                        "describes; fix or replace config.json.") from e
     except (OSError, ValueError, SafetensorError) as e:
         raise UserError(f"could not load the weights of {source.spec!r}: {_first_line(e)}; the file is damaged or "
                         "incomplete: download or copy it again.") from e

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -89,11 +90,21 @@ def check_replaceable(target: Path, role: str, markers: tuple[str, ...]) -> None
                         "fbn_prune writes into or replaces only its own outputs: choose a new or empty folder.")
 
 
+def side_name(target: Path) -> str:
+    """The NAME part of ``target``'s lock and temporary siblings: its name, or for a name so long that
+    ``.NAME.tmp-PID-XXXXXXXX`` would pass the file system's 255-byte limit, a prefix and a hash of it."""
+    name = target.name
+    if len(name.encode()) <= SIDE_NAME_MAX:
+        return name
+    return name.encode()[:120].decode(errors="ignore") + "~" + hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
 def temp_prefix(target: Path, kind: str = "tmp") -> str:
     """The name prefix of a temporary sibling of ``target``: ``.NAME.KIND-PID-`` (mkdtemp adds a suffix)."""
-    return f".{target.name}.{kind}-{os.getpid()}-"
+    return f".{side_name(target)}.{kind}-{os.getpid()}-"
 
 
+SIDE_NAME_MAX = 200  # bytes: room for ".", ".tmp-", a pid, "-" and mkdtemp's suffix within 255
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[^/]*$")
 
 
@@ -127,7 +138,7 @@ def sweep_leftovers(target: Path) -> list[Path]:
         return removed
     for entry in target.parent.iterdir():
         m = _LEFTOVER.match(entry.name)
-        if not m or m["name"] != target.name:
+        if not m or m["name"] != side_name(target):
             continue
         pid = int(m["pid"]) if m["pid"] else None
         if pid == os.getpid() or not is_stale(entry, pid):
@@ -148,7 +159,7 @@ class TargetLock:
     def __init__(self, target: str | os.PathLike, role: str = "output folder"):
         self.target = real(target)
         self.role = role
-        self.path = self.target.parent / f".{self.target.name}.lock"
+        self.path = self.target.parent / f".{side_name(self.target)}.lock"
         self._fd: int | None = None
 
     def acquire(self) -> "TargetLock":

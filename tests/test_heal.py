@@ -94,5 +94,7 @@ def test_bad_heal_input(pruned, tmp_path):
     bad(["heal", ckpt, "--out", ckpt, "--calib", text, "--overwrite"], "")
     bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", tmp_path / "missing.txt"], "does not exist")
     bad(["heal", model, "--out", tmp_path / "x", "--calib", text], "not an fbn_prune checkpoint")
+    same_shape = save_tiny("llama", tmp_path / "same", seed=7)  # same vocabulary, other weights
+    bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", text, "--base", same_shape], "is not the model")
     other = save_tiny("llama", tmp_path / "other", vocab_size=300)
     bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", text, "--base", other], "--base")
