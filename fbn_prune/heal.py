@@ -9,7 +9,6 @@ from disk and compared with the in-memory healed model before it is moved into p
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -30,7 +29,7 @@ from .models import DTYPES, input_location, load_model, resolve
 from .recipe import Recipe
 from .surgery import MODELING_FILE
 from .targets import Place, TargetLock, check_disjoint, sweep_leftovers
-from .verify import compare, logits
+from .verify import compare, logits, rounded_copy
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ def _heal_into(target: Path, checkpoint: Path, info: dict, spec: str, texts_sour
     saved = DTYPES[dtype]
 
     def check(folder: str) -> dict:
-        reference = logits(_rounded(healed, saved), docs)
+        reference = logits(rounded_copy(healed, saved), docs)
         loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
                                                       trust_remote_code=(layout == "exact")).to(device).eval()
         return compare(reference, logits(loaded, docs), torch.float32)
@@ -132,17 +131,6 @@ def _heal_into(target: Path, checkpoint: Path, info: dict, spec: str, texts_sour
     log.info("healed checkpoint written to %s (held-out KL %.4f -> %.4f)", target, result.heldout_kl_before,
              result.heldout_kl_after)
     return target
-
-
-def _rounded(model, dtype: torch.dtype):
-    """``model`` with its weights rounded to the saved dtype (itself when that is its dtype)."""
-    if next(model.parameters()).dtype == dtype:
-        return model
-    rounded = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in rounded.parameters():
-            p.copy_(p.to(dtype))
-    return rounded
 
 
 def summary(folder: Path) -> str:

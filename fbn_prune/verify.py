@@ -114,6 +114,18 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, dtype: torch.dtype
             "tokens": int(reference.shape[0]), "ok": rel <= tol}
 
 
+def rounded_copy(model, dtype: torch.dtype):
+    """``model`` with its weights rounded to ``dtype`` and kept in their working dtype (a copy; ``model``
+    itself when that is already its dtype). Buffers such as RoPE frequencies stay exact."""
+    if next(model.parameters()).dtype == dtype:
+        return model
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in rounded.parameters():
+            p.copy_(p.to(dtype))
+    return rounded
+
+
 def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, layout: str,
            docs: list[list[int]], pruned=None, saved_dtype: torch.dtype | None = None,
            predictors: list[torch.Tensor] | None = None, load: dict | None = None) -> dict:
@@ -146,10 +158,7 @@ def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, la
         result = compare(reference, logits(loaded, docs), working)
     else:
         surgery = compare(reference, logits(pruned, docs), working)
-        rounded = copy.deepcopy(pruned)  # the saved weights, in memory (buffers such as RoPE stay exact)
-        with torch.no_grad():
-            for p in rounded.parameters():
-                p.copy_(p.to(saved_dtype))
+        rounded = rounded_copy(pruned, saved_dtype)  # the saved weights, in memory
         reload = compare(logits(rounded, docs), logits(loaded, docs), working)
         del rounded
         result = {**reload, "surgery": surgery, "ok": surgery["ok"] and reload["ok"]}
