@@ -2,7 +2,7 @@
 
 Each size runs in a fresh subprocess: load the model (float32, CPU), tokenize WikiText-2
 paragraphs (valid, then test, cycled when more tokens are asked for than they hold; bare text,
-truncated at ``--seq-len``), then ``fbn_prune.capture.capture`` into a temporary folder that is
+truncated at ``--seq-len``), then ``fbn_prune.capture.activations.capture`` into a temporary folder that is
 deleted afterwards. Capture only, no ICA. Reported per size: the process's peak RSS
 (``ru_maxrss``: model loading included), the peak during the capture alone (Linux ``VmHWM``
 after resetting it once the model is loaded), disk written, seconds and tokens/s.
@@ -39,7 +39,7 @@ def hwm_bytes() -> int | None:
 
 def documents(tok, n_tokens: int, seq_len: int, data: Path) -> list[list[int]]:
     """Token id lists of WikiText-2 paragraphs (valid then test, cycled) adding up to exactly ``n_tokens``."""
-    from fbn_prune.calibration import read_documents
+    from fbn_prune.capture.calibration import read_documents
 
     texts = read_documents(str(data / "wikitext2" / "valid.txt")) + read_documents(str(data / "wikitext2" / "test.txt"))
     ids = [d for d in (tok(t, truncation=True, max_length=seq_len)["input_ids"] for t in texts) if len(d) >= 2]
@@ -57,14 +57,14 @@ def one(args: argparse.Namespace, n_tokens: int) -> dict:
     """Subprocess body: load, capture ``n_tokens``, report."""
     import torch
 
-    from fbn_prune import resources as res
-    from fbn_prune.arch import adapter_for
-    from fbn_prune.calibration import CalibrationSet
-    from fbn_prune.capture import capture
-    from fbn_prune.models import load_model, resolve
-    from fbn_prune.placement import resident_bytes
+    from fbn_prune._runtime import resources as res
+    from fbn_prune.models.arch import adapter_for
+    from fbn_prune.capture.calibration import CalibrationSet
+    from fbn_prune.capture.activations import capture
+    from fbn_prune.models.sources import load_model, resolve
+    from fbn_prune.models.placement import resident_bytes
     from fbn_prune.plan import model_shape
-    from fbn_prune.tasks import data_dir
+    from fbn_prune.evaluate.tasks import data_dir
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     model, tok = load_model(resolve(args.model), "float32", "cpu")

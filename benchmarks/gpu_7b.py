@@ -9,7 +9,7 @@ What it does:
 1. builds a Llama with Llama-2-7B's shapes (hidden 4096, FFN 11008, 32 heads, vocab 32000) and
    random bfloat16 weights on the GPU; ``--layers`` decoder layers (32 by default, ~13 GB; fewer
    fit smaller cards, the per-layer figures scale);
-2. times ``fbn_prune.capture.capture`` on ``--tokens`` random tokens (documents of ``--seq-len``),
+2. times ``fbn_prune.capture.activations.capture`` on ``--tokens`` random tokens (documents of ``--seq-len``),
    float16 signals streamed to ``--workdir`` (tokens x layers x 11008 x 2 bytes on disk);
 3. times the torch ICA engine on the GPU for one (layer, run) job on the first ``--run-tokens``
    captured tokens of a layer, ``--components`` components, median of ``--repeat`` jobs;
@@ -36,12 +36,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fbn_prune.arch import adapter_for  # noqa: E402
-from fbn_prune.calibration import CalibrationSet  # noqa: E402
-from fbn_prune.capture import capture  # noqa: E402
-from fbn_prune.compensate import gram  # noqa: E402
-from fbn_prune.eliminate import elimination_scores  # noqa: E402
-from fbn_prune.ica import CanICA  # noqa: E402
+from fbn_prune.models.arch import adapter_for  # noqa: E402
+from fbn_prune.capture.calibration import CalibrationSet  # noqa: E402
+from fbn_prune.capture.activations import capture  # noqa: E402
+from fbn_prune.select.compensate import gram  # noqa: E402
+from fbn_prune.select.eliminate import elimination_scores  # noqa: E402
+from fbn_prune.decompose.ica import CanICA  # noqa: E402
 
 SEVEN_B = dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
                vocab_size=32000, max_position_embeddings=4096)

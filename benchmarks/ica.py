@@ -1,9 +1,9 @@
-"""Benchmark the per-layer decomposition (fbn_prune.ica) against plain scikit-learn FastICA.
+"""Benchmark the per-layer decomposition (fbn_prune.decompose.ica) against plain scikit-learn FastICA.
 
 Generates a synthetic layer block shaped like one 7B FFN layer for one run (default
 20,000 tokens x 11,008 neurons, float32): sparse heavy-tailed spatial sources with
 heavy-tailed time courses, mixed, plus Gaussian noise (seeded). Times
-``fbn_prune.ica.CanICA`` (z-score + randomized SVD, then FastICA on neurons x k) for
+``fbn_prune.decompose.ica.CanICA`` (z-score + randomized SVD, then FastICA on neurons x k) for
 every engine available, then plain ``sklearn.decomposition.FastICA(n_components=k)`` on
 the same matrix (tokens as samples, neurons as features) in a subprocess that is killed
 after ``--sklearn-timeout`` seconds.
@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fbn_prune.ica import CanICA  # noqa: E402
+from fbn_prune.decompose.ica import CanICA  # noqa: E402
 
 N_SOURCES = 256
 
@@ -99,7 +99,7 @@ def run_ours(
     max_iter: int = 300, tol: float = 1e-4,
 ) -> dict[str, CanICA]:
     """Time CanICA for each (engine, device), ``repeat`` times each; returns the fastest fit of each."""
-    quiet = logging.getLogger("fbn_prune.ica")
+    quiet = logging.getLogger("fbn_prune.decompose.ica")
     quiet.setLevel(logging.ERROR)
     for engine in ("torch", "sklearn"):  # warm up kernels and imports
         CanICA(4, engine=engine, device="cpu").fit(torch.randn(256, 64))

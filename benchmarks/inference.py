@@ -75,7 +75,7 @@ def load(path: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from fbn_prune.models import resolve
+    from fbn_prune.models.sources import resolve
 
     folder = Path(resolve(path).path)
     trust = (folder / "modeling_fbn.py").is_file()

@@ -1,6 +1,6 @@
 """Quality at equal size: every selection method x ratio x calibration on SmolLM2-135M-Instruct,
 through the tool's real path (selection, compensation, surgery, export, verification), each
-checkpoint evaluated with lm-evaluation-harness against the original (fbn_prune.evaluate).
+checkpoint evaluated with lm-evaluation-harness against the original (fbn_prune.evaluate.run).
 
 Calibrations (the default recipe otherwise: chat format, 4 runs x 64 components, lstsq):
 - generic: WikiText-2 valid  -> WikiText-2 test word perplexity, PIQA acc, ARC-Easy acc_norm, LAMBADA acc
@@ -32,8 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fbn_prune import evaluate, pipeline  # noqa: E402
-from fbn_prune.recipe import Recipe  # noqa: E402
+from fbn_prune import pipeline  # noqa: E402
+from fbn_prune.evaluate import run as evaluate  # noqa: E402
+from fbn_prune.config.recipe import Recipe  # noqa: E402
 
 METHODS = ["fbn", "flap", "wanda-sp", "magnitude", "random"]
 CALIBRATIONS = {

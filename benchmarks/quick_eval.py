@@ -1,7 +1,7 @@
 """Fast masked-model evaluation for method research (no surgery, no lm-eval): WikiText-2 test token
 perplexity on a fixed prefix and ARC-Easy test acc_norm on the first N questions.
 
-Masking dropped channels is mathematically the pruned model (see fbn_prune.verify), so
+Masking dropped channels is mathematically the pruned model (see fbn_prune.export.verify), so
 screening many selections costs forward passes only. Final numbers come from lm-eval
 (benchmarks/quality.py, `fbn-prune eval`).
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from fbn_prune.verify import masked
+from fbn_prune.export.verify import masked
 
 
 def wikitext_ppl(model, tok, data: Path, n_tokens: int = 8192, seq_len: int = 512) -> float:

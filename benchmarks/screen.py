@@ -2,7 +2,7 @@
 
 Uses a networks artifact (created with `fbn-prune networks ... --out DIR` or by this script
 when --networks does not exist yet) and evaluates masked models (mathematically the pruned
-ones, see fbn_prune.verify.masked): WikiText-2 test token perplexity on a fixed prefix and,
+ones, see fbn_prune.export.verify.masked): WikiText-2 test token perplexity on a fixed prefix and,
 optionally, ARC-Easy test acc_norm on the first N questions. Prints a Markdown table.
 
     python benchmarks/screen.py --networks /tmp/net-wt --ratios 0.2,0.4
@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from quick_eval import arc_easy_acc_norm, wikitext_ppl  # noqa: E402
 
 from fbn_prune import pipeline  # noqa: E402
-from fbn_prune.arch import adapter_for  # noqa: E402
-from fbn_prune.recipe import Recipe  # noqa: E402
-from fbn_prune.scores import layer_scores  # noqa: E402
-from fbn_prune.select import Budget, select  # noqa: E402
-from fbn_prune.verify import masked  # noqa: E402
+from fbn_prune.models.arch import adapter_for  # noqa: E402
+from fbn_prune.config.recipe import Recipe  # noqa: E402
+from fbn_prune.select.scores import layer_scores  # noqa: E402
+from fbn_prune.select.budget import Budget, select  # noqa: E402
+from fbn_prune.export.verify import masked  # noqa: E402
 
 METHODS = ["fbn-paper", "random", "magnitude", "wanda-sp", "flap", "fbn-act", "fbn"]
 

@@ -1,4 +1,4 @@
-"""Time fbn's selection step (compensated elimination, fbn_prune/eliminate.py) per layer shape.
+"""Time fbn's selection step (compensated elimination, fbn_prune/select/eliminate.py) per layer shape.
 
     python benchmarks/selection_time.py                       # SmolLM2, Llama-7B shapes on the CPU
     python benchmarks/selection_time.py --shapes 4096x1024 --device cuda
@@ -20,8 +20,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # a shared CPU: no spinning
 
 import torch  # noqa: E402
 
-from fbn_prune import resources as res  # noqa: E402
-from fbn_prune.eliminate import elimination_scores  # noqa: E402
+from fbn_prune._runtime import resources as res  # noqa: E402
+from fbn_prune.select.eliminate import elimination_scores  # noqa: E402
 
 # width x hidden : (model, layers)
 KNOWN = {"1536x576": ("SmolLM2-135M", 30), "11008x4096": ("Llama-2-7B", 32), "13824x5120": ("Llama-2-13B", 40),

@@ -1,3 +1,3 @@
-from .cli import main
+from fbn_prune.cli.main import main
 
 main()

@@ -21,28 +21,30 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from . import calibration as calib
-from . import netcache
-from .arch import adapter_for
-from .card import render as render_card
-from .capture import capture
-from .errors import UserError, writing
-from .export import RECIPE_FILE, check_target, write_checkpoint
-from .calibration import CalibrationSet
-from .identity import identify
-from .models import DTYPES, cache_dir, input_location, load_model, resolve
-from .targets import Place, TargetLock, check_disjoint, check_replaceable, real, sweep_leftovers
-from .capture import CaptureIndex
-from .placement import devices, load_kwargs, onloaded
-from .evaluate import model_hash
-from .networks import (ARTIFACT_FILE, HOLDOUT_FILE, Networks, NetworksMeta, check_reuse, decompose_all, gram_path, map_path,
-                       network_settings, read_settings, write_grams, write_meta)
-from .recipe import Recipe
-from .scores import NEEDS_GRAM, NEEDS_MAPS, NEEDS_STATS, layer_scores
-from .select import Budget, achieved_ratio, channel_ratio_for_params, select as select_channels
-from .surgery import MODELING_FILE, build_pruned, modeling_source
-from .verify import held_out_tokens, verify
+from fbn_prune import __version__
+from fbn_prune.capture import calibration as calib
+from fbn_prune.decompose import cache as netcache
+from fbn_prune.models.arch import adapter_for
+from fbn_prune.ship.card import render as render_card
+from fbn_prune.capture.activations import capture
+from fbn_prune.errors import UserError, writing
+from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
+from fbn_prune.capture.calibration import CalibrationSet
+from fbn_prune.models.identity import identify
+from fbn_prune.models.sources import DTYPES, cache_dir, input_location, load_model, resolve
+from fbn_prune._io.targets import Place, TargetLock, check_disjoint, check_replaceable, real, sweep_leftovers
+from fbn_prune.capture.activations import CaptureIndex
+from fbn_prune.models.placement import devices, load_kwargs, onloaded
+from fbn_prune.evaluate.run import model_hash
+from fbn_prune.decompose.networks import (
+    ARTIFACT_FILE, HOLDOUT_FILE, Networks, NetworksMeta, check_reuse, decompose_all, gram_path,
+    map_path, network_settings, read_settings, write_grams, write_meta,
+)
+from fbn_prune.config.recipe import Recipe
+from fbn_prune.select.scores import NEEDS_GRAM, NEEDS_MAPS, NEEDS_STATS, layer_scores
+from fbn_prune.select.budget import Budget, achieved_ratio, channel_ratio_for_params, select as select_channels
+from fbn_prune.export.surgery import MODELING_FILE, build_pruned, modeling_source
+from fbn_prune.export.verify import held_out_tokens, verify
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
     an artifact is resumed or extended only when it was made with the same settings (see
     networks.check_reuse; ``option`` names the flag that gave ``folder``, for the message). Before any work,
     ``folder`` is checked against the inputs (targets.check_disjoint) and locked for this run.
-    ``text``: the calibration text already read by :func:`fbn_prune.calibration.prepare` (read here,
+    ``text``: the calibration text already read by :func:`fbn_prune.capture.calibration.prepare` (read here,
     before the weights load, when None).
     """
     folder = Path(folder)
@@ -209,7 +211,7 @@ def _existing(folder: Path, option: str):
 
 def _check_disk(folder: Path, meta: NetworksMeta, tokens: int, progress: bool) -> None:
     """Report the disk the capture, Gram matrices and maps will take; refuse (exit 2) when it is not free."""
-    from . import resources as res
+    from fbn_prune._runtime import resources as res
 
     disk = (res.capture_disk(meta.widths, tokens), res.gram_disk(meta.widths),
             res.maps_disk(meta.widths, meta.runs, meta.components))
@@ -233,9 +235,9 @@ def _capture_batch(recipe: Recipe, model, adapter) -> int:
     The budget counts this process's resident memory (runtime, weights in host memory) plus the
     batch's activations; UserError when not even one document fits.
     """
-    from . import resources as res
-    from .placement import input_device, resident_bytes
-    from .plan import model_shape
+    from fbn_prune._runtime import resources as res
+    from fbn_prune.models.placement import input_device, resident_bytes
+    from fbn_prune.plan import model_shape
 
     c = recipe.calibration
     if c.max_ram is None:
@@ -250,7 +252,7 @@ def _capture_batch(recipe: Recipe, model, adapter) -> int:
 
 def _gram_device(ica_device: str) -> str:
     """Gram matrices go where ICA goes (the first GPU when ICA uses every GPU)."""
-    from .jobs import resolve_ica_device
+    from fbn_prune.decompose.jobs import resolve_ica_device
 
     device = resolve_ica_device(ica_device)
     return "cuda:0" if device == "cuda" else device
@@ -269,8 +271,8 @@ def _selection_device(ica_device: str) -> str:
 def _ica_jobs(recipe: Recipe, index: CaptureIndex) -> int:
     """Parallel ICA workers: decomposition.jobs (auto: one per GPU, or one per CPU core), fewer when
     calibration.max_ram cannot hold that many CPU working sets."""
-    from . import resources as res
-    from .jobs import resolve_ica_device, resolve_jobs
+    from fbn_prune._runtime import resources as res
+    from fbn_prune.decompose.jobs import resolve_ica_device, resolve_jobs
 
     d = recipe.decomposition
     device = resolve_ica_device(d.device)
@@ -391,8 +393,8 @@ def _compensation(model, adapter, kept, artifact: Networks, ridge: float, mode: 
     """Per-layer predictors and the compensated full-size down-projection tensors (see compensate.py):
     ``lstsq``: B and the down weights; ``bias``: (None, mean) and the down biases (select has
     already checked, with _require_down_bias, that the architecture has them)."""
-    from .compensate import bias_shift, compensated_columns, predictor, removed
-    from .scores import activation_stats, down_columns
+    from fbn_prune.select.compensate import bias_shift, compensated_columns, predictor, removed
+    from fbn_prune.select.scores import activation_stats, down_columns
 
     predictors, replace = [], {}
     if mode == "bias":

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from . import netcache
-from . import resources as res
-from .recipe import Recipe
+from fbn_prune.decompose import cache as netcache
+from fbn_prune._runtime import resources as res
+from fbn_prune.config.recipe import Recipe
 
 
 def model_shape(config, widths: list[int], params: int, dtype: str) -> res.Shape:
@@ -119,12 +119,12 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from . import calibration as calib
-    from .arch import adapter_for
-    from .errors import UserError
-    from .jobs import resolve_ica_device, resolve_jobs
-    from .models import resolve
-    from .scores import NEEDS_GRAM, NEEDS_MAPS
+    from fbn_prune.capture import calibration as calib
+    from fbn_prune.models.arch import adapter_for
+    from fbn_prune.errors import UserError
+    from fbn_prune.decompose.jobs import resolve_ica_device, resolve_jobs
+    from fbn_prune.models.sources import resolve
+    from fbn_prune.select.scores import NEEDS_GRAM, NEEDS_MAPS
 
     if not recipe.model:
         raise UserError("name a model: fbn-prune prune MODEL, or `model:` in the recipe.")

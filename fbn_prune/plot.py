@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
-from .export import PROVENANCE_FILE
-from .inspect import read_checkpoint_record
-from .networks import ARTIFACT_FILE, Networks, membership
+from fbn_prune.errors import UserError
+from fbn_prune.export.checkpoint import PROVENANCE_FILE
+from fbn_prune.inspection import read_checkpoint_record
+from fbn_prune.decompose.networks import ARTIFACT_FILE, Networks, membership
 
 
 def _pyplot():

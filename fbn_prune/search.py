@@ -24,13 +24,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import evaluate, pipeline, report
-from .errors import GateFailed, UserError
-from .export import PROVENANCE_FILE, check_target, read_provenance
-from .identity import atomic_write
-from .models import load_model, resolve
-from .networks import Networks
-from .recipe import Recipe
+from fbn_prune import pipeline
+from fbn_prune.evaluate import run as evaluate
+from fbn_prune.evaluate import report
+from fbn_prune.errors import GateFailed, UserError
+from fbn_prune.export.checkpoint import PROVENANCE_FILE, check_target, read_provenance
+from fbn_prune.models.identity import atomic_write
+from fbn_prune.models.sources import load_model, resolve
+from fbn_prune.decompose.networks import Networks
+from fbn_prune.config.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ def search(recipe: Recipe, settings: evaluate.EvalSettings, gate: report.Gate, g
     """Find the largest grid ratio whose checkpoint holds ``gate`` and write that checkpoint to ``out``.
 
     One networks artifact (``recipe``'s calibration and method), then bisection over ``grid`` through
-    :func:`fbn_prune.pipeline.select` and :func:`fbn_prune.evaluate.compare` (the original's results
+    :func:`fbn_prune.pipeline.select` and :func:`fbn_prune.evaluate.run.compare` (the original's results
     come from the evaluation cache after the first step). ``echo(text)`` reports each step.
 
     Returns the :class:`SearchResult`; when no ratio holds, ``best`` is None and nothing is written to

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from fbn_prune.cli import cli
+from fbn_prune.cli.main import cli
 
 
 def run(*args):

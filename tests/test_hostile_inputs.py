@@ -15,10 +15,11 @@ from clitools import bad, run
 from safetensors.torch import load_file, save_file
 from tiny import save_tiny
 
-from fbn_prune import networks, pipeline
+from fbn_prune import pipeline
+from fbn_prune.decompose import networks
 from fbn_prune.errors import UserError
-from fbn_prune.networks import Networks
-from fbn_prune.recipe import Recipe
+from fbn_prune.decompose.networks import Networks
+from fbn_prune.config.recipe import Recipe
 
 SMALL = ["--calib-samples", "16", "--seq-len", "48", "--runs", "2", "--components", "4", "--no-progress",
          "--device", "cpu"]
@@ -272,7 +273,7 @@ def test_reuse_with_another_model_or_calibration_is_refused(made, net, tmp_path,
 
 
 def test_reuse_with_the_same_settings_runs_no_ica(made, net, tmp_path, calib_txt, monkeypatch):
-    from fbn_prune import ica
+    from fbn_prune.decompose import ica
 
     monkeypatch.setattr(ica, "decompose", lambda *a, **k: pytest.fail("a complete artifact must be reused"))
     r = run("prune", made[0], "--out", tmp_path / "o", "--calib", calib_txt, "--save-networks", net, "--ratio", "0.25",

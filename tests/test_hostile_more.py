@@ -7,7 +7,7 @@ import json
 from clitools import bad
 from tiny import save_tiny
 
-from fbn_prune.targets import TargetLock, side_name, temp_prefix
+from fbn_prune._io.targets import TargetLock, side_name, temp_prefix
 
 
 def test_network_weight_must_be_finite(tiny_dir, calib_txt, tmp_path):

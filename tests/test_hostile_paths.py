@@ -18,11 +18,12 @@ import torch
 from click.testing import CliRunner
 from clitools import run
 
-from fbn_prune import netcache, targets
-from fbn_prune.calibration import CalibrationSet
-from fbn_prune.cli import cli
-from fbn_prune.models import ModelSource
-from fbn_prune.recipe import Recipe
+from fbn_prune.decompose import cache as netcache
+from fbn_prune._io import targets
+from fbn_prune.capture.calibration import CalibrationSet
+from fbn_prune.cli.main import cli
+from fbn_prune.models.sources import ModelSource
+from fbn_prune.config.recipe import Recipe
 
 # no capture, no ICA: magnitude scores without compensation need only the model (seconds)
 FAST = ["--method", "magnitude", "--compensate", "none", "--calib-samples", "8", "--seq-len", "32", "--runs", "1",
@@ -192,7 +193,7 @@ def test_leftovers_of_killed_runs_are_removed(model, calib_txt, tmp_path):
 
 
 def test_replacing_an_output_is_one_atomic_exchange(tmp_path):
-    from fbn_prune.export import _move_into_place
+    from fbn_prune.export.checkpoint import _move_into_place
 
     target, new = tmp_path / "o", tmp_path / ".o.tmp-1-x"
     target.mkdir()

@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fbn_prune import card as cards
-from fbn_prune import hub, pipeline, report
-from fbn_prune.cli import cli
-from fbn_prune.recipe import Recipe
+from fbn_prune.ship import card as cards
+from fbn_prune import pipeline
+from fbn_prune.ship import hub
+from fbn_prune.evaluate import report
+from fbn_prune.cli.main import cli
+from fbn_prune.config.recipe import Recipe
 
 SECRET = "hf_fbnTestTokenDoNotLeak0123456789abcdef"
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"

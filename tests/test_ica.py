@@ -1,4 +1,4 @@
-"""Tests for fbn_prune.ica (the per-layer CanICA decomposition). Fast: about a second each."""
+"""Tests for fbn_prune.decompose.ica (the per-layer CanICA decomposition). Fast: about a second each."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from fbn_prune.errors import UserError
-from fbn_prune.ica import CanICA, decompose
+from fbn_prune.decompose.ica import CanICA, decompose
 
 
 def planted(tokens: int = 2000, neurons: int = 1000, sources: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +124,7 @@ def test_non_convergence_is_logged_not_warned(data, caplog):
     for engine in ("sklearn", "torch"):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # any warning escaping would fail the test
-            with caplog.at_level(logging.WARNING, logger="fbn_prune.ica"):
+            with caplog.at_level(logging.WARNING, logger="fbn_prune.decompose.ica"):
                 model = CanICA(8, engine=engine, max_iter=1, tol=1e-12, device="cpu").fit(signal)
         assert not model.converged_ and model.n_iter_ == 1
     assert sum("did not converge" in r.getMessage() for r in caplog.records) == 2

@@ -6,7 +6,7 @@ import logging
 
 from clitools import run
 
-from fbn_prune.layouts import full_width_layers, padding_note
+from fbn_prune.export.layouts import full_width_layers, padding_note
 
 
 def test_padding_note_names_the_full_width_layers():

@@ -1,4 +1,4 @@
-"""fbn_prune.paired: paired bootstrap intervals and McNemar's exact test, on synthetic per-document data."""
+"""fbn_prune.evaluate.paired: paired bootstrap intervals and McNemar's exact test, on synthetic per-document data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fbn_prune import paired
+from fbn_prune.evaluate import paired
 
 
 def test_interval_covers_the_true_difference():

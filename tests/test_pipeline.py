@@ -11,11 +11,11 @@ from tiny import ARCHS, sample_texts
 from transformers import AutoModelForCausalLM
 
 from fbn_prune import pipeline
-from fbn_prune.arch import adapter_for
+from fbn_prune.models.arch import adapter_for
 from fbn_prune.errors import UserError, VerificationError
-from fbn_prune.networks import Networks
-from fbn_prune.recipe import Recipe
-from fbn_prune.verify import logits, masked
+from fbn_prune.decompose.networks import Networks
+from fbn_prune.config.recipe import Recipe
+from fbn_prune.export.verify import logits, masked
 
 
 def small_recipe(model, out, calib, layout="uniform", **selection) -> Recipe:
@@ -156,7 +156,7 @@ def test_threshold_rule_is_membership(tiny_dir, calib_txt, tmp_path):
 def test_select_reuses_artifact_without_ica(tiny_dir, calib_txt, tmp_path, monkeypatch):
     r = small_recipe(tiny_dir("gpt2"), tmp_path / "a", calib_txt)
     pipeline.prune(r, progress=False, networks_dir=str(tmp_path / "net"))
-    import fbn_prune.ica as ica
+    import fbn_prune.decompose.ica as ica
 
     monkeypatch.setattr(ica, "decompose", lambda *a, **k: pytest.fail("select must not run ICA"))
     out = pipeline.select(r.override({"out": str(tmp_path / "b"), "selection.ratio": 0.5}), Networks(tmp_path / "net"))
@@ -186,7 +186,7 @@ def test_input_model_is_never_modified(tiny_dir, calib_txt, tmp_path):
 
 
 def test_failed_verification_leaves_nothing(tiny_dir, calib_txt, tmp_path, monkeypatch):
-    import fbn_prune.surgery as surgery
+    import fbn_prune.export.surgery as surgery
 
     real = surgery.slice_state
 
@@ -205,7 +205,7 @@ def test_failed_verification_leaves_nothing(tiny_dir, calib_txt, tmp_path, monke
 def test_failed_overwrite_keeps_old_output(tiny_dir, calib_txt, tmp_path, monkeypatch):
     out = pipeline.prune(small_recipe(tiny_dir("llama"), tmp_path / "o", calib_txt), progress=False)
     before = (out / "fbn_prune.json").read_text()
-    import fbn_prune.verify as verify
+    import fbn_prune.export.verify as verify
 
     monkeypatch.setattr(verify, "TOLERANCE", {torch.float32: -1.0})  # nothing can pass
     with pytest.raises(VerificationError):

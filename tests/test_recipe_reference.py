@@ -9,8 +9,8 @@ from typing import Literal
 
 import pytest
 
-from fbn_prune import recipe_reference as ref
-from fbn_prune.recipe import Recipe
+from fbn_prune.cli import reference as ref
+from fbn_prune.config.recipe import Recipe
 
 
 def test_every_recipe_key_is_documented_with_help():

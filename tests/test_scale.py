@@ -16,10 +16,10 @@ import torch
 from clitools import bad, run
 
 from fbn_prune import pipeline
-from fbn_prune import resources as res
+from fbn_prune._runtime import resources as res
 from fbn_prune.errors import UserError
-from fbn_prune.networks import Networks
-from fbn_prune.recipe import Recipe
+from fbn_prune.decompose.networks import Networks
+from fbn_prune.config.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--calib-samples", "24", "--seq-len", "64", "--runs", "2", "--components", "8", "--no-progress", "--device", "cpu"]
@@ -81,11 +81,11 @@ def test_max_ram_lowers_the_batch_and_keeps_the_signal(tiny_dir, calib_txt, tmp_
     widths = [96] * 4
     per_doc = res.capture_bytes_per_token(model_shape(model.config, widths, model.num_parameters(), "float32"), 64, True) * 64
     budget = r.override({"calibration.max_ram": str(10**9 + int(2.5 * per_doc))})
-    from fbn_prune.arch import adapter_for
+    from fbn_prune.models.arch import adapter_for
 
     assert pipeline._capture_batch(budget, model, adapter_for(model.config)) == 2
     small = pipeline.networks(budget, tmp_path / "b", model_bundle=bundle, progress=False, keep_capture=True)
-    from fbn_prune.capture import CaptureIndex
+    from fbn_prune.capture.activations import CaptureIndex
 
     a, b = CaptureIndex.open(tmp_path / "a" / "capture"), CaptureIndex.open(tmp_path / "b" / "capture")
     assert a.run_offsets == b.run_offsets
@@ -153,7 +153,7 @@ def test_jobs_give_the_same_maps(tiny_dir, calib_txt, tmp_path):
 
 
 def test_jobs_auto_and_worker_devices(monkeypatch):
-    from fbn_prune import jobs
+    from fbn_prune.decompose import jobs
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     assert jobs.resolve_jobs("auto", "cuda") == 3 and jobs.resolve_jobs("auto", "cuda:1") == 1
@@ -165,7 +165,7 @@ def test_jobs_auto_and_worker_devices(monkeypatch):
 
 _SLOW_CHILD = """
 import sys, time
-import fbn_prune.networks as networks
+import fbn_prune.decompose.networks as networks
 real = networks.decompose_job
 def slow(*args, **kwargs):  # as if each job were a real layer: time to be killed half-way
     real(*args, **kwargs)
@@ -240,7 +240,7 @@ def test_bad_scale_options(tiny_dir, tmp_path, flags, fragment):
 
 
 def test_max_memory_parsing():
-    from fbn_prune.placement import parse_max_memory
+    from fbn_prune.models.placement import parse_max_memory
 
     assert parse_max_memory("0=70GiB, 1=70GiB,cpu=200GB") == {0: 70 * 2**30, 1: 70 * 2**30, "cpu": 200 * 10**9}
     assert parse_max_memory("16GB") == {"gpu": 16 * 10**9}
@@ -266,7 +266,7 @@ def test_offloaded_weights_capture_select_verify(tiny_dir, calib_txt, tmp_path):
     and verification still work and agree with the plain model."""
     from accelerate import cpu_offload
 
-    from fbn_prune.placement import input_device, offloaded
+    from fbn_prune.models.placement import input_device, offloaded
 
     r = small_recipe(tiny_dir("llama"), calib_txt).override({"export.layout": "padded"})
     source, model, tok = pipeline._load(r)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from fbn_prune.compensate import compensated_columns, predictor
-from fbn_prune.eliminate import elimination_scores
-from fbn_prune.scores import fbn_scores, prior
+from fbn_prune.select.compensate import compensated_columns, predictor
+from fbn_prune.select.eliminate import elimination_scores
+from fbn_prune.select.scores import fbn_scores, prior
 
 
 def _layer(seed=0, tokens=3000, width=96, hidden=24, sources=8):

@@ -25,7 +25,7 @@ def answer(model, tok, question: str) -> str:
 def test_default_recipe_prunes_smollm2_into_a_plain_checkpoint(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fbn_prune.cli import cli
+    from fbn_prune.cli.main import cli
 
     monkeypatch.delenv("FBN_PRUNE_DATA", raising=False)  # the default job needs no data folder
     monkeypatch.chdir(tmp_path)  # nor a checkout: the recipe is package data

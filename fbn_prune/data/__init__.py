@@ -2,7 +2,7 @@
 
 A built-in text is named ``builtin:NAME`` as a calibration source (``--calib``, ``calibration.source``);
 its file, license and attribution live here, next to the text itself. Any file of this folder can
-also be named ``data:FILE`` (see :mod:`fbn_prune.datadir`).
+also be named ``data:FILE`` (see :mod:`fbn_prune.config.datadir`).
 """
 
 from __future__ import annotations

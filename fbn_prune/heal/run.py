@@ -1,0 +1,140 @@
+"""The healing job: a pruned checkpoint + its original model -> a distilled, verified checkpoint.
+
+    checkpoint (student) + base (teacher) + text --distill--> healed model --write_checkpoint--> DIR
+
+The healed folder has the checkpoint's layout and widths, its provenance plus a ``healing``
+record (data hash, steps, tokens, held-out KL before/after, loss curve), and is reloaded
+from disk and compared with the in-memory healed model before it is moved into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from fbn_prune.capture import calibration as calib
+from fbn_prune.ship.card import render as render_card
+from fbn_prune.heal.distill import HealSettings, distill, token_blocks
+from fbn_prune.errors import UserError
+from fbn_prune.export.checkpoint import PROVENANCE_FILE, RECIPE_FILE, check_target, read_provenance, write_checkpoint
+from fbn_prune.models.identity import check_base, identify, model_hash
+from fbn_prune.models.sources import DTYPES, input_location, load_model, resolve
+from fbn_prune.config.recipe import Recipe
+from fbn_prune.export.surgery import MODELING_FILE
+from fbn_prune._io.targets import Place, TargetLock, check_disjoint, sweep_leftovers
+from fbn_prune.export.verify import compare, logits, rounded_copy
+
+log = logging.getLogger(__name__)
+
+VERIFY_TOKENS = 256
+
+
+def base_spec(checkpoint: Path, info: dict) -> str:
+    """The model a checkpoint was pruned from, as the user named it (its recipe), else its local path or Hub id."""
+    recipe = checkpoint / RECIPE_FILE
+    if recipe.is_file():
+        try:
+            model = (yaml.safe_load(recipe.read_text()) or {}).get("model")
+        except yaml.YAMLError:
+            model = None
+        if isinstance(model, str) and model:
+            return model
+    spec = info.get("base_model_path") or info.get("base_model_hub_id") or info.get("base_model")
+    if not spec:
+        raise UserError(f"{checkpoint} does not say which model it was pruned from; name it with --base.")
+    return spec
+
+
+def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: HealSettings, *,
+         base: str | None = None, field: str = "text", data_dir: str | None = None, overwrite: bool = False,
+         progress: bool = True, device: str = "cpu") -> Path:
+    """Distill ``base`` into the pruned ``checkpoint`` on the documents of ``texts_source`` and write DIR.
+
+    Everything that needs no weights is checked first: the checkpoint's provenance, the output
+    folder, the text source. Raises UserError for bad input (exit 2) and VerificationError when
+    the reloaded folder does not reproduce the healed model (exit 4; nothing is written).
+    """
+    checkpoint = Path(checkpoint)
+    info = read_provenance(checkpoint)
+    spec = base or base_spec(checkpoint, info)
+    inputs = [Place(checkpoint, "the checkpoint being healed")]
+    if loc := input_location(spec):
+        inputs.append(Place(loc[0], loc[1], nest_ok=loc[2]))
+    check_disjoint([Place(out, "--out")], inputs)
+    target = check_target(out, overwrite)
+    source = resolve(spec)
+    check = check_base(info, identify(source, model_hash(source)), source.path if source.local else None)
+    if check.verdict == "mismatch":
+        raise UserError(f"--base {spec} is not the model {checkpoint} was pruned from: {check.reason}; "
+                        "name that model with --base.")
+    with TargetLock(target, "--out"):
+        check_target(out, overwrite)  # again: a run that held the lock until now may have written it
+        sweep_leftovers(target)
+        return _heal_into(target, checkpoint, info, spec, texts_source, settings, field=field, data_dir=data_dir,
+                          progress=progress, device=device)
+
+
+def _heal_into(target: Path, checkpoint: Path, info: dict, spec: str, texts_source: str, settings: HealSettings, *,
+               field: str, data_dir: str | None, progress: bool, device: str) -> Path:
+    """heal() once ``target`` is checked and locked."""
+    text = calib.prepare(Recipe.from_dict({"calibration": {"source": texts_source, "field": field}, "data_dir": data_dir}))
+    if text.texts is None:
+        raise UserError("heal needs real text (a file, data:, builtin: or hf: source), not 'generated'.")
+    texts = text.texts
+    layout = info.get("layout", "uniform")
+    dtype = info.get("dtype") or "float32"
+
+    teacher, _ = load_model(resolve(spec), "float32", device)
+    try:
+        student = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32,
+                                                       trust_remote_code=(layout == "exact")).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    except (OSError, ValueError) as e:
+        raise UserError(f"could not load checkpoint {checkpoint}: {str(e).strip().splitlines()[0]}") from e
+    if student.config.vocab_size != teacher.config.vocab_size:
+        raise UserError(f"--base {spec} has a vocabulary of {teacher.config.vocab_size} tokens, the checkpoint "
+                        f"{student.config.vocab_size}: name the model it was pruned from with --base.")
+    try:
+        blocks = token_blocks(tokenizer, texts, settings)
+    except ValueError as e:
+        raise UserError(f"{texts_source}: {e}.") from e
+    t0 = time.perf_counter()
+    healed, result = distill(student, teacher, blocks, settings, progress=progress)
+    del teacher
+    info = {**info, "healing": {**asdict(result), "base_model": spec, "text_source": text.source,
+                                "text_license": text.license,
+                                "from_checkpoint": str(checkpoint.resolve())}}
+    info["params"] = {**info["params"], "after": healed.num_parameters()}
+    info.pop("evaluation", None)  # measured on the model before healing
+    info.setdefault("timings", {})["heal_s"] = round(time.perf_counter() - t0, 2)
+
+    docs = blocks.heldout.reshape(-1)[:VERIFY_TOKENS].view(1, -1).tolist()
+    saved = DTYPES[dtype]
+
+    def check(folder: str) -> dict:
+        reference = logits(rounded_copy(healed, saved), docs)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                      trust_remote_code=(layout == "exact")).to(device).eval()
+        return compare(reference, logits(loaded, docs), torch.float32)
+
+    files = {name: (checkpoint / name).read_text() for name in (RECIPE_FILE, MODELING_FILE)
+             if (checkpoint / name).is_file()}
+    write_checkpoint(healed, tokenizer, target, files=files, info=info, max_shard_size="2GB", verify=check,
+                     card=lambda i: render_card(i, license=i.get("license")), dtype=saved)
+    log.info("healed checkpoint written to %s (held-out KL %.4f -> %.4f)", target, result.heldout_kl_before,
+             result.heldout_kl_after)
+    return target
+
+
+def summary(folder: Path) -> str:
+    """Two lines for the terminal: what healing did."""
+    h = json.loads((folder / PROVENANCE_FILE).read_text())["healing"]
+    return (f"{folder}: healed {h['steps']} steps ({h['tokens']:,} tokens, {h['tokens_per_s']:.0f} tokens/s)\n"
+            f"  held-out KL to the original {h['heldout_kl_before']:.4f} -> {h['heldout_kl_after']:.4f}")
