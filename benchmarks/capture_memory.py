@@ -39,7 +39,7 @@ def hwm_bytes() -> int | None:
 
 def documents(tok, n_tokens: int, seq_len: int, data: Path) -> list[list[int]]:
     """Token id lists of WikiText-2 paragraphs (valid then test, cycled) adding up to exactly ``n_tokens``."""
-    from fbn_prune.capture.calibration import read_documents
+    from fbn_prune.texts.calibration import read_documents
 
     texts = read_documents(str(data / "wikitext2" / "valid.txt")) + read_documents(str(data / "wikitext2" / "test.txt"))
     ids = [d for d in (tok(t, truncation=True, max_length=seq_len)["input_ids"] for t in texts) if len(d) >= 2]
@@ -59,12 +59,12 @@ def one(args: argparse.Namespace, n_tokens: int) -> dict:
 
     from fbn_prune._runtime import resources as res
     from fbn_prune.models.arch import adapter_for
-    from fbn_prune.capture.calibration import CalibrationSet
+    from fbn_prune.texts.calibration import CalibrationSet
     from fbn_prune.capture.activations import capture
     from fbn_prune.models.sources import load_model, resolve
     from fbn_prune.models.placement import resident_bytes
     from fbn_prune.plan import model_shape
-    from fbn_prune.evaluate.tasks import data_dir
+    from fbn_prune.texts.tasks import data_dir
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     model, tok = load_model(resolve(args.model), "float32", "cpu")

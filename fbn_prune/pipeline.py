@@ -10,26 +10,25 @@ import datetime as _dt
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 
-import torch
 
 from fbn_prune import __version__
-from fbn_prune.capture import calibration as calib
+from fbn_prune.texts import calibration as calib
 from fbn_prune.decompose import cache as netcache
 from fbn_prune.models.arch import adapter_for
 from fbn_prune.ship.card import render as render_card
 from fbn_prune.capture.activations import capture
+from fbn_prune._runtime.devices import resolve_device
+from fbn_prune._runtime.versions import versions
 from fbn_prune.errors import UserError, writing
 from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
-from fbn_prune.capture.calibration import CalibrationSet
+from fbn_prune.texts.calibration import CalibrationSet
 from fbn_prune.models.identity import identify
 from fbn_prune.models.sources import DTYPES, cache_dir, input_location, load_model, resolve
 from fbn_prune._io.targets import Place, TargetLock, check_disjoint, check_replaceable, real, sweep_leftovers
@@ -49,22 +48,6 @@ from fbn_prune.export.verify import held_out_tokens, verify
 log = logging.getLogger(__name__)
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu.")
-    return device
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "fbn_prune": __version__}
-    for pkg in ("torch", "transformers", "accelerate", "lm_eval", "scikit-learn", "safetensors", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _load(recipe: Recipe, model_spec: str | None = None):
@@ -85,7 +68,7 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
     an artifact is resumed or extended only when it was made with the same settings (see
     networks.check_reuse; ``option`` names the flag that gave ``folder``, for the message). Before any work,
     ``folder`` is checked against the inputs (targets.check_disjoint) and locked for this run.
-    ``text``: the calibration text already read by :func:`fbn_prune.capture.calibration.prepare` (read here,
+    ``text``: the calibration text already read by :func:`fbn_prune.texts.calibration.prepare` (read here,
     before the weights load, when None).
     """
     folder = Path(folder)

@@ -119,7 +119,7 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from fbn_prune.capture import calibration as calib
+    from fbn_prune.texts import calibration as calib
     from fbn_prune.models.arch import adapter_for
     from fbn_prune.errors import UserError
     from fbn_prune.decompose.jobs import resolve_ica_device, resolve_jobs

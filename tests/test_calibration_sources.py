@@ -17,7 +17,7 @@ from clitools import bad, run
 from conftest import data_files
 from tiny import sample_texts
 
-from fbn_prune.capture import calibration as calib
+from fbn_prune.texts import calibration as calib
 from fbn_prune import pipeline
 from fbn_prune.config import datadir
 from fbn_prune.data import BUILTIN, DEFAULT_SOURCE

@@ -20,7 +20,7 @@ from clitools import run
 
 from fbn_prune.decompose import cache as netcache
 from fbn_prune._io import targets
-from fbn_prune.capture.calibration import CalibrationSet
+from fbn_prune.texts.calibration import CalibrationSet
 from fbn_prune.cli.main import cli
 from fbn_prune.models.sources import ModelSource
 from fbn_prune.config.recipe import Recipe

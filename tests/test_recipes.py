@@ -161,7 +161,7 @@ def test_wheel_holds_the_recipes_and_the_calibration_text(tmp_path):
                     str(wheel)], check=True, capture_output=True, timeout=300)
     empty = tmp_path / "empty"
     empty.mkdir()
-    script = ("import fbn_prune, sys; from fbn_prune.config.recipe import Recipe; from fbn_prune.capture import calibration as c\n"
+    script = ("import fbn_prune, sys; from fbn_prune.config.recipe import Recipe; from fbn_prune.texts import calibration as c\n"
               "r = Recipe.load('smollm2-135m'); t = c.prepare(r)\n"
               "print(fbn_prune.__file__); print(r.calibration.source, len(t.texts), t.license)")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FBN_PRUNE_DATA", "FBN_PRUNE_RECIPES")}

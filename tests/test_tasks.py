@@ -1,4 +1,4 @@
-"""Offline lm-eval tasks (fbn_prune.evaluate.tasks): rendering, prompts, counts, errors, a tiny end-to-end run.
+"""Offline lm-eval tasks (fbn_prune.texts.tasks): rendering, prompts, counts, errors, a tiny end-to-end run.
 
 Needs the evaluation data folder ($FBN_PRUNE_DATA); skipped without it.
 """
@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 
 from conftest import SHARED_DATA as DATA  # noqa: E402
 
-from fbn_prune.evaluate import tasks as T  # noqa: E402
+from fbn_prune.texts import tasks as T  # noqa: E402
 from fbn_prune.errors import UserError  # noqa: E402
 
 if DATA is None or not all((DATA / f).is_file() for t in T.LOCAL_TASKS.values() for f in t.files):
@@ -80,7 +80,7 @@ def test_same_prompt_fields_as_builtin(tm: T.LocalTaskManager) -> None:
 
 
 def test_documents_arc_easy_train(tm: T.LocalTaskManager, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="fbn_prune.evaluate.tasks")
+    caplog.set_level(logging.INFO, logger="fbn_prune.texts.tasks")
     docs = T.task_documents("arc_easy", tm=tm)
     assert len(docs) == 2251  # ARC-Easy-Train.jsonl, MANIFEST
     assert "from its train split" in caplog.text
@@ -95,7 +95,7 @@ def test_documents_arc_easy_train(tm: T.LocalTaskManager, caplog: pytest.LogCapt
 
 
 def test_documents_piqa(tm: T.LocalTaskManager, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="fbn_prune.evaluate.tasks")
+    caplog.set_level(logging.INFO, logger="fbn_prune.texts.tasks")
     docs = T.task_documents("piqa", tm=tm)
     assert len(docs) == 1838  # piqa/valid.jsonl, MANIFEST
     assert "has no train split" in caplog.text and "from its validation split" in caplog.text

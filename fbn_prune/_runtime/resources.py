@@ -15,40 +15,17 @@ are never used to decide anything that changes results.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from fbn_prune._runtime.sizes import gb, parse_size  # noqa: F401  (re-exported)
 from fbn_prune.errors import UserError
 
 RUNTIME_BYTES = 500_000_000
 """Resident size of Python + torch + transformers + scikit-learn before any model (measured 0.41 GB)."""
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
-          "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_size(text: str | int | float, what: str = "size") -> int:
-    """``"4GB"`` -> 4_000_000_000, ``"4GiB"`` -> 4 * 2**30, ``"512MB"``, ``"1.5G"``, ``123`` (bytes).
-
-    Raises UserError for anything else.
-    """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if text <= 0:
-            raise UserError(f"{what} must be positive, got {text!r}.")
-        return int(text)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    if not m or m.group(2).lower() not in _UNITS or float(m.group(1)) <= 0:
-        raise UserError(f"{what} must be a size such as 4GB, 512MB or 8GiB, got {text!r}.")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-def gb(n: float) -> str:
-    """Bytes as a short human figure: ``'35.2 GB'``, ``'512 MB'``."""
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 def free_disk(path: str | Path) -> int:

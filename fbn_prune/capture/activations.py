@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fbn_prune.models.arch import Adapter
-from fbn_prune.capture.calibration import CalibrationSet
+from fbn_prune.texts.calibration import CalibrationSet
 from fbn_prune.models.placement import input_device
 from fbn_prune._io.testhook import kill_point
 

@@ -139,7 +139,7 @@ def check_after_prune(recipe) -> None:
     """Check ``prune --eval-tasks`` before any work: settings, task names (with the data folder the local
     tasks need) and ppl: files. Raises UserError; the tasks' datasets are loaded later, by the evaluation."""
     from fbn_prune.evaluate import run as evaluate
-    from fbn_prune.evaluate.tasks import resolve_tasks
+    from fbn_prune.texts.tasks import resolve_tasks
 
     settings = _settings_after_prune(recipe)
     settings.check()

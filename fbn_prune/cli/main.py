@@ -363,14 +363,14 @@ def select(networks_dir, out, model, recipe_file, overrides, overwrite, no_progr
                    "to FILE (.png, .svg or .pdf).")
 def inspect(path, as_json, plot_file):
     """Summarise a pruned checkpoint, a networks artifact, or any model folder."""
-    from fbn_prune.inspection import describe
+    from fbn_prune.inspection.describe import describe
 
     if plot_file and Path(plot_file).expanduser().is_dir():
         raise UserError(f"--plot {plot_file} is a folder; name the picture file (.png, .svg or .pdf).")
     text, record = describe(path)
     click.echo(json.dumps(record, indent=1) if as_json else text)
     if plot_file:
-        from fbn_prune.plot import plot
+        from fbn_prune.inspection.plot import plot
 
         click.echo(f"plot written to {plot(path, plot_file)}", err=as_json)
 
@@ -390,7 +390,7 @@ def _progress(enabled: bool) -> None:
 
 
 def _summary(path: Path) -> None:
-    from fbn_prune.inspection import describe
+    from fbn_prune.inspection.describe import describe
 
     click.echo(describe(str(path))[0])
 

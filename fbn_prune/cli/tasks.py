@@ -26,7 +26,7 @@ def tasks_command(render_dir: str | None, data_dir: str | None, overwrite: bool)
       fbn-prune tasks --render ./fbn-tasks --data-dir ./data
       lm_eval --model hf --model_args pretrained=./pruned --include_path ./fbn-tasks --tasks piqa,arc_easy
     """
-    from fbn_prune.evaluate import tasks as T  # imports lm_eval (slow): only when the command runs
+    from fbn_prune.texts import tasks as T  # imports lm_eval (slow): only when the command runs
 
     if render_dir is None:
         try:

@@ -27,6 +27,9 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from fbn_prune.data import DEFAULT_SOURCE
+from fbn_prune.config.gate import Gate
+from fbn_prune.config.limits import parse_limit
+from fbn_prune._runtime.sizes import parse_max_memory, parse_size
 from fbn_prune.errors import UserError
 
 LAYOUTS = ("uniform", "padded", "exact")
@@ -218,9 +221,6 @@ class Recipe:
 
     def _validate_scale(self) -> None:
         """Memory budget, ICA device and jobs, model placement (see resources.py, jobs.py, placement.py)."""
-        from fbn_prune.models.placement import parse_max_memory
-        from fbn_prune._runtime.resources import parse_size
-
         d = self.decomposition
         if self.calibration.max_ram is not None:
             parse_size(self.calibration.max_ram, "calibration.max_ram (--max-ram)")
@@ -251,8 +251,6 @@ class Recipe:
             raise UserError(f"evaluation.batch_size must be >= 1, got {e.batch_size}.")
         if e.num_fewshot is not None and e.num_fewshot < 0:
             raise UserError(f"evaluation.num_fewshot must be >= 0, got {e.num_fewshot}.")
-        from fbn_prune.evaluate.run import parse_limit
-        from fbn_prune.evaluate.report import Gate
 
         parse_limit(e.limit)
         Gate.make(e.max_drop, e.min_retention, on=e.gate_on)

@@ -17,7 +17,7 @@ Tasks are lm-eval task, group or tag names, YAML paths, or ``ppl:FILE``: the per
 a local text file, computed by lm-eval itself from a small rolling-loglikelihood task that
 is rendered for the file (like lm-eval's ``wikitext``: word perplexity, byte perplexity,
 bits per byte). The standard tasks piqa, arc_easy, lambada_openai and wikitext read local
-data files (:mod:`fbn_prune.evaluate.tasks`); further task folders come in with ``include_path``.
+data files (:mod:`fbn_prune.texts.tasks`); further task folders come in with ``include_path``.
 
 Every model's results, per-document ones included, are cached per requested task under
 ``<fbn_prune cache>/eval/``, keyed by the model's content hash, the task's full
@@ -37,7 +37,6 @@ import gc
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -48,6 +47,9 @@ from pathlib import Path
 from typing import Any
 
 from fbn_prune.evaluate import paired
+from fbn_prune.config.limits import _limit_value, parse_limit  # noqa: F401  (re-exported)
+from fbn_prune._runtime.devices import resolve_device
+from fbn_prune._runtime.versions import versions
 from fbn_prune.errors import UserError
 from fbn_prune.models.identity import BaseCheck, check_base, file_sha256, folder_hash, identify, model_hash
 from fbn_prune.models.identity import atomic_write as _atomic_write
@@ -82,7 +84,7 @@ class EvalSettings:
         device: "auto", "cpu", "cuda", "cuda:1", ...
         dtype: float32, bfloat16 or float16; both models are evaluated in it.
         include_path: extra folders of task YAMLs.
-        data_dir: the local data folder (see :func:`fbn_prune.evaluate.tasks.data_dir`).
+        data_dir: the local data folder (see :func:`fbn_prune.texts.tasks.data_dir`).
         bootstrap_iters: bootstrap draws for the standard error of non-mean metrics (lambada
             perplexity); mean metrics (acc, acc_norm) have a closed-form standard error.
         cache: reuse cached results (per-document ones included) of a model already evaluated with
@@ -128,50 +130,6 @@ class EvalSettings:
         if self.paired_iters < 100:
             raise UserError(f"paired bootstrap resamples must be >= 100, got {self.paired_iters}.")
 
-
-def _limit_value(text: str, whole: str) -> int | float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(
-            f"limit {whole!r}: give a number of documents (200), a fraction below 1 (0.1) or TASK=N."
-        ) from None
-    if not math.isfinite(value) or value <= 0:
-        raise UserError(f"limit {whole!r} must be above 0.")
-    if value < 1:
-        return value
-    if value != int(value):
-        raise UserError(f"limit {whole!r}: a limit of 1 or more counts documents and must be a whole number.")
-    return int(value)
-
-
-def parse_limit(spec: Any) -> tuple[int | float | None, dict[str, int | float]]:
-    """``"200"``, ``0.1``, ``"200,wikitext=5"`` or a list of such -> (default limit, per-task limits).
-
-    Raises UserError for anything else (zero, negative, 2.5 documents, two defaults).
-    """
-    if spec is None:
-        return None, {}
-    items = spec if isinstance(spec, (list, tuple)) else [spec]
-    parts: list[str] = []
-    for item in items:
-        if isinstance(item, bool):
-            raise UserError(f"limit {item!r} is not a number.")
-        parts += [p.strip() for p in str(item).split(",") if p.strip()]
-    default: int | float | None = None
-    per_task: dict[str, int | float] = {}
-    for part in parts:
-        task, eq, value = part.rpartition("=")
-        number = _limit_value(value.strip(), part)
-        if eq:
-            if not task.strip():
-                raise UserError(f"limit {part!r}: name the task before '='.")
-            per_task[task.strip()] = number
-        elif default is not None:
-            raise UserError(f"two default limits given ({default} and {part}); use TASK=N for per-task limits.")
-        else:
-            default = number
-    return default, per_task
 
 
 def _data_files(cfg: dict) -> list[str]:
@@ -222,7 +180,7 @@ def _stable_text(value: Any) -> str:
 # ----------------------------------------------------------------------------- ppl:FILE
 def _ppl_documents(path: Path) -> list[str]:
     """A text file's documents: .jsonl -> the "text" field of each line; else blocks between blank lines."""
-    from fbn_prune.capture.calibration import text_documents
+    from fbn_prune.texts.calibration import text_documents
 
     docs = text_documents(path, "text", "perplexity file", hint="")
     if not docs:
@@ -273,7 +231,7 @@ def ppl_task(spec: str, data_dir: str | None = None) -> tuple[str, Path]:
 
     Raises UserError for a missing, unreadable or empty file.
     """
-    from fbn_prune.capture.calibration import resolve_data_path
+    from fbn_prune.texts.calibration import resolve_data_path
     from fbn_prune.models.sources import cache_dir
 
     raw = spec[len(PPL_PREFIX):] if spec.startswith(PPL_PREFIX) else spec
@@ -320,7 +278,7 @@ def _task_manager(include_path: list[str], data_dir: str | None):
     """fbn_prune's task manager (local tasks + include paths), built once per process and inputs:
     indexing lm-eval's ~10k built-in YAMLs takes seconds."""
     from fbn_prune.models.sources import cache_dir
-    from fbn_prune.evaluate.tasks import LOCAL_TASKS, _find_data_dir, task_manager
+    from fbn_prune.texts.tasks import LOCAL_TASKS, _find_data_dir, task_manager
 
     data = _find_data_dir(data_dir)
     stamp: list[Any] = [str(cache_dir()), str(data)]
@@ -356,7 +314,7 @@ class _Spec:
 
 def _load_specs(settings: EvalSettings) -> tuple[Any, list[_Spec]]:
     """Resolve and load every requested task (datasets included) before any model is loaded."""
-    from fbn_prune.evaluate.tasks import resolve_tasks
+    from fbn_prune.texts.tasks import resolve_tasks
 
     specs: list[_Spec] = []
     names: dict[str, str] = {}
@@ -622,7 +580,6 @@ def _evaluate(model, tok, objects: list, tm, settings: EvalSettings, samples, de
 
 # ----------------------------------------------------------------------------- the comparison
 def _resolve_device(device: str) -> str:
-    from fbn_prune.pipeline import resolve_device
 
     return resolve_device(device)
 
@@ -736,7 +693,6 @@ def compare_many(base: str | None, pruned: list, settings: EvalSettings, *, any_
     """
     from fbn_prune.export.checkpoint import read_provenance
     from fbn_prune.models.sources import resolve
-    from fbn_prune.pipeline import versions
 
     t_start = time.perf_counter()
     settings.check()

@@ -19,7 +19,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fbn_prune.capture import calibration as calib
+from fbn_prune.texts import calibration as calib
 from fbn_prune.ship.card import render as render_card
 from fbn_prune.heal.distill import HealSettings, distill, token_blocks
 from fbn_prune.errors import UserError

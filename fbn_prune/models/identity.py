@@ -22,9 +22,9 @@ import importlib.util
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from fbn_prune._io.atomic import atomic_write  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +34,6 @@ NOT_MODEL_FILES = frozenset({"README.md", "fbn_prune.json", "recipe.yaml", "eval
 
 
 # ----------------------------------------------------------------------------- hashing
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, (path.stat().st_mode & 0o777) if path.exists() else 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _hash_store() -> Path:

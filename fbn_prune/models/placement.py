@@ -11,36 +11,14 @@ verification.
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Iterator
 
 import torch
 from torch import nn
 
+from fbn_prune._runtime.sizes import parse_max_memory  # noqa: F401  (re-exported)
 from fbn_prune.errors import UserError
 
-
-def parse_max_memory(text: str) -> dict[int | str, int]:
-    """``"70GiB"`` (each GPU) -> ``{"gpu": bytes}``; ``"0=70GiB,1=70GiB,cpu=200GiB"`` -> ``{0: .., 1: .., "cpu": ..}``.
-
-    Raises UserError for anything else.
-    """
-    from fbn_prune._runtime.resources import parse_size
-
-    out: dict[int | str, int] = {}
-    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
-        if "=" not in part:
-            if out:
-                raise UserError(f"max_memory (--max-memory): give one size for every GPU or DEVICE=SIZE pairs, got {text!r}.")
-            out["gpu"] = parse_size(part, "max_memory (--max-memory)")
-            continue
-        key, size = (s.strip() for s in part.split("=", 1))
-        if not re.fullmatch(r"\d+|cpu", key):
-            raise UserError(f"max_memory (--max-memory): devices are GPU numbers or cpu, got {key!r}.")
-        out[int(key) if key.isdigit() else key] = parse_size(size, "max_memory (--max-memory)")
-    if not out:
-        raise UserError(f"max_memory (--max-memory) is empty: {text!r}.")
-    return out
 
 
 def max_memory_map(text: str | None) -> dict[int | str, int] | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from fbn_prune._runtime.cache import cache_dir  # noqa: F401  (re-exported)
 from fbn_prune.errors import UserError, writing
 from fbn_prune._io.targets import is_stale, temp_prefix
 
@@ -47,12 +48,6 @@ class ModelSource:
     license: str | None = None
     weights_format: str | None = None  # "safetensors", "pickle" (pytorch_model.bin), "gguf"; None: not known (Hub)
 
-
-def cache_dir() -> Path:
-    root = os.environ.get("FBN_PRUNE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fbn_prune"
-    )
-    return Path(root)
 
 
 def resolve(spec: str) -> ModelSource:

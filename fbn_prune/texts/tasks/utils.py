@@ -12,7 +12,7 @@ The files we have offline are the original releases, in other shapes:
 Each converter below writes JSON lines with exactly the Hugging Face fields, so the task
 YAMLs next to this module can keep lm-eval's own ``doc_to_text`` / ``doc_to_target`` /
 ``doc_to_choice`` unchanged. Converters run once per data version, when the templates
-are rendered (see :func:`fbn_prune.evaluate.tasks.render`); nothing here is imported by lm-eval.
+are rendered (see :func:`fbn_prune.texts.tasks.render`); nothing here is imported by lm-eval.
 
 The output file names are the ones the YAML templates point at (``@RENDERED@/data/...``).
 """

@@ -12,7 +12,7 @@ that read the plain files of a data folder (``--data-dir`` or ``$FBN_PRUNE_DATA`
 
 At run time the templates are rendered, with absolute paths, into a cached folder (the
 files that are not in Hugging Face's field layout are converted there once, see
-:mod:`fbn_prune.evaluate.tasks.utils`) which is handed to :class:`lm_eval.tasks.TaskManager` as an
+:mod:`fbn_prune.texts.tasks.utils`) which is handed to :class:`lm_eval.tasks.TaskManager` as an
 ``include_path``. lm-eval lets a later include path override a built-in task of the same
 name, so the local tasks keep the standard names: ``--tasks piqa`` means the local one.
 
@@ -42,7 +42,7 @@ from lm_eval.tasks._index import Kind
 from fbn_prune.config import datadir
 from fbn_prune.config.datadir import DATA_ENV
 from fbn_prune.errors import UserError
-from fbn_prune.evaluate.tasks import utils
+from fbn_prune.texts.tasks import utils
 
 log = logging.getLogger(__name__)
 

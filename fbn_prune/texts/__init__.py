@@ -1,0 +1,2 @@
+"""Where every text comes from: calibration files, Hub datasets, the built-in sample, generated text,
+and lm-eval task documents (with the offline task templates)."""
