@@ -1,3 +1,5 @@
-from fbn_prune.cli.main import main
+"""``python -m fbn_prune``: the fbn-prune command."""
+
+from fbn_prune.cli.entry import main
 
 main()

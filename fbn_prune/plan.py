@@ -16,6 +16,12 @@ import torch
 from fbn_prune.decompose import cache as netcache
 from fbn_prune._runtime import resources as res
 from fbn_prune.config.recipe import Recipe
+from fbn_prune.texts import calibration as calib
+from fbn_prune.models.arch import adapter_for
+from fbn_prune.errors import UserError
+from fbn_prune.decompose.jobs import resolve_ica_device, resolve_jobs
+from fbn_prune.models.sources import resolve
+from fbn_prune.select.scores import NEEDS_GRAM, NEEDS_MAPS
 
 
 def model_shape(config, widths: list[int], params: int, dtype: str) -> res.Shape:
@@ -119,12 +125,6 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from fbn_prune.texts import calibration as calib
-    from fbn_prune.models.arch import adapter_for
-    from fbn_prune.errors import UserError
-    from fbn_prune.decompose.jobs import resolve_ica_device, resolve_jobs
-    from fbn_prune.models.sources import resolve
-    from fbn_prune.select.scores import NEEDS_GRAM, NEEDS_MAPS
 
     if not recipe.model:
         raise UserError("name a model: fbn-prune prune MODEL, or `model:` in the recipe.")

@@ -16,7 +16,7 @@ from typing import Literal, get_args, get_origin
 
 import click
 
-from fbn_prune.cli import main as cli
+from fbn_prune.cli import options as cli
 from fbn_prune.config.recipe import Recipe
 
 # the option tables of cli.py: flag name -> (recipe key, click options)

@@ -11,6 +11,9 @@ import click
 
 from fbn_prune.errors import UserError
 from fbn_prune.config.recipe import METHODS, Recipe
+from fbn_prune.evaluate import run as evaluate
+from fbn_prune.evaluate import report
+from fbn_prune import search as searching
 
 
 @click.command("search")
@@ -56,9 +59,6 @@ def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_ret
     \b
     Exit codes: 0 found, 2 bad input, 3 no ratio on the grid holds the gate.
     """
-    from fbn_prune.evaluate import run as evaluate
-    from fbn_prune.evaluate import report
-    from fbn_prune import search as searching
 
     if calib and calib_task:
         raise UserError("give --calib or --calib-task, not both.")

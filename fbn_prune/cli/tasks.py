@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 
 from fbn_prune.errors import UserError
+from fbn_prune.texts import tasks as T
 
 
-@click.command()
+@click.command("tasks")
 @click.option("--render", "render_dir", type=str, metavar="DIR",
               help="Write the offline task YAMLs (absolute data paths) and their converted data into DIR, "
                    "for `lm_eval --include_path DIR`.")
@@ -26,7 +27,6 @@ def tasks_command(render_dir: str | None, data_dir: str | None, overwrite: bool)
       fbn-prune tasks --render ./fbn-tasks --data-dir ./data
       lm_eval --model hf --model_args pretrained=./pruned --include_path ./fbn-tasks --tasks piqa,arc_easy
     """
-    from fbn_prune.texts import tasks as T  # imports lm_eval (slow): only when the command runs
 
     if render_dir is None:
         try:

@@ -25,6 +25,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from fbn_prune._io.atomic import atomic_write  # noqa: F401  (re-exported)
+from fbn_prune.models.sources import cache_dir
+from fbn_prune.models.sources import _sha256
+from fbn_prune.models.sources import EMBEDDED, EMBEDDED_ALIASES
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +40,12 @@ NOT_MODEL_FILES = frozenset({"README.md", "fbn_prune.json", "recipe.yaml", "eval
 
 
 def _hash_store() -> Path:
-    from fbn_prune.models.sources import cache_dir
 
     return cache_dir() / "eval" / "file-sha256.json"
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 of a file's content, remembered by (path, size, mtime) so multi-GB weights are read once."""
-    from fbn_prune.models.sources import _sha256
 
     p = Path(path).resolve()
     st = p.stat()
@@ -126,7 +127,6 @@ class ModelIdentity:
 
 def _gguf_file(spec: str) -> Path | None:
     """The .gguf file behind a spec: the embedded model's file, or the spec itself."""
-    from fbn_prune.models.sources import EMBEDDED, EMBEDDED_ALIASES
 
     key = EMBEDDED_ALIASES.get(spec.lower(), spec.lower())
     if key in EMBEDDED:
@@ -138,7 +138,6 @@ def _gguf_file(spec: str) -> Path | None:
 
 def identify(source, sha256: str | None = None) -> ModelIdentity:
     """The identity of a resolved :class:`fbn_prune.models.sources.ModelSource`; ``sha256`` when already known."""
-    from fbn_prune.models.sources import EMBEDDED, EMBEDDED_ALIASES
 
     digest = sha256 or model_hash(source)
     gguf = _gguf_file(source.spec)

@@ -18,6 +18,7 @@ from torch import nn
 
 from fbn_prune._runtime.sizes import parse_max_memory  # noqa: F401  (re-exported)
 from fbn_prune.errors import UserError
+from fbn_prune._runtime.resources import RUNTIME_BYTES, current_rss
 
 
 
@@ -72,7 +73,6 @@ def host_weight_bytes(model: nn.Module) -> int:
 def resident_bytes(model: nn.Module) -> int:
     """Host RAM the process holds with ``model`` loaded: its RSS now, or runtime + host weights when
     more (safetensors weights are memory-mapped and only become resident as the first forward reads them)."""
-    from fbn_prune._runtime.resources import RUNTIME_BYTES, current_rss
 
     return max(current_rss(), RUNTIME_BYTES + host_weight_bytes(model))
 

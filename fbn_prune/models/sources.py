@@ -23,6 +23,8 @@ from safetensors import SafetensorError
 from fbn_prune._runtime.cache import cache_dir  # noqa: F401  (re-exported)
 from fbn_prune.errors import UserError, writing
 from fbn_prune._io.targets import is_stale, temp_prefix
+from fbn_prune.models.placement import load_kwargs
+from fbn_prune.models.arch import adapter_for
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,6 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu",
         max_memory: with ``device_map``, per-device caps ("70GiB" for each GPU, or
             "0=70GiB,1=70GiB,cpu=200GiB"; see placement.py).
     """
-    from fbn_prune.models.placement import load_kwargs
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -134,7 +135,6 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu",
     try:
         from transformers import AutoConfig
 
-        from fbn_prune.models.arch import adapter_for
 
         adapter_for(AutoConfig.from_pretrained(source.path))  # unsupported types fail before any weights load
     except (OSError, ValueError) as e:

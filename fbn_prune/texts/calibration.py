@@ -42,6 +42,8 @@ from fbn_prune.config import datadir
 from fbn_prune.data import BUILTIN, BUILTIN_PREFIX, DEFAULT_SOURCE, BuiltinText
 from fbn_prune.config.datadir import DATA_PREFIX
 from fbn_prune.errors import UserError
+from fbn_prune.models.placement import input_device
+from fbn_prune.texts.tasks import task_documents, task_manager
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +327,6 @@ def generate_documents(model, tokenizer, n: int, max_new_tokens: int, seed: int,
     """``n`` texts the model writes itself, continuing ``PROMPTS`` with seeded sampling."""
     from tqdm.auto import tqdm
 
-    from fbn_prune.models.placement import input_device
 
     device = input_device(model)
     gen = torch.Generator().manual_seed(seed)
@@ -415,7 +416,6 @@ def prepare(recipe) -> CalibrationText:
     if recipe.data_dir:
         datadir.find(recipe.data_dir)  # a --data-dir that was given must exist, whatever the source
     if c.task:
-        from fbn_prune.texts.tasks import task_documents, task_manager  # lm-eval: heavy, only for task calibration
 
         tm = task_manager(data=recipe.data_dir)
         return CalibrationText(task_documents(c.task, split="train", seed=recipe.seed, tm=tm), f"lm-eval task {c.task}")
