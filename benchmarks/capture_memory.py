@@ -39,7 +39,7 @@ def hwm_bytes() -> int | None:
 
 def documents(tok, n_tokens: int, seq_len: int, data: Path) -> list[list[int]]:
     """Token id lists of WikiText-2 paragraphs (valid then test, cycled) adding up to exactly ``n_tokens``."""
-    from fbn_prune.texts.calibration import read_documents
+    from fbn_prune.texts.files import read_documents
 
     texts = read_documents(str(data / "wikitext2" / "valid.txt")) + read_documents(str(data / "wikitext2" / "test.txt"))
     ids = [d for d in (tok(t, truncation=True, max_length=seq_len)["input_ids"] for t in texts) if len(d) >= 2]

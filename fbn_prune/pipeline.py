@@ -20,6 +20,8 @@ from pathlib import Path
 
 from fbn_prune import __version__
 from fbn_prune.texts import calibration as calib
+from fbn_prune.texts.generated import GENERATED
+from fbn_prune.texts.records import CalibrationText
 from fbn_prune.decompose import cache as netcache
 from fbn_prune.models.arch import adapter_for
 from fbn_prune.ship.card import render as render_card
@@ -61,7 +63,7 @@ def _load(recipe: Recipe, model_spec: str | None = None):
 
 def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress: bool = True,
              keep_capture: bool = False, option: str = "--out",
-             text: calib.CalibrationText | None = None) -> Networks:
+             text: CalibrationText | None = None) -> Networks:
     """Capture + decompose: write a networks artifact into ``folder`` (resumes an unfinished one).
 
     For methods that need no maps the artifact holds statistics only. A folder that already holds
@@ -90,7 +92,7 @@ def input_places(recipe: Recipe, model_spec: str | None, networks_folder: Path |
     if networks_folder is not None:
         places.append(Place(networks_folder, "the networks folder"))
     c = recipe.calibration
-    if c.source and c.source != calib.GENERATED and not c.task:
+    if c.source and c.source != GENERATED and not c.task:
         try:
             path = Path(calib.resolve_data_path(c.source, recipe.data_dir)).expanduser()
         except UserError:  # reported when the calibration is read
@@ -115,7 +117,7 @@ def _needs(recipe: Recipe) -> dict[str, bool]:
 def _networks_in(recipe: Recipe, folder: Path, *, model_bundle=None, progress: bool = True,
                  keep_capture: bool = False, calibration: CalibrationSet | None = None,
                  calibration_s: float = 0.0, option: str = "--out",
-                 text: calib.CalibrationText | None = None) -> Networks:
+                 text: CalibrationText | None = None) -> Networks:
     """networks() once ``folder`` is checked and locked; ``calibration`` when the caller has loaded it."""
     source, model, tok = model_bundle or _load(recipe)
     adapter = adapter_for(model.config)

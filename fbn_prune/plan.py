@@ -17,6 +17,7 @@ from fbn_prune.decompose import cache as netcache
 from fbn_prune._runtime import resources as res
 from fbn_prune.config.recipe import Recipe
 from fbn_prune.texts import calibration as calib
+from fbn_prune.texts.generated import GENERATED
 from fbn_prune.models.arch import adapter_for
 from fbn_prune.errors import UserError
 from fbn_prune.decompose.jobs import resolve_ica_device, resolve_jobs
@@ -145,9 +146,9 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
         tok.pad_token = tok.eos_token
 
     c, d = recipe.calibration, recipe.decomposition
-    generated = not c.task and (not c.source or c.source == calib.GENERATED)
+    generated = not c.task and (not c.source or c.source == GENERATED)
     if generated:
-        documents, tokens, source_text = c.samples, c.samples * c.seq_len, calib.GENERATED
+        documents, tokens, source_text = c.samples, c.samples * c.seq_len, GENERATED
     else:
         cal = calib.load(recipe, None, tok)
         documents, tokens, source_text = sum(len(r) for r in cal.runs), cal.n_tokens, cal.source

@@ -18,6 +18,8 @@ from conftest import data_files
 from tiny import sample_texts
 
 from fbn_prune.texts import calibration as calib
+from fbn_prune.texts import files as text_files
+from fbn_prune.texts import hub as text_hub
 from fbn_prune import pipeline
 from fbn_prune.config import datadir
 from fbn_prune.data import BUILTIN, DEFAULT_SOURCE
@@ -56,7 +58,7 @@ def test_default_source_is_the_builtin_sample(no_data_folder):
     text = calib.prepare(r)
     assert text.source == DEFAULT_SOURCE and text.license == "CC BY-SA 3.0" and "WikiText-2" in text.attribution
     assert 300 <= len(text.texts) <= 1000, "a few hundred paragraphs"
-    assert all(len(t.split()) >= calib.MIN_WORDS for t in text.texts)
+    assert all(len(t.split()) >= text_files.MIN_WORDS for t in text.texts)
     assert len(text.texts) >= r.calibration.samples + r.calibration.holdout, "enough for the default recipe"
 
 
@@ -116,7 +118,7 @@ def test_a_bad_calibration_file_is_named_for_what_it_is(tiny_dir, tmp_path, weig
         path.write_bytes("caf\xe9 au lait, un paragraphe assez long pour compter comme texte\n".encode("latin-1"))
     elif kind == "huge":
         with path.open("wb") as f:  # sparse: no disk used
-            f.truncate(calib.MAX_FILE_BYTES + 1)
+            f.truncate(text_files.MAX_FILE_BYTES + 1)
     expected = {"directory": "is a directory, not a file", "device": "is a character device, not a regular file",
                 "fifo": "is a named pipe (FIFO), not a regular file", "binary": "is binary, not text",
                 "latin1": "is not UTF-8 text", "huge": "calibration reads at most 512 MiB of text",
@@ -190,10 +192,10 @@ def local_dataset(tmp_path_factory) -> Path:
 
 
 def test_hf_spec_syntax():
-    p = calib.parse_hf
-    assert p("hf:org/name:train") == calib.HubDataset("org/name", None, "train", "text")
-    assert p("hf:org/name:cfg:validation") == calib.HubDataset("org/name", "cfg", "validation", "text")
-    assert p("hf:org/name::train[:2000]:content") == calib.HubDataset("org/name", None, "train[:2000]", "content")
+    p = text_hub.parse_hf
+    assert p("hf:org/name:train") == text_hub.HubDataset("org/name", None, "train", "text")
+    assert p("hf:org/name:cfg:validation") == text_hub.HubDataset("org/name", "cfg", "validation", "text")
+    assert p("hf:org/name::train[:2000]:content") == text_hub.HubDataset("org/name", None, "train[:2000]", "content")
     assert p("hf:org/name:cfg:train[10%:20%]", field="body").field == "body"
     for wrong in ("hf:", "hf:name", "hf::train", "hf:a:b:c:d:e", "hf:a:cfg::text"):
         with pytest.raises(UserError, match=r"give hf:DATASET\[:CONFIG\]:SPLIT\[:FIELD\]"):

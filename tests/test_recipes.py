@@ -172,3 +172,18 @@ def test_wheel_holds_the_recipes_and_the_calibration_text(tmp_path):
     assert Path(where).is_relative_to(site)
     source, n, license_ = line.split(" ", 2)
     assert source == "builtin:wikitext2-valid" and int(n) > 300 and license_ == "CC BY-SA 3.0"
+
+
+def test_validate_changes_nothing_and_canonical_is_a_new_recipe():
+    raw = Recipe(selection=Recipe().selection.__class__(threshold=2.0), export=Recipe().export.__class__(layout="padded"))
+    raw.decomposition.jobs = "3"
+    raw.evaluation.tasks = "piqa, arc_easy"
+    before = raw.to_dict()
+    canon = raw.canonical()
+    assert raw.to_dict() == before, "canonical() must not change the recipe it is called on"
+    assert canon.selection.ratio is None and canon.calibration.source == "builtin:wikitext2-valid"
+    assert canon.decomposition.jobs == 3 and canon.evaluation.tasks == ["piqa", "arc_easy"]
+    snapshot = canon.to_dict()
+    canon.validate()
+    assert canon.to_dict() == snapshot, "validate() only checks"
+    assert Recipe.from_dict(before).to_dict() == snapshot

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import click
 
 from fbn_prune.config.recipe import LAYOUTS, METHODS, Recipe
+from fbn_prune.data import DEFAULT_SOURCE
 from fbn_prune.errors import UserError
 
 # command-line flag -> (recipe key, click option kwargs)
@@ -16,59 +18,59 @@ CALIBRATION_OPTIONS = {
               help="Calibration text: builtin:wikitext2-valid (a WikiText-2 sample shipped with fbn_prune, "
                    "CC BY-SA 3.0), a .txt (one document per paragraph) or .jsonl file (.gz too), data:FILE (in "
                    "--data-dir), hf:DATASET[:CONFIG]:SPLIT[:FIELD] (a Hugging Face dataset), or generated (the "
-                   "model writes its own) [builtin:wikitext2-valid].")),
+                   f"model writes its own) [{DEFAULT_SOURCE}].")),
     "calib_task": ("calibration.task", dict(type=str, metavar="NAME",
                    help="Calibrate on an lm-eval task's own documents, rendered with its prompt format "
                         "(task-specific networks), e.g. arc_easy.")),
     "calib_field": ("calibration.field", dict(type=str, metavar="FIELD",
-                    help="Text field of a .jsonl file or hf: dataset [text].")),
-    "calib_samples": ("calibration.samples", dict(type=int, metavar="N", help="Calibration documents used [128].")),
+                    help="Text field of a .jsonl file or hf: dataset.")),
+    "calib_samples": ("calibration.samples", dict(type=int, metavar="N", help="Calibration documents used.")),
     "calib_chat": ("calibration.chat", dict(type=click.Choice(["auto", "always", "never"]),
                    help="Wrap each calibration document as an assistant reply in the model's chat template "
-                        "(auto: when the tokenizer has one) [auto].")),
-    "seq_len": ("calibration.seq_len", dict(type=int, metavar="N", help="Tokens per document, longer ones are truncated [256].")),
-    "batch_size": ("calibration.batch_size", dict(type=int, metavar="N", help="Documents per forward pass [8].")),
+                        "(auto: when the tokenizer has one).")),
+    "seq_len": ("calibration.seq_len", dict(type=int, metavar="N", help="Tokens per document, longer ones are truncated.")),
+    "batch_size": ("calibration.batch_size", dict(type=int, metavar="N", help="Documents per forward pass.")),
     "max_ram": ("calibration.max_ram", dict(type=str, metavar="SIZE",
                 help="Host RAM the capture may use in all, e.g. 16GB: lowers --batch-size to fit; exit 2 when the "
                      "model and one batch do not fit. Signals always stream to disk.")),
     "data_dir": ("data_dir", dict(type=str, metavar="DIR", help="Data folder for data:FILE names and the local evaluation tasks [$FBN_PRUNE_DATA].")),
 }
 DECOMPOSITION_OPTIONS = {
-    "runs": ("decomposition.runs", dict(type=int, metavar="N", help="Disjoint calibration subsets, one ICA each per layer [4].")),
-    "components": ("decomposition.components", dict(type=int, metavar="K", help="ICA components (networks) per layer and run [64].")),
+    "runs": ("decomposition.runs", dict(type=int, metavar="N", help="Disjoint calibration subsets, one ICA each per layer.")),
+    "components": ("decomposition.components", dict(type=int, metavar="K", help="ICA components (networks) per layer and run.")),
     "ica_engine": ("decomposition.engine", dict(type=click.Choice(["auto", "sklearn", "torch"]),
-                   help="ICA engine: scikit-learn FastICA on CPU or the torch port (GPU when present) [auto].")),
+                   help="ICA engine: scikit-learn FastICA on CPU or the torch port (GPU when present).")),
     "ica_device": ("decomposition.device", dict(type=str, metavar="DEV",
-                   help="Where ICA runs: auto (CUDA when present), cpu, cuda (every GPU with --jobs), cuda:N [auto].")),
+                   help="Where ICA runs: auto (CUDA when present), cpu, cuda (every GPU with --jobs), cuda:N.")),
     "jobs": ("decomposition.jobs", dict(type=str, metavar="N",
              help="(layer, run) decompositions at once in worker processes: N, or auto (one per GPU; on the CPU "
-                  "one per 8 cores). Same result for any N [1].")),
+                  "one per 8 cores). Same result for any N.")),
 }
 SELECTION_OPTIONS = {
     "method": ("selection.method", dict(type=click.Choice(METHODS),
                help="Channel scores: fbn (compensated elimination over functional connectivity with a network-"
                     "membership prior), fbn-act (activation energy x membership), fbn-paper (the authors' pure "
-                    "network membership) or a baseline at equal size [fbn].")),
+                    "network membership) or a baseline at equal size.")),
     "ratio": ("selection.ratio", dict(type=float, metavar="R",
-              help="Fraction of FFN channels removed across pruned layers, in [0, 1) [0.2].")),
+              help="Fraction of FFN channels removed across pruned layers, in [0, 1).")),
     "ratio_of": ("selection.ratio_of", dict(type=click.Choice(["ffn", "params"]),
-                 help="What --ratio is a fraction of: FFN channels, or all model parameters [ffn].")),
+                 help="What --ratio is a fraction of: FFN channels, or all model parameters.")),
     "threshold": ("selection.threshold", dict(type=float, metavar="T",
                   help="Instead of --ratio: keep neurons with |z| > T in any network (the paper's rule).")),
-    "protect_first": ("selection.protect_first", dict(type=int, metavar="N", help="Never prune the first N layers [0].")),
-    "protect_last": ("selection.protect_last", dict(type=int, metavar="M", help="Never prune the last M layers [0].")),
-    "round_to": ("selection.round_to", dict(type=int, metavar="K", help="Kept widths are multiples of K [8].")),
-    "min_width": ("selection.min_width", dict(type=int, metavar="N", help="No layer keeps fewer channels [8].")),
+    "protect_first": ("selection.protect_first", dict(type=int, metavar="N", help="Never prune the first N layers.")),
+    "protect_last": ("selection.protect_last", dict(type=int, metavar="M", help="Never prune the last M layers.")),
+    "round_to": ("selection.round_to", dict(type=int, metavar="K", help="Kept widths are multiples of K.")),
+    "min_width": ("selection.min_width", dict(type=int, metavar="N", help="No layer keeps fewer channels.")),
     "network_weight": ("selection.network_weight", dict(type=float, metavar="W",
                        help="fbn, fbn-act: weight of the network-membership prior (0: none) [recipe's].")),
     "compensate": ("selection.compensate", dict(type=click.Choice(["lstsq", "bias", "none"]),
                    help="lstsq: fold the removed channels' least-squares prediction from the kept ones into the "
-                        "down projection (no new parameters); none: plain deletion [lstsq].")),
+                        "down projection (no new parameters); none: plain deletion.")),
 }
 EXPORT_OPTIONS = {
     "layout": ("export.layout", dict(type=click.Choice(LAYOUTS),
                help="uniform: same width in every layer; padded: per-layer selection zero-padded; "
-                    "exact: per-layer widths, needs trust_remote_code [uniform].")),
+                    "exact: per-layer widths, needs trust_remote_code.")),
     "save_dtype": ("export.dtype", dict(type=click.Choice(["float32", "bfloat16", "float16"]),
                    help="dtype of the saved weights [the working --dtype].")),
 }
@@ -84,9 +86,9 @@ EVALUATION_OPTIONS = {
                       help="Gate for --eval-tasks: exit 3 when a metric keeps less than FRACTION of the original.")),
 }
 RUN_OPTIONS = {
-    "seed": ("seed", dict(type=int, metavar="N", help="Seed for sampling, ICA and random baselines [0].")),
-    "device": ("device", dict(type=str, metavar="DEV", help="auto, cpu, cuda, cuda:1 ... [auto].")),
-    "dtype": ("dtype", dict(type=click.Choice(["float32", "bfloat16", "float16"]), help="Working dtype [float32].")),
+    "seed": ("seed", dict(type=int, metavar="N", help="Seed for sampling, ICA and random baselines.")),
+    "device": ("device", dict(type=str, metavar="DEV", help="auto, cpu, cuda, cuda:1 ....")),
+    "dtype": ("dtype", dict(type=click.Choice(["float32", "bfloat16", "float16"]), help="Working dtype.")),
     "device_map": ("device_map", dict(type=str, metavar="MAP",
                    help="Place the model with accelerate instead of --device: auto (all GPUs, then CPU offload), "
                         "balanced, sequential, cpu.")),
@@ -108,11 +110,30 @@ def recipe_options(*groups: dict):
             return fn(*args, overrides=overrides, **kwargs)
 
         for g in reversed(groups):
-            for name, (_, opts) in reversed(list(g.items())):
+            for name, (key, opts) in reversed(list(g.items())):
+                opts = {**opts, "help": with_default(opts["help"], key)}
                 wrapper = click.option("--" + name.replace("_", "-"), name, default=None, **opts)(wrapper)
         return wrapper
 
     return decorate
+
+
+def recipe_default(key: str):
+    """The Recipe's default for a dotted key (``selection.ratio`` -> 0.2), read from its dataclass field."""
+    cls, *path, last = [Recipe, *key.split(".")]
+    for part in path:
+        cls = {f.name: f for f in dataclasses.fields(cls)}[part].default_factory
+    f = {f.name: f for f in dataclasses.fields(cls)}[last]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def with_default(help_text: str, key: str) -> str:
+    """``help_text`` ending in the Recipe's default for ``key``, ``[0.2]``, unless it names its own
+    default in brackets already or the default is None/empty; so help and recipe cannot disagree."""
+    default = recipe_default(key)
+    if help_text.rstrip(".").endswith("]") or default in (None, [], ""):
+        return help_text
+    return f"{help_text.rstrip('.')} [{default}]."
 
 
 def make_recipe(recipe_file: str | None, overrides: dict, model: str | None = None, out: str | None = None) -> Recipe:

@@ -128,7 +128,7 @@ class Recipe:
     # ---- construction -----------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict | None, where: str = "recipe") -> "Recipe":
-        recipe = _build(cls, data or {}, where)
+        recipe = _build(cls, data or {}, where).canonical()
         recipe.validate()
         return recipe
 
@@ -172,11 +172,28 @@ class Recipe:
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
-    # ---- validation ---------------------------------------------------------
+    # ---- canonical form and validation -------------------------------------
+    def canonical(self) -> "Recipe":
+        """A new recipe with the shorthand forms spelled out; ``self`` is unchanged.
+
+        A threshold replaces the default ratio; no calibration source or task means the built-in
+        default; ``jobs: "4"`` is the number 4; a comma-separated task list becomes a list.
+        """
+        s, c, d, e = self.selection, self.calibration, self.decomposition, self.evaluation
+        return dataclasses.replace(
+            self,
+            selection=dataclasses.replace(s, ratio=None) if s.threshold is not None else s,
+            calibration=dataclasses.replace(c, source=DEFAULT_SOURCE) if not c.source and not c.task else c,
+            decomposition=dataclasses.replace(d, jobs=int(d.jobs))
+            if isinstance(d.jobs, str) and d.jobs.strip().isdigit() else d,
+            evaluation=dataclasses.replace(e, **{name: [v.strip() for v in value.split(",") if v.strip()]
+                                                 for name in ("tasks", "include_path")
+                                                 if isinstance(value := getattr(e, name), str)}),
+        )
+
     def validate(self) -> None:
+        """Raise UserError for the first value out of range or inconsistent; changes nothing."""
         s, c, d = self.selection, self.calibration, self.decomposition
-        if s.threshold is not None:
-            s.ratio = None  # a threshold replaces the default ratio
         if s.threshold is None and s.ratio is None:
             raise UserError("give a budget: selection.ratio (--ratio) or selection.threshold (--threshold).")
         if s.ratio is not None and not (0.0 <= s.ratio < 1.0):
@@ -212,8 +229,6 @@ class Recipe:
             )
         if c.source and c.task:
             raise UserError("give one calibration source: --calib or --calib-task, not both.")
-        if not c.source and not c.task:
-            c.source = DEFAULT_SOURCE
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise UserError(f"device (--device) must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}.")
         self._validate_scale()
@@ -225,9 +240,7 @@ class Recipe:
         if self.calibration.max_ram is not None:
             parse_size(self.calibration.max_ram, "calibration.max_ram (--max-ram)")
         if isinstance(d.jobs, str):
-            if d.jobs.strip().isdigit():
-                d.jobs = int(d.jobs)
-            elif d.jobs != "auto":
+            if d.jobs != "auto":
                 raise UserError(f"decomposition.jobs (--jobs) must be a positive integer or auto, got {d.jobs!r}.")
         if isinstance(d.jobs, int) and d.jobs < 1:
             raise UserError(f"decomposition.jobs (--jobs) must be >= 1, got {d.jobs}.")
@@ -242,11 +255,8 @@ class Recipe:
         e = self.evaluation
         for name in ("tasks", "include_path"):
             value = getattr(e, name)
-            if isinstance(value, str):  # "piqa,arc_easy" from the command line
-                value = [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise UserError(f"evaluation.{name} must be a list of strings, got {value!r}.")
-            setattr(e, name, value)
         if e.batch_size < 1:
             raise UserError(f"evaluation.batch_size must be >= 1, got {e.batch_size}.")
         if e.num_fewshot is not None and e.num_fewshot < 0:

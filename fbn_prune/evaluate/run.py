@@ -180,7 +180,7 @@ def _stable_text(value: Any) -> str:
 # ----------------------------------------------------------------------------- ppl:FILE
 def _ppl_documents(path: Path) -> list[str]:
     """A text file's documents: .jsonl -> the "text" field of each line; else blocks between blank lines."""
-    from fbn_prune.texts.calibration import text_documents
+    from fbn_prune.texts.files import text_documents
 
     docs = text_documents(path, "text", "perplexity file", hint="")
     if not docs:
