@@ -16,12 +16,13 @@ from typing import Literal, get_args, get_origin
 
 import click
 
-from fbn_prune.cli import options as cli
+from fbn_prune.cli import options
+from fbn_prune.cli.prune import prune_command
 from fbn_prune.config.recipe import Recipe
 
-# the option tables of cli.py: flag name -> (recipe key, click options)
-_OPTION_TABLES = (cli.CALIBRATION_OPTIONS, cli.DECOMPOSITION_OPTIONS, cli.SELECTION_OPTIONS,
-                  cli.EXPORT_OPTIONS, cli.EVALUATION_OPTIONS, cli.RUN_OPTIONS)
+# the option tables of cli/options.py: flag name -> (recipe key, click options)
+_OPTION_TABLES = (options.CALIBRATION_OPTIONS, options.DECOMPOSITION_OPTIONS, options.SELECTION_OPTIONS,
+                  options.EXPORT_OPTIONS, options.EVALUATION_OPTIONS, options.RUN_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def prune_flags() -> dict[str, str]:
     """Recipe key -> the `fbn-prune prune` flag or argument that sets it."""
     flags = {key: "--" + name.replace("_", "-") for table in _OPTION_TABLES for name, (key, _) in table.items()}
     top = {f.name for f in dataclasses.fields(Recipe)}
-    for param in cli.cli.commands["prune"].params:
+    for param in prune_command.params:
         if param.name in top:
             flags[param.name] = param.human_readable_name if isinstance(param, click.Argument) else max(param.opts, key=len)
     return flags
