@@ -363,11 +363,11 @@ def select(networks_dir, out, model, recipe_file, overrides, overwrite, no_progr
                    "to FILE (.png, .svg or .pdf).")
 def inspect(path, as_json, plot_file):
     """Summarise a pruned checkpoint, a networks artifact, or any model folder."""
-    from fbn_prune.inspection.describe import describe
+    from fbn_prune.inspection.describe import describe_folder
 
     if plot_file and Path(plot_file).expanduser().is_dir():
         raise UserError(f"--plot {plot_file} is a folder; name the picture file (.png, .svg or .pdf).")
-    text, record = describe(path)
+    text, record = describe_folder(path)
     click.echo(json.dumps(record, indent=1) if as_json else text)
     if plot_file:
         from fbn_prune.inspection.plot import plot
@@ -390,9 +390,9 @@ def _progress(enabled: bool) -> None:
 
 
 def _summary(path: Path) -> None:
-    from fbn_prune.inspection.describe import describe
+    from fbn_prune.inspection.describe import describe_folder
 
-    click.echo(describe(str(path))[0])
+    click.echo(describe_folder(str(path))[0])
 
 
 PASSIVE_WAIT = ("OMP_WAIT_POLICY", "PASSIVE")

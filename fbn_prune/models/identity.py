@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from fbn_prune._io.atomic import atomic_write  # noqa: F401  (re-exported)
+from fbn_prune._io.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,6 @@ __all__ = [
     "NOT_MODEL_FILES",
     "BaseCheck",
     "ModelIdentity",
-    "atomic_write",
     "check_base",
     "file_sha256",
     "folder_hash",
