@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from transformers import GenerationConfig
+
 from fbn_prune.export.compat import make_portable
 from fbn_prune.export.provenance import PROVENANCE_FILE, Provenance
 from fbn_prune.errors import UserError, VerificationError, writing
@@ -60,8 +62,6 @@ def write_checkpoint(model, tokenizer, target: Path, *, files: dict[str, str], i
     The temporary folder is ``.NAME.tmp-PID-*``: a killed run's one is removed by the next run
     (targets.sweep_leftovers). Callers hold the target's lock (targets.TargetLock).
     """
-    from transformers import GenerationConfig
-
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
     try:

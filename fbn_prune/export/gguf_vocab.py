@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import gguf
+from transformers import AutoTokenizer
 
 from fbn_prune.errors import UserError
 
@@ -68,8 +69,6 @@ def tokenizer_folder(folder: Path, config: dict, into: Path) -> Path:
 
 def write_vocab(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
     """Tokenizer, special tokens and chat template (as the converter's _set_vocab_gpt2 / _set_vocab_llama_hf)."""
-    from transformers import AutoTokenizer  # heavy: imported when a GGUF is written, not with this module
-
     tj_path = folder / "tokenizer.json"
     if not tj_path.is_file():
         raise UserError(f"{folder} has no tokenizer.json; GGUF export needs the tokenizer.")

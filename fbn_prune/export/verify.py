@@ -13,6 +13,7 @@ import logging
 from contextlib import contextmanager
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from fbn_prune.models.arch import Adapter
 from fbn_prune.models.placement import input_device
@@ -140,8 +141,6 @@ def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, la
     ``pruned`` with its weights rounded to the saved dtype (serialization), both computed in
     the working dtype.
     """
-    from transformers import AutoModelForCausalLM
-
     working = next(original.parameters()).dtype
     saved_dtype = saved_dtype or working
     device = input_device(original)

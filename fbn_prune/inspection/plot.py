@@ -20,7 +20,7 @@ from fbn_prune.decompose.networks import ARTIFACT_FILE, Networks, membership
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # optional and slow to import: only when a picture is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
