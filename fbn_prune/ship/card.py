@@ -8,7 +8,8 @@ built through huggingface_hub's own :class:`ModelCardData` (``eval_results`` + `
 key is spelled and shaped the way the Hub parses it.
 
 :func:`validate_card` checks a card's metadata locally, without the network, the way ``fbn-prune push``
-does before any upload.
+does before any upload. Nothing here asks the Hub: callers pass the licence in
+(:func:`fbn_prune.ship.hub.card_license` finds the base model's).
 """
 
 from __future__ import annotations
