@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import os
@@ -24,18 +23,18 @@ from fbn_prune.texts.generated import GENERATED
 from fbn_prune.texts.records import CalibrationText
 from fbn_prune.decompose import cache as netcache
 from fbn_prune.models.arch import adapter_for
-from fbn_prune.ship.card import render as render_card
+from fbn_prune.ship.card import render_card
+from fbn_prune.ship.hub import card_license
 from fbn_prune.capture.activations import capture
 from fbn_prune._runtime.devices import resolve_device
-from fbn_prune._runtime.versions import versions
 from fbn_prune.errors import UserError, writing
 from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
+from fbn_prune.export.provenance import add_total_time, build_provenance
 from fbn_prune.texts.calibration import CalibrationSet
-from fbn_prune.models.identity import identify
 from fbn_prune.models.sources import DTYPES, cache_dir, input_location, load_model, resolve
 from fbn_prune._io.targets import Place, TargetLock, check_disjoint, check_replaceable, real, sweep_leftovers
 from fbn_prune.capture.activations import CaptureIndex
-from fbn_prune.models.placement import devices, load_kwargs, onloaded
+from fbn_prune.models.placement import load_kwargs, onloaded
 from fbn_prune.evaluate.run import model_hash
 from fbn_prune.decompose.networks import (
     ARTIFACT_FILE, HOLDOUT_FILE, Networks, NetworksMeta, check_reuse, decompose_all, gram_path,
@@ -43,7 +42,7 @@ from fbn_prune.decompose.networks import (
 )
 from fbn_prune.config.recipe import Recipe
 from fbn_prune.select.scores import NEEDS_GRAM, NEEDS_MAPS, NEEDS_STATS, layer_scores
-from fbn_prune.select.budget import Budget, achieved_ratio, channel_ratio_for_params, select as select_channels
+from fbn_prune.select.budget import Budget, channel_ratio_for_params, select as select_channels
 from fbn_prune.export.surgery import MODELING_FILE, build_pruned, modeling_source
 from fbn_prune.export.verify import held_out_tokens, verify
 
@@ -344,8 +343,8 @@ def _select_into(target: Path, recipe: Recipe, artifact: Networks, *, model_bund
     with onloaded(model):
         pruned = build_pruned(model, adapter, kept, layout, s.round_to, working, replace=replace)
     t_build = time.perf_counter() - t1
-    info = provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget)
-    info["timings"] = {**artifact.meta.timings, **(timings or {}), "select_s": round(t_select, 2), "build_s": round(t_build, 2)}
+    info = build_provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget)
+    info.timings = {**artifact.meta.timings, **(timings or {}), "select_s": round(t_select, 2), "build_s": round(t_build, 2)}
 
     files = {RECIPE_FILE: _recipe_text(recipe)}
     if layout == "exact":
@@ -357,12 +356,12 @@ def _select_into(target: Path, recipe: Recipe, artifact: Networks, *, model_bund
         t = time.perf_counter()
         result = verify(model, adapter, kept, folder, layout, docs, pruned=pruned, saved_dtype=export_dtype,
                         predictors=predictors, load=load_kwargs(recipe.device_map, recipe.max_memory))
-        info["timings"]["verify_s"] = round(time.perf_counter() - t, 2)
+        info.timings["verify_s"] = round(time.perf_counter() - t, 2)
         return result
 
     t2 = time.perf_counter()
     write_checkpoint(pruned, tok, target, files=files, info=info, max_shard_size=recipe.export.max_shard_size,
-                     verify=check, card=lambda i: render_card(i, license=i.get("license")), dtype=export_dtype)
+                     verify=check, card=lambda i: render_card(i, license=card_license(i)), dtype=export_dtype)
     log.info("wrote %s in %.1f s", target, time.perf_counter() - t2)
     return target
 
@@ -447,66 +446,13 @@ def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, net
             artifact = _networks_in(recipe, folder, model_bundle=bundle, progress=progress, keep_capture=keep_capture,
                                     calibration=cal, calibration_s=round(cal_s, 2), option="--save-networks")
         out = _select_into(target, recipe, artifact, model_bundle=bundle, timings={"load_s": round(load_s, 2)})
-        _finish_timing(out, time.perf_counter() - start)
+        add_total_time(out, time.perf_counter() - start)
         if not networks_dir:
             shutil.rmtree(folder, ignore_errors=True)
     return out
-
-
-def _finish_timing(out: Path, total: float) -> None:
-    path = out / "fbn_prune.json"
-    info = json.loads(path.read_text())
-    info["timings"]["total_s"] = round(total, 2)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, path)  # a kill now leaves the old record whole, never half of a new one
 
 
 def _recipe_text(recipe: Recipe) -> str:
     import yaml
 
     return "# recipe as used by fbn_prune " + __version__ + "\n" + yaml.safe_dump(recipe.to_dict(), sort_keys=False)
-
-
-def provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget) -> dict:
-    """Everything fbn_prune.json records about a checkpoint."""
-    original = [int(s.numel()) for s in scores]
-    stored = adapter.channel_widths(pruned)
-    ppc = adapter.params_per_channel(model.config)
-    before = model.num_parameters()
-    after = pruned.num_parameters()
-    s = recipe.selection
-    layers = budget.pruned_layers(len(original))
-    return {
-        "format": "fbn_prune/1",
-        "fbn_prune_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "base_model": source.base_model,
-        "base_model_path": source.path if source.local else None,
-        "base_model_type": model.config.model_type,
-        "base_model_hub_id": source.hub_id,
-        "base_model_identity": identify(source).to_dict(),  # checked by `fbn-prune eval --base`
-        "weights_format": source.weights_format,
-        "license": source.license,
-        "layout": recipe.export.layout,
-        "seed": recipe.seed,
-        "calibration": artifact.meta.calibration,
-        "decomposition": (f"{artifact.meta.runs} runs x {artifact.meta.components} ICA components per layer, "
-                          f"FastICA fun={artifact.meta.ica['fun']}" if artifact.meta.runs else "none (method needs no ICA)"),
-        "selection": {"method": s.method, "ratio": s.ratio, "ratio_of": s.ratio_of, "threshold": s.threshold,
-                      "channel_ratio": budget.ratio, "achieved_ratio": achieved_ratio(kept, original, layers),
-                      "protect_first": s.protect_first, "protect_last": s.protect_last,
-                      "round_to": s.round_to, "min_width": s.min_width,
-                      "network_weight": s.network_weight if s.method in ("fbn", "fbn-act") else None,
-                      "compensate": s.compensate, "ridge": s.ridge if s.compensate != "none" else None},
-        "params": {"before": before, "after": after,
-                   "after_effective": before - ppc * sum(o - k.numel() for o, k in zip(original, kept)),
-                   "ffn_channels_before": sum(original), "ffn_channels_after": sum(k.numel() for k in kept)},
-        "original_widths": original,
-        "widths": [int(k.numel()) for k in kept],
-        "stored_widths": [int(w) for w in stored],
-        "kept": {str(i): k.tolist() for i, k in enumerate(kept)},
-        "versions": versions(),
-        "device": ", ".join(devices(model)),
-        "dtype": recipe.export.dtype or recipe.dtype,
-    }

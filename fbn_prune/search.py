@@ -28,8 +28,9 @@ from fbn_prune import pipeline
 from fbn_prune.evaluate import run as evaluate
 from fbn_prune.evaluate import report
 from fbn_prune.errors import GateFailed, UserError
-from fbn_prune.export.checkpoint import PROVENANCE_FILE, check_target, read_provenance
-from fbn_prune.models.identity import atomic_write
+from fbn_prune.export.checkpoint import check_target
+from fbn_prune.export.provenance import PROVENANCE_FILE, read_provenance
+from fbn_prune._io.atomic import atomic_write
 from fbn_prune.models.sources import load_model, resolve
 from fbn_prune.decompose.networks import Networks
 from fbn_prune.config.recipe import Recipe
@@ -127,8 +128,8 @@ def _probe(recipe: Recipe, artifact: Networks, bundle, settings: evaluate.EvalSe
         raise UserError(record["gate"]["summary"])
     info = read_provenance(folder)
     step = Step(ratio=ratio, passed=report.passed(record),
-                achieved_ratio=info.get("selection", {}).get("achieved_ratio"),
-                parameters=info.get("params", {}).get("after"),
+                achieved_ratio=(info.selection or {}).get("achieved_ratio"),
+                parameters=(info.params or {}).get("after"),
                 metrics=[{k: row.get(k) for k in ROW_KEYS} for row in record["metrics"]],
                 gate=record["gate"], seconds=round(time.perf_counter() - t0, 2))
     return step, record
@@ -200,8 +201,8 @@ def search(recipe: Recipe, settings: evaluate.EvalSettings, gate: report.Gate, g
     del model, tok, bundle
     curve = _curve(ratios, ordered, best, recipe, gate)
     info = read_provenance(folder)
-    info["search"] = {k: curve[k] for k in ("grid", "best", "gate", "steps")}
-    atomic_write(folder / PROVENANCE_FILE, json.dumps(info, indent=1))
+    info.search = {k: curve[k] for k in ("grid", "best", "gate", "steps")}
+    atomic_write(folder / PROVENANCE_FILE, info.to_json())
     view = evaluate.compare(recipe.model, folder, settings)  # cached: no model runs
     report.write(best_record, folder, report.doc_lines(["original", "pruned"], [view["original"], view["pruned_results"]]))
     report.update_checkpoint(folder, best_record, folder)

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 from fbn_prune.models.arch import adapter_for
 from fbn_prune.export.compat import portable_config, portable_tokenizer_config
 from fbn_prune.export.checkpoint import write_checkpoint
+from fbn_prune.export.provenance import Provenance
 from fbn_prune.export.surgery import MODELING_FILE, build_pruned, modeling_source
 
 TF4_PINS = ("torch==2.13.0", "transformers==4.57.6", "tokenizers==0.22.2", "safetensors==0.8.0", "numpy==2.4.6")
@@ -65,7 +66,7 @@ def write_pruned(source: Path, layout: str, out: Path) -> Path:
     kept = [torch.randperm(w, generator=g)[:n].sort().values for w, n in zip(adapter.channel_widths(model), LAYOUT_KEEP[layout])]
     pruned = build_pruned(model, adapter, kept, layout, round_to=8)
     files = {MODELING_FILE: modeling_source(model.config.model_type)} if layout == "exact" else {}
-    return write_checkpoint(pruned, tok, out, files=files, info={"layout": layout}, max_shard_size="1GB",
+    return write_checkpoint(pruned, tok, out, files=files, info=Provenance(layout=layout), max_shard_size="1GB",
                             verify=lambda _: {"ok": True}, card=lambda _: "test card\n")
 
 

@@ -18,7 +18,8 @@ from tiny import sample_texts, save_tiny, tiny_model, tiny_tokenizer
 gguf = pytest.importorskip("gguf")
 
 from fbn_prune import pipeline  # noqa: E402
-from fbn_prune.export.gguf import export_gguf, unpermute_qk  # noqa: E402
+from fbn_prune.export.gguf import export_gguf  # noqa: E402
+from fbn_prune.export.gguf_tensors import unpermute_qk  # noqa: E402
 from fbn_prune.config.recipe import Recipe  # noqa: E402
 
 FAMILIES = ["llama", "mistral", "qwen2"]
@@ -147,7 +148,7 @@ def test_every_tensor_and_hyperparameter_read_back(family, layout, checkpoints, 
 
 
 def test_permutation_round_trips():
-    from fbn_prune.export.gguf import permute_qk
+    from fbn_prune.export.gguf_tensors import permute_qk
 
     w = torch.arange(4 * 16 * 3, dtype=torch.float32).reshape(64, 3)
     p = permute_qk(w, 4)
@@ -317,10 +318,10 @@ def test_prune_to_gguf_writes_file_and_card(tiny_dir, calib_txt, tmp_path):
 
 
 def test_push_uploads_the_gguf(tmp_path):
-    from fbn_prune.ship.hub import _classify
+    from fbn_prune.ship.files import classify
 
     (tmp_path / "model-q8_0.gguf").write_bytes(b"GGUF")
-    assert _classify(tmp_path / "model-q8_0.gguf")[0]
+    assert classify(tmp_path / "model-q8_0.gguf")[0]
 
 
 def test_prune_refuses_a_bad_gguf_target_before_working(tiny_dir, calib_txt, tmp_path):
@@ -403,9 +404,9 @@ def test_graph_reference_notices_a_missing_permutation(checkpoints, tmp_path, mo
     """The check above can fail: without the Q/K permutation the llama file computes something else."""
     from transformers import AutoModelForCausalLM
 
-    from fbn_prune.export import gguf as gguf_export
+    from fbn_prune.export import gguf_tensors
 
-    monkeypatch.setattr(gguf_export, "permute_qk", lambda w, n: w)
+    monkeypatch.setattr(gguf_tensors, "permute_qk", lambda w, n: w)
     folder = checkpoints("llama", "exact")
     path = export_gguf(folder, tmp_path / "m.gguf", dtype="f32").path
     ids = tiny_tokenizer()(PROMPT)["input_ids"]

@@ -20,7 +20,11 @@ from click.testing import CliRunner
 
 from fbn_prune.ship import card as cards
 from fbn_prune import pipeline
+from fbn_prune.export.provenance import Provenance
 from fbn_prune.ship import hub
+from fbn_prune.ship.files import PushRefused
+from fbn_prune.ship.push_plan import plan_push
+from fbn_prune.ship.upload import push
 from fbn_prune.evaluate import report
 from fbn_prune.cli.main import cli
 from fbn_prune.config.recipe import Recipe
@@ -184,7 +188,7 @@ class FakeHub:
             self.repos[repo_id] = {"private": req.get("visibility") == "private", "branches": {"main": {}}}
             return 200, {"url": f"{self.url}/{repo_id}", "name": repo_id}
         if method == "POST" and path == "/api/validate-yaml":
-            errors, warnings = cards.validate(json.loads(body)["content"])
+            errors, warnings = cards.validate_card(json.loads(body)["content"])
             return (400 if errors else 200), {"errors": [{"message": e} for e in errors],
                                               "warnings": [{"message": w} for w in warnings]}
         m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/(preupload|commit|branch|tree|revision)/([^/]+)(/.*)?)?", path)
@@ -376,7 +380,7 @@ def test_push_uploads_the_listed_files_and_never_leaks_the_token(ckpt, fake_hub,
     # the uploaded card: load snippet with the repo id, Hub metadata with the eval results
     text = uploaded["README.md"].decode()
     assert 'from_pretrained("my-org/tiny-fbn")' in text and cards.PLACEHOLDER_REPO not in text
-    assert cards.validate(text)[0] == []
+    assert cards.validate_card(text)[0] == []
     from huggingface_hub import ModelCard
 
     assert {e.metric_type for e in ModelCard(text).data.eval_results} == {"acc", "acc_norm", "word_perplexity",
@@ -405,9 +409,9 @@ def test_push_reports_a_rejected_token(ckpt, fake_hub, monkeypatch):
 
 @pytest.mark.filterwarnings(NO_LICENSE)
 def test_push_library_call(ckpt, fake_hub):
-    """hub.plan + hub.push with an explicit token and endpoint (what the CLI wraps)."""
-    p = hub.plan(ckpt, "someone/tiny")
-    info = hub.push(p, token=SECRET, endpoint=fake_hub.url)
+    """plan_push + push with an explicit token and endpoint (what the CLI wraps)."""
+    p = plan_push(ckpt, "someone/tiny")
+    info = push(p, token=SECRET, endpoint=fake_hub.url)
     assert info.commit_url.startswith(f"{fake_hub.url}/someone/tiny/commit/")
     assert sorted(fake_hub.repos["someone/tiny"]["branches"]["main"]) == p.names
     assert fake_hub.repos["someone/tiny"]["private"] is False
@@ -437,7 +441,7 @@ def test_card_metadata_parses_and_validates(ckpt):
 
     card = ModelCard.load(path)  # raises on metadata huggingface_hub cannot parse
     assert len(card.data.eval_results) == len(results) and card.data.model_name == ckpt.name
-    errors, warnings = cards.validate(path.read_text())
+    errors, warnings = cards.validate_card(path.read_text())
     assert errors == [] and not [w for w in warnings if "license" in w]
     body = card.text
     for section in ("## How it was made", "## How to load", "## Per-layer FFN widths", "## Evaluation"):
@@ -452,20 +456,20 @@ def test_card_metadata_parses_and_validates(ckpt):
 def test_card_loading_snippet_follows_the_layout(ckpt):
     info = json.loads((ckpt / "fbn_prune.json").read_text())
     for layout, remote in (("uniform", False), ("padded", False), ("exact", True)):
-        text = cards.for_repo(cards.render({**info, "layout": layout}), "o/n")
+        text = cards.for_repo(cards.render_card(Provenance.from_dict({**info, "layout": layout})), "o/n")
         assert ('from_pretrained("o/n", trust_remote_code=True)' in text) == remote
-        assert f"layout-{layout}" in text and cards.validate(text)[0] == []
+        assert f"layout-{layout}" in text and cards.validate_card(text)[0] == []
 
 
 def test_validate_catches_what_the_hub_rejects():
     good = "---\nlicense: apache-2.0\nbase_model: org/model\ntags: [pruned]\n---\n# x\n"
-    assert cards.validate(good) == ([], [])
-    assert cards.validate("# no metadata\n")[0]
-    assert cards.validate("---\nmodel_index: []\nlicense: mit\n---\n")[0]
-    assert cards.validate("---\nbase_model: /local/folder\nlicense: mit\n---\n")[0]
-    assert cards.validate("---\nlicense: mit\nmodel-index:\n- name: x\n  results:\n  - task: {type: t}\n---\n")[0]
-    assert cards.validate("---\nlicense: [unclosed\n---\n")[0]
-    errors, warnings = cards.validate("---\ntags: [pruned]\n---\n")
+    assert cards.validate_card(good) == ([], [])
+    assert cards.validate_card("# no metadata\n")[0]
+    assert cards.validate_card("---\nmodel_index: []\nlicense: mit\n---\n")[0]
+    assert cards.validate_card("---\nbase_model: /local/folder\nlicense: mit\n---\n")[0]
+    assert cards.validate_card("---\nlicense: mit\nmodel-index:\n- name: x\n  results:\n  - task: {type: t}\n---\n")[0]
+    assert cards.validate_card("---\nlicense: [unclosed\n---\n")[0]
+    errors, warnings = cards.validate_card("---\ntags: [pruned]\n---\n")
     assert errors == [] and any("no license" in w for w in warnings)
 
 
@@ -474,17 +478,17 @@ def test_license_from_the_base_models_cached_card(monkeypatch, tmp_path):
     card = tmp_path / "README.md"
     card.write_text("---\nlicense: llama3.1\n---\n# base\n")
     monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo_id, filename, **kw: str(card))
-    assert cards.base_license("someone/base-model") == "llama3.1"
+    assert hub.base_license("someone/base-model") == "llama3.1"
     monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo_id, filename, **kw: None)
-    assert cards.base_license("someone/base-model") is None
-    assert cards.base_license(SMOL) == "apache-2.0"
+    assert hub.base_license("someone/base-model") is None
+    assert hub.base_license(SMOL) == "apache-2.0"
 
 
 def test_missing_card_is_made_from_the_provenance(ckpt):
     (ckpt / "README.md").unlink()
-    p = hub.plan(ckpt, "o/n")
+    p = plan_push(ckpt, "o/n")
     assert "README.md" in p.names and any("generated" in c for c in p.card_changes)
-    assert 'from_pretrained("o/n")' in p.card and cards.validate(p.card)[0] == []
+    assert 'from_pretrained("o/n")' in p.card and cards.validate_card(p.card)[0] == []
     assert not (ckpt / "README.md").exists(), "planning writes nothing"
 
 
@@ -593,13 +597,13 @@ def test_push_sends_the_checked_bytes_or_nothing(ckpt, tmp_path, fake_hub, swap)
     """A file swapped after the check (a link to a secret, another file renamed over it) is never sent."""
     secret = tmp_path / "secret.txt"
     secret.write_text(SECRET_TEXT)
-    p = hub.plan(ckpt, "someone/tiny")
+    p = plan_push(ckpt, "someone/tiny")
     (ckpt / "config.json").unlink()
     if swap == "link":
         (ckpt / "config.json").symlink_to(secret)
     else:
         (tmp_path / "other.json").write_text(SECRET_TEXT)
         (tmp_path / "other.json").rename(ckpt / "config.json")
-    with pytest.raises(hub.PushRefused, match="config.json .* (changed|was replaced) since it was checked"):
-        hub.push(p, token=SECRET, endpoint=fake_hub.url)
+    with pytest.raises(PushRefused, match="config.json .* (changed|was replaced) since it was checked"):
+        push(p, token=SECRET, endpoint=fake_hub.url)
     assert fake_hub.log == [] and not any(b"TOP SECRET" in b for b in fake_hub.bodies)

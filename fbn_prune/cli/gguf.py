@@ -7,25 +7,33 @@ when a GGUF is asked for.
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import click
 
 from safetensors import SafetensorError
 
+from fbn_prune._io.atomic import atomic_write
 from fbn_prune.errors import UserError, disk_error_message
-from fbn_prune.export.checkpoint import PROVENANCE_FILE
+from fbn_prune.export.gguf_target import DTYPES, check_output
+from fbn_prune.export.provenance import PROVENANCE_FILE, read_provenance
+from fbn_prune.ship.card import render_card
+from fbn_prune.ship.hub import card_license
 
-DTYPES = ("f32", "f16", "q8_0")  # as gguf_export.DTYPES, which imports gguf
 DEFAULT_DTYPE = "f16"
 
 
-def _writer():
-    """The writer module; one line (exit 2) when the optional gguf package is missing."""
+def _require_gguf() -> None:
+    """One line (exit 2) when the optional gguf package is missing."""
     if importlib.util.find_spec("gguf") is None:
         raise UserError("GGUF export needs the gguf package: pip install gguf (or fbn-prune[gguf]).")
-    from fbn_prune.export import gguf as gguf_export  # imports gguf and torch: only when a GGUF is written
+
+
+def _writer():
+    """The writer module (:mod:`fbn_prune.export.gguf`), imported here because it imports the optional gguf
+    package: the only fbn_prune import inside a function, so that every other command runs without gguf."""
+    _require_gguf()
+    from fbn_prune.export import gguf as gguf_export  # optional dependency gguf: only when a GGUF is written
 
     return gguf_export
 
@@ -57,7 +65,7 @@ def export_gguf_command(checkpoint, out, dtype, arch, overwrite):
     """
     _check_dtype(dtype)
     result = _export(checkpoint, out, dtype=dtype, arch=arch, overwrite=overwrite)
-    click.echo(_describe(result))
+    click.echo(_gguf_summary(result))
 
 
 def _export(checkpoint, out, **kwargs):
@@ -84,7 +92,8 @@ def check_before_prune(to_gguf: str | None, gguf_dtype: str, overwrite: bool) ->
     if not to_gguf:
         return
     _check_dtype(gguf_dtype)
-    _writer().check_output(to_gguf, overwrite)
+    _require_gguf()
+    check_output(to_gguf, overwrite)
 
 
 def write_after_prune(checkpoint: Path, to_gguf: str | None, gguf_dtype: str, overwrite: bool) -> None:
@@ -93,21 +102,19 @@ def write_after_prune(checkpoint: Path, to_gguf: str | None, gguf_dtype: str, ov
         return
     result = _export(checkpoint, to_gguf, dtype=gguf_dtype, overwrite=overwrite)
     record_in_card(checkpoint, result)
-    click.echo(_describe(result))
+    click.echo(_gguf_summary(result))
 
 
 def record_in_card(checkpoint: Path, result) -> None:
-    """Add the GGUF (file name, architecture, dtype) to the checkpoint's provenance and README.md."""
-    from fbn_prune.ship.card import render  # imports huggingface_hub: only when a card is rewritten
-
-    path = Path(checkpoint) / PROVENANCE_FILE
-    info = json.loads(path.read_text())
-    info["gguf"] = {"file": result.path.name, "architecture": result.architecture, "dtype": result.dtype}
-    path.write_text(json.dumps(info, indent=1))
-    (Path(checkpoint) / "README.md").write_text(render(info, license=info.get("license")))
+    """Add the GGUF (file name, architecture, dtype) to the checkpoint's provenance and README.md (each
+    replaced atomically)."""
+    info = read_provenance(checkpoint)
+    info.gguf = {"file": result.path.name, "architecture": result.architecture, "dtype": result.dtype}
+    atomic_write(Path(checkpoint) / PROVENANCE_FILE, info.to_json())
+    atomic_write(Path(checkpoint) / "README.md", render_card(info, license=card_license(info)))
 
 
-def _describe(result) -> str:
+def _gguf_summary(result) -> str:
     widths = sorted(set(result.widths))
     ffn = f"FFN width {widths[0]}" if len(widths) == 1 else f"FFN widths {min(widths)}-{max(widths)} per layer"
     return (f"gguf: {result.path} ({result.architecture}, {result.dtype}, {ffn}, {result.tensors} tensors, "

@@ -8,7 +8,7 @@ import click
 
 from fbn_prune.texts.calibration import DEFAULT_SOURCE
 from fbn_prune.heal.distill import HealSettings, steps_for_tokens
-from fbn_prune.heal.run import heal, summary
+from fbn_prune.heal.run import heal, heal_summary
 
 
 @click.command("heal")
@@ -45,7 +45,7 @@ def heal_command(checkpoint, out, base, texts, field, data_dir, steps, tokens, l
                              temperature=temperature, seed=seed)
     folder = heal(checkpoint, out, texts, settings, base=base, field=field, data_dir=data_dir,
                   overwrite=overwrite, progress=not no_progress, device=device)
-    click.echo(summary(Path(folder)))
+    click.echo(heal_summary(Path(folder)))
 
 
 def heal_settings(*, steps=None, tokens=None, lora_rank=None, full=False, lr=None, **rest) -> HealSettings:

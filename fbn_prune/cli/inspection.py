@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from fbn_prune.errors import UserError
-from fbn_prune.inspection.describe import describe
+from fbn_prune.inspection.describe import describe_folder
 from fbn_prune.inspection.plot import plot
 
 
@@ -22,7 +22,7 @@ def inspect_command(path, as_json, plot_file):
     """Summarise a pruned checkpoint, a networks artifact, or any model folder."""
     if plot_file and Path(plot_file).expanduser().is_dir():
         raise UserError(f"--plot {plot_file} is a folder; name the picture file (.png, .svg or .pdf).")
-    text, record = describe(path)
+    text, record = describe_folder(path)
     click.echo(json.dumps(record, indent=1) if as_json else text)
     if plot_file:
         click.echo(f"plot written to {plot(path, plot_file)}", err=as_json)

@@ -17,7 +17,7 @@ from fbn_prune.config.recipe import Recipe, locate
 from fbn_prune.decompose.networks import Networks, select_recipe
 from fbn_prune.errors import UserError
 from fbn_prune.export.checkpoint import RECIPE_FILE
-from fbn_prune.inspection.describe import describe
+from fbn_prune.inspection.describe import describe_folder
 from fbn_prune.plan import make as make_plan
 
 
@@ -122,4 +122,4 @@ def _progress(enabled: bool) -> None:
 
 
 def _summary(path: Path) -> None:
-    click.echo(describe(str(path))[0])
+    click.echo(describe_folder(str(path))[0])

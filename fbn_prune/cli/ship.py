@@ -11,6 +11,10 @@ import click
 
 from fbn_prune.errors import UserError
 from fbn_prune.config.recipe import RECIPES_ENV, find_ready, ready_recipes, recipe_dirs
+from fbn_prune.ship.files import PushRefused
+from fbn_prune.ship.hub import base_license, token_source
+from fbn_prune.ship.push_plan import describe_push_plan, plan_push
+from fbn_prune.ship.upload import push
 
 
 @click.command("recipes")
@@ -78,23 +82,20 @@ def push_command(folder, repo_id, private, revision, dry_run, force, require_eva
       fbn-prune push smollm2-pruned --repo-id my-org/SmolLM2-135M-Instruct-fbn20 --dry-run
       HF_TOKEN=... fbn-prune push smollm2-pruned --repo-id my-org/SmolLM2-135M-Instruct-fbn20 --private
     """
-    from fbn_prune.ship import hub
-    from fbn_prune.ship.card import base_license
-
     endpoint = os.environ.get("HF_ENDPOINT") or None
     lookup = lambda hub_id: base_license(hub_id, online=True, endpoint=endpoint)  # noqa: E731
     try:
-        plan = hub.plan(folder, repo_id, revision=revision, private=private, force=force,
-                        require_eval=require_eval, license_lookup=lookup)
-    except hub.PushRefused as e:
+        plan = plan_push(folder, repo_id, revision=revision, private=private, force=force,
+                         require_eval=require_eval, license_lookup=lookup)
+    except PushRefused as e:
         if getattr(e, "plan", None) is not None:
-            click.echo(hub.describe(e.plan, dry_run=dry_run))
+            click.echo(describe_push_plan(e.plan, dry_run=dry_run))
         raise
-    click.echo(hub.describe(plan, dry_run=dry_run))
+    click.echo(describe_push_plan(plan, dry_run=dry_run))
     if dry_run:
-        source = hub.token_source()
+        source = token_source()
         click.echo(f"token: {'from ' + source if source else 'none found (set HF_TOKEN or run `hf auth login`)'}")
         click.echo("dry run: nothing was uploaded.")
         return
-    info = hub.push(plan, endpoint=endpoint, message=message)
+    info = push(plan, endpoint=endpoint, message=message)
     click.echo(f"pushed: {getattr(info, 'commit_url', None) or info}")

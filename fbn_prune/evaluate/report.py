@@ -61,7 +61,7 @@ import numpy as np
 from fbn_prune.evaluate import paired
 from fbn_prune.config.gate import GATE_ON, Gate  # noqa: F401  (re-exported: report.Gate)
 from fbn_prune.errors import UserError
-from fbn_prune.models.identity import atomic_write as _atomic_write
+from fbn_prune._io.atomic import atomic_write as _atomic_write
 
 FORMAT = "fbn_prune.eval/2"
 FORMAT_MANY = "fbn_prune.eval-compare/1"
@@ -621,11 +621,12 @@ def write_many(record: dict, folder: str | os.PathLike[str], docs: list[dict]) -
 def update_checkpoint(folder: Path, record: dict, report_folder: Path) -> None:
     """Regenerate the checkpoint's README.md with the table and Hub model-index, and record the
     evaluation in its fbn_prune.json; each file is replaced atomically."""
-    from fbn_prune.ship.card import render
-    from fbn_prune.export.checkpoint import PROVENANCE_FILE, read_provenance
+    from fbn_prune.ship.card import render_card
+    from fbn_prune.ship.hub import card_license
+    from fbn_prune.export.provenance import PROVENANCE_FILE, read_provenance
 
     info = read_provenance(folder)
-    info["evaluation"] = summary(record, Path(report_folder) / "eval.json", folder)
-    text = render(info, license=info.get("license"), eval_table=card_section(record), model_index=model_index(record))
-    _atomic_write(folder / PROVENANCE_FILE, json.dumps(info, indent=1))
+    info.evaluation = summary(record, Path(report_folder) / "eval.json", folder)
+    text = render_card(info, license=card_license(info), eval_table=card_section(record), model_index=model_index(record))
+    _atomic_write(folder / PROVENANCE_FILE, info.to_json())
     _atomic_write(folder / "README.md", text)

@@ -52,7 +52,7 @@ from fbn_prune._runtime.devices import resolve_device
 from fbn_prune._runtime.versions import versions
 from fbn_prune.errors import UserError
 from fbn_prune.models.identity import BaseCheck, check_base, file_sha256, folder_hash, identify, model_hash
-from fbn_prune.models.identity import atomic_write as _atomic_write
+from fbn_prune._io.atomic import atomic_write as _atomic_write
 from fbn_prune.models.identity import hub_snapshot as _hub_snapshot  # noqa: F401  (networks.py imports it from here)
 
 log = logging.getLogger(__name__)
@@ -523,14 +523,14 @@ def load_checkpoint(folder: str | os.PathLike[str], dtype: str = "float32", devi
     modeling file (``trust_remote_code``), as the model card says."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fbn_prune.export.checkpoint import read_provenance
+    from fbn_prune.export.provenance import read_provenance
     from fbn_prune.models.sources import DTYPES
 
     info = read_provenance(folder)
     try:
         tok = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=DTYPES[dtype], trust_remote_code=info.get("layout") == "exact"
+            folder, dtype=DTYPES[dtype], trust_remote_code=info.layout == "exact"
         )
     except (OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -542,7 +542,7 @@ def load_checkpoint(folder: str | os.PathLike[str], dtype: str = "float32", devi
 
 
 def _load_base(source, dtype: str, device: str):
-    from fbn_prune.export.checkpoint import PROVENANCE_FILE
+    from fbn_prune.export.provenance import PROVENANCE_FILE
     from fbn_prune.models.sources import load_model
 
     if source.local and (Path(source.path) / PROVENANCE_FILE).is_file():  # an fbn_prune checkpoint as the base
@@ -586,13 +586,13 @@ def _resolve_device(device: str) -> str:
 
 def default_base(pruned: str | os.PathLike[str]) -> str:
     """The model a checkpoint was pruned from, as its fbn_prune.json records it (local path first)."""
-    from fbn_prune.export.checkpoint import read_provenance
+    from fbn_prune.export.provenance import read_provenance
 
     info = read_provenance(pruned)
-    path = info.get("base_model_path")
+    path = info.base_model_path
     if path and Path(path).is_dir():
         return str(path)
-    return info.get("base_model_hub_id") or info["base_model"]
+    return info.base_model_hub_id or info.base_model
 
 
 @dataclass
@@ -691,7 +691,7 @@ def compare_many(base: str | None, pruned: list, settings: EvalSettings, *, any_
             checkpoint, a checkpoint named twice, a base the checkpoint was not pruned from (unless
             ``any_base``), tokenizers that differ, a model that cannot be loaded.
     """
-    from fbn_prune.export.checkpoint import read_provenance
+    from fbn_prune.export.provenance import read_provenance
     from fbn_prune.models.sources import resolve
 
     t_start = time.perf_counter()
@@ -709,7 +709,7 @@ def compare_many(base: str | None, pruned: list, settings: EvalSettings, *, any_
     source = resolve(base)
     base_hash = model_hash(source)
     ident = identify(source, base_hash)
-    checks = [check_base(info, ident, source.path if source.local else None) for info in infos]
+    checks = [check_base(info.to_dict(), ident, source.path if source.local else None) for info in infos]
     for f, check in zip(folders, checks):
         if check.verdict == "mismatch" and not any_base:
             raise UserError(base_mismatch_message(base, f, check))
@@ -741,13 +741,13 @@ def compare_many(base: str | None, pruned: list, settings: EvalSettings, *, any_
         "base": {"spec": base, "path": source.path if source.local else None, "hub_id": source.hub_id,
                  "name": source.base_model, "sha256": base_hash or model_hash(source),
                  "identity": ident.to_dict(),
-                 "parameters": original.parameters or infos[0].get("params", {}).get("before"),
+                 "parameters": original.parameters or (infos[0].params or {}).get("before"),
                  "cached_tasks": original.cached},
-        "pruned": [{"path": str(f.resolve()), "name": f.resolve().name, "label": label, "layout": info.get("layout"),
-                    "parameters": ev.parameters or info.get("params", {}).get("after"),
-                    "base_model": info.get("base_model"),
-                    "method": info.get("selection", {}).get("method"),
-                    "achieved_ratio": info.get("selection", {}).get("achieved_ratio"),
+        "pruned": [{"path": str(f.resolve()), "name": f.resolve().name, "label": label, "layout": info.layout,
+                    "parameters": ev.parameters or (info.params or {}).get("after"),
+                    "base_model": info.base_model,
+                    "method": (info.selection or {}).get("method"),
+                    "achieved_ratio": (info.selection or {}).get("achieved_ratio"),
                     "cached_tasks": ev.cached, "base_check": check.to_dict()}
                    for f, label, info, ev, check in zip(folders, labels, infos, evaluated, checks)],
         "labels": ["original", *labels],

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import ctypes
 import errno
-import json
 import logging
 import os
 import shutil
@@ -19,14 +18,16 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from transformers import GenerationConfig
+
 from fbn_prune.export.compat import make_portable
+from fbn_prune.export.provenance import PROVENANCE_FILE, Provenance
 from fbn_prune.errors import UserError, VerificationError, writing
 from fbn_prune._io.targets import check_replaceable, real, temp_prefix
 from fbn_prune._io.testhook import kill_point
 
 log = logging.getLogger(__name__)
 
-PROVENANCE_FILE = "fbn_prune.json"
 RECIPE_FILE = "recipe.yaml"
 
 
@@ -49,8 +50,8 @@ def check_target(out: str | os.PathLike, overwrite: bool) -> Path:
     return target
 
 
-def write_checkpoint(model, tokenizer, target: Path, *, files: dict[str, str], info: dict,
-                     max_shard_size: str, verify: Callable[[str], dict], card: Callable[[dict], str],
+def write_checkpoint(model, tokenizer, target: Path, *, files: dict[str, str], info: Provenance,
+                     max_shard_size: str, verify: Callable[[str], dict], card: Callable[[Provenance], str],
                      dtype=None) -> Path:
     """Save ``model`` and its files into a temporary folder, verify it, then move it to ``target``.
 
@@ -61,8 +62,6 @@ def write_checkpoint(model, tokenizer, target: Path, *, files: dict[str, str], i
     The temporary folder is ``.NAME.tmp-PID-*``: a killed run's one is removed by the next run
     (targets.sweep_leftovers). Callers hold the target's lock (targets.TargetLock).
     """
-    from transformers import GenerationConfig
-
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
     try:
@@ -79,10 +78,10 @@ def write_checkpoint(model, tokenizer, target: Path, *, files: dict[str, str], i
             for name, text in files.items():
                 (tmp / name).write_text(text)
         result = verify(str(tmp))
-        info["verification"] = result
-        info["verified"] = bool(result["ok"])
+        info.verification = result
+        info.verified = bool(result["ok"])
         with writing(tmp):
-            (tmp / PROVENANCE_FILE).write_text(json.dumps(info, indent=1))
+            (tmp / PROVENANCE_FILE).write_text(info.to_json())
             (tmp / "README.md").write_text(card(info))
         if not result["ok"]:
             raise VerificationError(
@@ -144,17 +143,3 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), str(b))
-
-
-def read_provenance(folder: str | os.PathLike) -> dict:
-    """The provenance of an fbn_prune checkpoint; UserError when the folder is not one."""
-    path = Path(folder) / PROVENANCE_FILE
-    if not path.is_file():
-        raise UserError(f"{folder} is not an fbn_prune checkpoint (no {PROVENANCE_FILE}).")
-    try:
-        info = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is damaged (not valid JSON: {e}); write the checkpoint again.") from e
-    if not isinstance(info, dict):
-        raise UserError(f"{path} is damaged (not a JSON object); write the checkpoint again.")
-    return info

@@ -13,9 +13,11 @@ import logging
 from contextlib import contextmanager
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from fbn_prune.models.arch import Adapter
 from fbn_prune.models.placement import input_device
+from fbn_prune.select.compensate import removed
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,6 @@ def masked(model, adapter: Adapter, kept: list[torch.Tensor], predictors: list[t
     function of a compensated pruned model. A predictor may also be a pair (None, c) with c
     (|R|,): the removed channels take the constant c (FLAP's bias compensation).
     """
-    from fbn_prune.select.compensate import removed
-
     handles = []
     try:
         for i, keep in enumerate(kept):
@@ -103,7 +103,7 @@ def held_out_tokens(holdout: list[list[int]], fallback: list[list[int]], n_token
     return docs
 
 
-def compare(reference: torch.Tensor, candidate: torch.Tensor, dtype: torch.dtype) -> dict:
+def compare_logits(reference: torch.Tensor, candidate: torch.Tensor, dtype: torch.dtype) -> dict:
     """Agreement figures of two logit tensors of equal shape; ``ok`` applies the dtype's tolerance."""
     diff = (reference - candidate).abs().max().item()
     scale = max(reference.abs().max().item(), 1.0)
@@ -141,8 +141,6 @@ def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, la
     ``pruned`` with its weights rounded to the saved dtype (serialization), both computed in
     the working dtype.
     """
-    from transformers import AutoModelForCausalLM
-
     working = next(original.parameters()).dtype
     saved_dtype = saved_dtype or working
     device = input_device(original)
@@ -155,11 +153,11 @@ def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, la
         loaded.to(device)
     loaded.eval()
     if saved_dtype == working:
-        result = compare(reference, logits(loaded, docs), working)
+        result = compare_logits(reference, logits(loaded, docs), working)
     else:
-        surgery = compare(reference, logits(pruned, docs), working)
+        surgery = compare_logits(reference, logits(pruned, docs), working)
         rounded = rounded_copy(pruned, saved_dtype)  # the saved weights, in memory
-        reload = compare(logits(rounded, docs), logits(loaded, docs), working)
+        reload = compare_logits(logits(rounded, docs), logits(loaded, docs), working)
         del rounded
         result = {**reload, "surgery": surgery, "ok": surgery["ok"] and reload["ok"]}
     del loaded

@@ -9,7 +9,6 @@ from disk and compared with the in-memory healed model before it is moved into p
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -20,23 +19,25 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fbn_prune.texts import calibration as calib
-from fbn_prune.ship.card import render as render_card
+from fbn_prune.ship.card import render_card
+from fbn_prune.ship.hub import card_license
 from fbn_prune.heal.distill import HealSettings, distill, token_blocks
 from fbn_prune.errors import UserError
-from fbn_prune.export.checkpoint import PROVENANCE_FILE, RECIPE_FILE, check_target, read_provenance, write_checkpoint
+from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
+from fbn_prune.export.provenance import Provenance, read_provenance
 from fbn_prune.models.identity import check_base, identify, model_hash
 from fbn_prune.models.sources import DTYPES, input_location, load_model, resolve
 from fbn_prune.config.recipe import Recipe
 from fbn_prune.export.surgery import MODELING_FILE
 from fbn_prune._io.targets import Place, TargetLock, check_disjoint, sweep_leftovers
-from fbn_prune.export.verify import compare, logits, rounded_copy
+from fbn_prune.export.verify import compare_logits, logits, rounded_copy
 
 log = logging.getLogger(__name__)
 
 VERIFY_TOKENS = 256
 
 
-def base_spec(checkpoint: Path, info: dict) -> str:
+def base_spec(checkpoint: Path, info: Provenance) -> str:
     """The model a checkpoint was pruned from, as the user named it (its recipe), else its local path or Hub id."""
     recipe = checkpoint / RECIPE_FILE
     if recipe.is_file():
@@ -46,7 +47,7 @@ def base_spec(checkpoint: Path, info: dict) -> str:
             model = None
         if isinstance(model, str) and model:
             return model
-    spec = info.get("base_model_path") or info.get("base_model_hub_id") or info.get("base_model")
+    spec = info.base_model_path or info.base_model_hub_id or info.base_model
     if not spec:
         raise UserError(f"{checkpoint} does not say which model it was pruned from; name it with --base.")
     return spec
@@ -70,7 +71,7 @@ def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: H
     check_disjoint([Place(out, "--out")], inputs)
     target = check_target(out, overwrite)
     source = resolve(spec)
-    check = check_base(info, identify(source, model_hash(source)), source.path if source.local else None)
+    check = check_base(info.to_dict(), identify(source, model_hash(source)), source.path if source.local else None)
     if check.verdict == "mismatch":
         raise UserError(f"--base {spec} is not the model {checkpoint} was pruned from: {check.reason}; "
                         "name that model with --base.")
@@ -81,15 +82,15 @@ def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: H
                           progress=progress, device=device)
 
 
-def _heal_into(target: Path, checkpoint: Path, info: dict, spec: str, texts_source: str, settings: HealSettings, *,
+def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, texts_source: str, settings: HealSettings, *,
                field: str, data_dir: str | None, progress: bool, device: str) -> Path:
     """heal() once ``target`` is checked and locked."""
     text = calib.prepare(Recipe.from_dict({"calibration": {"source": texts_source, "field": field}, "data_dir": data_dir}))
     if text.texts is None:
         raise UserError("heal needs real text (a file, data:, builtin: or hf: source), not 'generated'.")
     texts = text.texts
-    layout = info.get("layout", "uniform")
-    dtype = info.get("dtype") or "float32"
+    layout = info.layout if info.has("layout") else "uniform"
+    dtype = info.dtype or "float32"
 
     teacher, _ = load_model(resolve(spec), "float32", device)
     try:
@@ -108,12 +109,14 @@ def _heal_into(target: Path, checkpoint: Path, info: dict, spec: str, texts_sour
     t0 = time.perf_counter()
     healed, result = distill(student, teacher, blocks, settings, progress=progress)
     del teacher
-    info = {**info, "healing": {**asdict(result), "base_model": spec, "text_source": text.source,
-                                "text_license": text.license,
-                                "from_checkpoint": str(checkpoint.resolve())}}
-    info["params"] = {**info["params"], "after": healed.num_parameters()}
-    info.pop("evaluation", None)  # measured on the model before healing
-    info.setdefault("timings", {})["heal_s"] = round(time.perf_counter() - t0, 2)
+    info = info.copy()
+    info.healing = {**asdict(result), "base_model": spec, "text_source": text.source, "text_license": text.license,
+                    "from_checkpoint": str(checkpoint.resolve())}
+    info.params = {**info.params, "after": healed.num_parameters()}  # type: ignore[dict-item]
+    info.evaluation = None  # measured on the model before healing
+    if info.timings is None:
+        info.timings = {}
+    info.timings["heal_s"] = round(time.perf_counter() - t0, 2)
 
     docs = blocks.heldout.reshape(-1)[:VERIFY_TOKENS].view(1, -1).tolist()
     saved = DTYPES[dtype]
@@ -122,19 +125,19 @@ def _heal_into(target: Path, checkpoint: Path, info: dict, spec: str, texts_sour
         reference = logits(rounded_copy(healed, saved), docs)
         loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
                                                       trust_remote_code=(layout == "exact")).to(device).eval()
-        return compare(reference, logits(loaded, docs), torch.float32)
+        return compare_logits(reference, logits(loaded, docs), torch.float32)
 
     files = {name: (checkpoint / name).read_text() for name in (RECIPE_FILE, MODELING_FILE)
              if (checkpoint / name).is_file()}
     write_checkpoint(healed, tokenizer, target, files=files, info=info, max_shard_size="2GB", verify=check,
-                     card=lambda i: render_card(i, license=i.get("license")), dtype=saved)
+                     card=lambda i: render_card(i, license=card_license(i)), dtype=saved)
     log.info("healed checkpoint written to %s (held-out KL %.4f -> %.4f)", target, result.heldout_kl_before,
              result.heldout_kl_after)
     return target
 
 
-def summary(folder: Path) -> str:
+def heal_summary(folder: Path) -> str:
     """Two lines for the terminal: what healing did."""
-    h = json.loads((folder / PROVENANCE_FILE).read_text())["healing"]
+    h = read_provenance(folder).healing
     return (f"{folder}: healed {h['steps']} steps ({h['tokens']:,} tokens, {h['tokens_per_s']:.0f} tokens/s)\n"
             f"  held-out KL to the original {h['heldout_kl_before']:.4f} -> {h['heldout_kl_after']:.4f}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fbn_prune.errors import UserError
-from fbn_prune.export.checkpoint import PROVENANCE_FILE
+from fbn_prune.export.provenance import PROVENANCE_FILE, Provenance
 from fbn_prune.export.layouts import padding_note
 from fbn_prune.decompose.networks import ARTIFACT_FILE, Networks, read_json
 
@@ -27,7 +27,7 @@ RECORD_TYPES = {
 NUMBER = (int, float)
 
 
-def describe(path: str) -> tuple[str, dict]:
+def describe_folder(path: str) -> tuple[str, dict]:
     """(text summary, full record) of ``path``. UserError when it is none of the known kinds or is damaged."""
     p = Path(path)
     if not p.exists():
@@ -48,7 +48,7 @@ def describe(path: str) -> tuple[str, dict]:
     raise UserError(f"{path} is not an fbn_prune checkpoint, a networks artifact or a model folder.")
 
 
-def read_checkpoint_record(folder: Path) -> dict:
+def read_checkpoint_record(folder: Path) -> Provenance:
     """A checkpoint's fbn_prune.json, checked for what inspect and --plot read (keys, types, widths, kept channels)."""
     path = Path(folder) / PROVENANCE_FILE
     info = read_json(path, "the checkpoint's provenance", RESELECT)
@@ -73,7 +73,7 @@ def read_checkpoint_record(folder: Path) -> dict:
         if key in info:
             _kept(path, info)
             break
-    return info
+    return Provenance.from_dict(info)
 
 
 def _int(v) -> bool:
@@ -102,32 +102,34 @@ def _kept(path: Path, info: dict) -> None:
 
 def _checkpoint(p: Path) -> tuple[str, dict]:
     info = read_checkpoint_record(p)
-    prm, sel, ver = info["params"], info["selection"], info.get("verification") or {}
+    prm, sel, ver = info.params, info.selection, info.verification or {}
     ver = ver if isinstance(ver, dict) else {}
-    widths = info["widths"]
-    timings = info.get("timings") if isinstance(info.get("timings"), dict) else {}
+    widths = info.widths
+    timings = info.timings if isinstance(info.timings, dict) else {}
     effective = prm["after_effective"] if isinstance(prm.get("after_effective"), int) else prm["after"]
     lines = [
-        f"{p}: fbn_prune checkpoint ({info['layout']} layout)",
-        f"  base model     {info['base_model']} ({info['base_model_type']})",
+        f"{p}: fbn_prune checkpoint ({info.layout} layout)",
+        f"  base model     {info.base_model} ({info.base_model_type})",
         f"  method         {sel['method']}, {sel['achieved_ratio']:.1%} of FFN channels removed"
         + (f" (asked {sel['ratio']:.1%} of {sel.get('ratio_of', 'ffn')})" if isinstance(sel.get("ratio"), NUMBER)
            else f" (|z| > {sel.get('threshold')})"),
         (f"  parameters     {prm['before']:,} -> {prm['after']:,} stored ({1 - prm['after'] / prm['before']:.1%} fewer), "
          f"{effective:,} effective ({1 - effective / prm['before']:.1%} fewer; zero padding not counted)"),
         f"  widths         min {min(widths)}, max {max(widths)}, per layer: {' '.join(map(str, widths))}",
-        f"  calibration    {info['calibration']['source']} ({info['calibration']['tokens']:,} tokens)",
-        (f"  verification   {'passed' if info.get('verified') is True else 'FAILED'}: max relative logit diff "
+        f"  calibration    {info.calibration['source']} ({info.calibration['tokens']:,} tokens)",
+        (f"  verification   {'passed' if info.verified is True else 'FAILED'}: max relative logit diff "
          f"{_num(ver.get('relative_diff')):.2e}, top-1 agreement {_num(ver.get('top1_agreement')):.4f}"),
         "  timings        " + _timings(timings),
     ]
-    if note := padding_note(info["layout"], widths, info.get("stored_widths", widths), info.get("original_widths", widths)):
+    stored = info.stored_widths if info.has("stored_widths") else widths
+    original = info.original_widths if info.has("original_widths") else widths
+    if note := padding_note(info.layout, widths, stored, original):
         lines.append(f"  WARNING        {note}")
-    if info["layout"] == "exact":
+    if info.layout == "exact":
         lines.append("  load with      AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)")
     else:
         lines.append("  load with      AutoModelForCausalLM.from_pretrained(path)")
-    return "\n".join(lines), info
+    return "\n".join(lines), info.to_dict()
 
 
 def _num(v) -> float:

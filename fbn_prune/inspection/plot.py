@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 
 from fbn_prune.errors import UserError
-from fbn_prune.export.checkpoint import PROVENANCE_FILE
+from fbn_prune.export.provenance import PROVENANCE_FILE
 from fbn_prune.inspection.describe import read_checkpoint_record
 from fbn_prune.decompose.networks import ARTIFACT_FILE, Networks, membership
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # optional and slow to import: only when a picture is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -71,12 +71,12 @@ def plot_networks(folder: Path, out: Path, threshold: float = 3.0) -> None:
 
 def plot_checkpoint(folder: Path, out: Path) -> None:
     info = read_checkpoint_record(folder)  # checked: kept channels fit the original widths
-    kept = info.get("kept")
-    before = info.get("original_widths")
+    kept = info.kept
+    before = info.original_widths
     if not kept or not before:
         raise UserError(f"{folder}/{PROVENANCE_FILE} does not record the kept channels per layer.")
     img = kept_image(kept, before)
-    widths = info["widths"]
+    widths = info.widths
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.18 * len(widths) + 2.2), gridspec_kw={"width_ratios": [3, 1]})
     a.imshow(img.numpy(), aspect="auto", cmap="Greys", vmin=-0.3, vmax=1.0, interpolation="nearest")
@@ -89,9 +89,9 @@ def plot_checkpoint(folder: Path, out: Path) -> None:
     b.set_xlabel("channels")
     b.set_title("width per layer")
     b.legend(fontsize=7, loc="lower right")
-    sel = info["selection"]
-    fig.suptitle(f"{info['base_model']}: {sel['method']}, {sel['achieved_ratio']:.1%} of FFN channels removed "
-                 f"({info['layout']} layout)", fontsize=10)
+    sel = info.selection
+    fig.suptitle(f"{info.base_model}: {sel['method']}, {sel['achieved_ratio']:.1%} of FFN channels removed "
+                 f"({info.layout} layout)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

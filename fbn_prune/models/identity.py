@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from fbn_prune._io.atomic import atomic_write  # noqa: F401  (re-exported)
+from fbn_prune._io.atomic import atomic_write
 from fbn_prune.models.sources import cache_dir
 from fbn_prune.models.sources import _sha256
 from fbn_prune.models.sources import EMBEDDED, EMBEDDED_ALIASES
@@ -211,7 +211,6 @@ __all__ = [
     "NOT_MODEL_FILES",
     "BaseCheck",
     "ModelIdentity",
-    "atomic_write",
     "check_base",
     "file_sha256",
     "folder_hash",

@@ -7,41 +7,25 @@ Metadata (the YAML front matter the Hub reads): ``base_model`` (the base model's
 built through huggingface_hub's own :class:`ModelCardData` (``eval_results`` + ``model_name``) so the
 key is spelled and shaped the way the Hub parses it.
 
-:func:`validate` checks a card's metadata locally, without the network, the way ``fbn-prune push``
-does before any upload.
+:func:`validate_card` checks a card's metadata locally, without the network, the way ``fbn-prune push``
+does before any upload. Nothing here asks the Hub: callers pass the licence in
+(:func:`fbn_prune.ship.hub.card_license` finds the base model's).
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from fbn_prune.export.layouts import padding_note
-
-log = logging.getLogger(__name__)
+from fbn_prune.export.provenance import Provenance
 
 # what the load snippet names until the checkpoint is pushed (`fbn-prune push` puts the repo id there)
 PLACEHOLDER_REPO = "path/to/this/folder"
 TAGS = ["pruned", "fbn-prune", "structured-pruning"]
 PIPELINE_TAG = "text-generation"
-
-# The licence of base models fbn_prune ships recipes for, as their Hub cards state it. Only a fallback:
-# the licence recorded at pruning time (a local folder's card) or the base model's card in the local
-# Hugging Face cache come first, and `fbn-prune push` asks the Hub when neither has one.
-KNOWN_LICENSES = {
-    "HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0",
-    "HuggingFaceTB/SmolLM2-135M": "apache-2.0",
-    "lmsys/vicuna-7b-v1.5": "llama2",
-    "meta-llama/Llama-3.1-8B-Instruct": "llama3.1",
-    "meta-llama/Llama-3.1-8B": "llama3.1",
-    "Qwen/Qwen2.5-7B-Instruct": "apache-2.0",
-    "Qwen/Qwen2.5-7B": "apache-2.0",
-    "mistralai/Mistral-7B-Instruct-v0.3": "apache-2.0",
-    "mistralai/Mistral-7B-v0.3": "apache-2.0",
-}
 
 # Licence identifiers the Hub knows (https://huggingface.co/docs/hub/repositories-licenses); a card with
 # another value is pushed with a warning, since the Hub then shows it as unknown.
@@ -82,71 +66,38 @@ LAYOUT_TEXT = {
 }
 
 
-# ----------------------------------------------------------------------------- licence
-def base_license(hub_id: str | None, online: bool = False, endpoint: str | None = None,
-                 token: str | None = None) -> str | None:
-    """The licence of the base model ``hub_id``: its card in the local Hugging Face cache, then (with
-    ``online``, unless HF_HUB_OFFLINE) the Hub's model info, then :data:`KNOWN_LICENSES`. None when
-    nothing says."""
-    if not hub_id:
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(hub_id, "README.md")
-        if isinstance(cached, str) and Path(cached).is_file():
-            found = ModelCard.load(cached, ignore_metadata_errors=True).data.to_dict().get("license")
-            if isinstance(found, str) and found:
-                return found
-    except Exception as e:  # a cache we cannot read says nothing
-        log.debug("no cached card for %s: %s", hub_id, e)
-    from fbn_prune.ship.hub import offline
-
-    if online and not offline():
-        try:
-            from huggingface_hub import HfApi
-
-            info = HfApi(endpoint=endpoint, token=token).model_info(hub_id, expand=["cardData"])
-            data = info.card_data.to_dict() if info.card_data is not None else {}
-            if isinstance(data.get("license"), str) and data["license"]:
-                return data["license"]
-        except Exception as e:  # gated, private, missing or offline: fall back to the table
-            log.debug("could not read the licence of %s from the Hub: %s", hub_id, type(e).__name__)
-    return KNOWN_LICENSES.get(hub_id)
-
-
 # ----------------------------------------------------------------------------- rendering
-def card_data(info: dict, license: str | None = None, model_index: list | None = None) -> ModelCardData:
-    """The Hub metadata of a checkpoint described by ``info`` (its fbn_prune.json).
+def card_data(info: Provenance, license: str | None = None, model_index: list | None = None) -> ModelCardData:
+    """The Hub metadata of a checkpoint described by ``info`` (its fbn_prune.json); ``license`` as given
+    (:func:`fbn_prune.ship.hub.card_license` finds the base model's).
 
     ``model_index`` is the Hub ``model-index`` list (one entry naming the model, with its results),
     as :func:`fbn_prune.evaluate.report.model_index` builds it."""
-    hub_id = info.get("base_model_hub_id")
+    hub_id = info.base_model_hub_id
     eval_results, model_name = None, None
     if model_index:
-        from huggingface_hub.repocard_data import model_index_to_eval_results
-
         model_name, eval_results = model_index_to_eval_results(model_index)
     return ModelCardData(
         base_model=hub_id if hub_id and HUB_ID.match(hub_id) else None,
-        license=license or info.get("license") or base_license(hub_id),
+        license=license,
         library_name="transformers",
         pipeline_tag=PIPELINE_TAG,
-        tags=[*TAGS, f"layout-{info['layout']}"],
+        tags=[*TAGS, f"layout-{info.layout}"],
         eval_results=eval_results,
         model_name=model_name,
     )
 
 
-def render(info: dict, repo: str = PLACEHOLDER_REPO, license: str | None = None, eval_table: str | None = None,
-           model_index: list | None = None) -> str:
-    """Card text from the provenance dict written to fbn_prune.json."""
+def render_card(info: Provenance, repo: str = PLACEHOLDER_REPO, license: str | None = None,
+                eval_table: str | None = None, model_index: list | None = None) -> str:
+    """Card text from the checkpoint's provenance (fbn_prune.json); KeyError naming the first entry it lacks."""
+    info.require("layout", "params", "widths", "original_widths", "stored_widths", "selection", "calibration")
     data = card_data(info, license, model_index)
-    p = info["params"]
-    widths = info["widths"]
-    rows = "\n".join(f"| {i} | {info['original_widths'][i]} | {w} | {info['stored_widths'][i]} |" for i, w in enumerate(widths))
-    sel = info["selection"]
-    cal = info["calibration"]
+    p = info.params
+    widths = info.widths
+    rows = "\n".join(f"| {i} | {info.original_widths[i]} | {w} | {info.stored_widths[i]} |" for i, w in enumerate(widths))
+    sel = info.selection
+    cal = info.calibration
     budget = (f"ratio {sel['ratio']:.3f} of {'FFN channels' if sel.get('ratio_of', 'ffn') == 'ffn' else 'all parameters'} "
               f"requested, {sel['achieved_ratio']:.3f} of FFN channels removed"
               if sel.get("ratio") is not None
@@ -157,10 +108,11 @@ def render(info: dict, repo: str = PLACEHOLDER_REPO, license: str | None = None,
     per_doc = f", {cal['seq_len']} tokens each" if cal.get("seq_len") else ""
     cal_license = (f"; text {cal['attribution']}, {cal['license']}" if cal.get("attribution") and cal.get("license")
                    else f"; text licensed {cal['license']}" if cal.get("license") else "")
-    note = padding_note(info["layout"], widths, info["stored_widths"], info["original_widths"])
+    note = padding_note(info.layout, widths, info.stored_widths, info.original_widths)
     warning = f"\n> **Warning:** {note}\n" if note else ""
+    info.require("base_model", "decomposition", "seed", "verification", "fbn_prune_version")
     body = f"""
-# {info['base_model'].rstrip('/').split('/')[-1]} pruned with fbn_prune
+# {info.base_model.rstrip('/').split('/')[-1]} pruned with fbn_prune
 
 This model is {_link(info)} with
 {1 - p['after'] / p['before']:.1%} of its parameters removed ({p['before']:,} -> {p['after']:,}) by
@@ -177,12 +129,12 @@ weights) and physically deletes them. No fine-tuning was applied.
 | budget | {budget} |
 | protected layers | first {sel['protect_first']}, last {sel['protect_last']} |
 | calibration | {cal['source']} ({cal['documents']} documents{per_doc}, {cal['tokens']:,} tokens, sha256 `{cal['sha256'][:16]}`){cal_license} |
-| decomposition | {info['decomposition']} |
+| decomposition | {info.decomposition} |
 | compensation | {compensation} |
-| layout | `{info['layout']}`: {LAYOUT_TEXT[info['layout']]} |
-| seed | {info['seed']} |
-| verification | logits of this checkpoint vs the masked original: max relative difference {info['verification']['relative_diff']:.2e} on {info['verification']['tokens']} held-out tokens |
-| fbn_prune | {info['fbn_prune_version']} |
+| layout | `{info.layout}`: {LAYOUT_TEXT[info.layout]} |
+| seed | {info.seed} |
+| verification | logits of this checkpoint vs the masked original: max relative difference {info.verification['relative_diff']:.2e} on {info.verification['tokens']} held-out tokens |
+| fbn_prune | {info.fbn_prune_version} |
 
 The recipe as used is in `recipe.yaml` (rerun it with `fbn-prune prune --recipe recipe.yaml`); full
 provenance (versions, timings, the kept-neuron map) is in `fbn_prune.json`.
@@ -190,9 +142,9 @@ provenance (versions, timings, the kept-neuron map) is in `fbn_prune.json`.
 ## How to load
 
 ```python
-{LOADING[info['layout']].format(repo=repo)}
+{LOADING[info.layout].format(repo=repo)}
 ```
-{gguf_section(info.get("gguf"))}
+{gguf_section(info.gguf)}
 ## Per-layer FFN widths
 
 | layer | original | kept | stored |
@@ -237,13 +189,13 @@ def with_license(text: str, license: str) -> str:
     return str(card)
 
 
-def _link(info: dict) -> str:
-    hub = info.get("base_model_hub_id")
-    return f"[{hub}](https://huggingface.co/{hub})" if hub else f"`{info['base_model']}`"
+def _link(info: Provenance) -> str:
+    hub = info.base_model_hub_id
+    return f"[{hub}](https://huggingface.co/{hub})" if hub else f"`{info.base_model}`"
 
 
 # ----------------------------------------------------------------------------- local validation
-def validate(text: str) -> tuple[list[str], list[str]]:
+def validate_card(text: str) -> tuple[list[str], list[str]]:
     """(errors, warnings) about a model card's Hub metadata, checked locally (no network).
 
     Errors are what the Hub would reject or misread: no or unparsable YAML front matter, a
@@ -263,8 +215,6 @@ def validate(text: str) -> tuple[list[str], list[str]]:
     if "model_index" in meta:
         errors.append("metadata key 'model_index' (the Hub reads 'model-index')")
     if meta.get("model-index") is not None:
-        from huggingface_hub.repocard_data import model_index_to_eval_results
-
         try:
             _, results = model_index_to_eval_results(meta["model-index"])
         except Exception as e:
