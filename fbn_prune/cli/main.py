@@ -19,7 +19,9 @@ import click
 from fbn_prune import __version__
 from fbn_prune.cli.gguf import check_before_prune, gguf_options, write_after_prune
 from fbn_prune.errors import EXIT_BAD_INPUT, GateFailed, UserError, VerificationError, disk_error_message
-from fbn_prune.config.recipe import LAYOUTS, METHODS, Recipe, locate
+from fbn_prune.config.recipe import LAYOUTS, Recipe, locate
+from fbn_prune._runtime.dtypes import DTYPE_NAMES
+from fbn_prune.select.methods import method_names
 
 log = logging.getLogger("fbn_prune")
 
@@ -58,7 +60,7 @@ DECOMPOSITION_OPTIONS = {
                   "one per 8 cores). Same result for any N [1].")),
 }
 SELECTION_OPTIONS = {
-    "method": ("selection.method", dict(type=click.Choice(METHODS),
+    "method": ("selection.method", dict(type=click.Choice(method_names()),
                help="Channel scores: fbn (compensated elimination over functional connectivity with a network-"
                     "membership prior), fbn-act (activation energy x membership), fbn-paper (the authors' pure "
                     "network membership) or a baseline at equal size [fbn].")),
@@ -82,7 +84,7 @@ EXPORT_OPTIONS = {
     "layout": ("export.layout", dict(type=click.Choice(LAYOUTS),
                help="uniform: same width in every layer; padded: per-layer selection zero-padded; "
                     "exact: per-layer widths, needs trust_remote_code [uniform].")),
-    "save_dtype": ("export.dtype", dict(type=click.Choice(["float32", "bfloat16", "float16"]),
+    "save_dtype": ("export.dtype", dict(type=click.Choice(DTYPE_NAMES),
                    help="dtype of the saved weights [the working --dtype].")),
 }
 EVALUATION_OPTIONS = {
@@ -99,7 +101,7 @@ EVALUATION_OPTIONS = {
 RUN_OPTIONS = {
     "seed": ("seed", dict(type=int, metavar="N", help="Seed for sampling, ICA and random baselines [0].")),
     "device": ("device", dict(type=str, metavar="DEV", help="auto, cpu, cuda, cuda:1 ... [auto].")),
-    "dtype": ("dtype", dict(type=click.Choice(["float32", "bfloat16", "float16"]), help="Working dtype [float32].")),
+    "dtype": ("dtype", dict(type=click.Choice(DTYPE_NAMES), help="Working dtype [float32].")),
     "device_map": ("device_map", dict(type=str, metavar="MAP",
                    help="Place the model with accelerate instead of --device: auto (all GPUs, then CPU offload), "
                         "balanced, sequential, cpu.")),
