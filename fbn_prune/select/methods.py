@@ -3,8 +3,8 @@ how it scores a layer (the maths is in scores.py and eliminate.py). Everything t
 method names reads :data:`METHODS` (the CLI's ``--method`` choices, the recipe check
 :func:`method_for`, the artifact's contents, provenance).
 
-Adding a method: one subclass of :class:`Method` with ``name``, ``summary``, ``needs`` and ``score``,
-added to :data:`METHODS`, and a test of its declared needs (tests/test_scores.py).
+Adding a method: one subclass of :class:`Method` with ``name``, ``needs`` and ``score``, added to
+:data:`METHODS`; its row in docs/methods.md's table; its expected needs in tests/test_scores.py.
 """
 
 from __future__ import annotations
@@ -61,8 +61,6 @@ class Method:
     """A channel score. Subclasses set the class attributes and implement :meth:`score`."""
 
     name: ClassVar[str]
-    summary: ClassVar[str]
-    """The score in one line (docs/methods.md's table says the same)."""
     needs: ClassVar[Needs] = Needs()
     network_weight: ClassVar[bool] = False
     """Reads ``selection.network_weight`` (the membership prior's weight)."""
@@ -76,7 +74,6 @@ class Method:
 
 class Fbn(Method):
     name = "fbn"
-    summary = "compensated elimination over the layer's functional connectivity, with a network-membership prior"
     needs = Needs(maps=True, gram=True)
     network_weight = True
     threshold = True
@@ -88,7 +85,6 @@ class Fbn(Method):
 
 class FbnAct(Method):
     name = "fbn-act"
-    summary = "FLAP's score x (1 + w m / mean m): activation energy weighted by network membership"
     needs = Needs(maps=True, stats=True)
     network_weight = True
     threshold = True
@@ -100,7 +96,6 @@ class FbnAct(Method):
 
 class FbnPaper(Method):
     name = "fbn-paper"
-    summary = "the authors' rule: m = max |z| (network membership) alone"
     needs = Needs(maps=True)
     threshold = True
 
@@ -110,7 +105,6 @@ class FbnPaper(Method):
 
 class Random(Method):
     name = "random"
-    summary = "seeded noise (the floor)"
 
     def score(self, x: ScoreInputs, layer: int) -> torch.Tensor:
         return scores.random_scores(x.columns(layer).shape[0], x.seed, layer)
@@ -118,7 +112,6 @@ class Random(Method):
 
 class Magnitude(Method):
     name = "magnitude"
-    summary = "L2 norm of all the channel's weights"
 
     def score(self, x: ScoreInputs, layer: int) -> torch.Tensor:
         return channel_weight_sq(x.model, x.adapter, layer).sqrt()
@@ -126,7 +119,6 @@ class Magnitude(Method):
 
 class WandaSp(Method):
     name = "wanda-sp"
-    summary = "sum |W_down[:, j]| x ||X_j||_2 (structured Wanda)"
     needs = Needs(stats=True)
 
     def score(self, x: ScoreInputs, layer: int) -> torch.Tensor:
@@ -136,7 +128,6 @@ class WandaSp(Method):
 
 class Flap(Method):
     name = "flap"
-    summary = "Var(X_j) x ||W_down[:, j]||^2 (FLAP's fluctuation metric)"
     needs = Needs(stats=True)
 
     def score(self, x: ScoreInputs, layer: int) -> torch.Tensor:
