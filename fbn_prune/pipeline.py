@@ -24,7 +24,7 @@ from fbn_prune.decompose import cache as netcache
 from fbn_prune.models.arch import adapter_for
 from fbn_prune.ship.card import render as render_card
 from fbn_prune.capture.activations import capture
-from fbn_prune._runtime.devices import gram_device, resolve_device, resolve_ica_device
+from fbn_prune._runtime.devices import gram_device, resolve_device, resolve_ica_device, selection_device
 from fbn_prune._runtime.dtypes import DTYPES
 from fbn_prune._runtime.versions import versions
 from fbn_prune.errors import UserError, writing
@@ -246,16 +246,6 @@ def _capture_batch(recipe: Recipe, model, adapter) -> int:
     return batch
 
 
-def _selection_device(ica_device: str) -> str:
-    """fbn's elimination runs where the Gram matrices were made, or on the CPU when that GPU is
-    not here (an artifact made on a GPU machine, selected on another)."""
-    try:
-        return gram_device(ica_device)
-    except UserError:
-        log.info("selection on the CPU: the artifact's ICA device %s is not available here", ica_device)
-        return "cpu"
-
-
 def _ica_jobs(recipe: Recipe, index: CaptureIndex) -> int:
     """Parallel ICA workers: decomposition.jobs (auto: one per GPU, or one per CPU core), fewer when
     calibration.max_ram cannot hold that many CPU working sets."""
@@ -321,7 +311,7 @@ def _select_into(target: Path, recipe: Recipe, artifact: Networks, *, model_bund
         scores = layer_scores(method, model, adapter, stats=stats, maps_fn=artifact.maps if method.needs.maps else None,
                               gram_fn=artifact.gram, seed=recipe.seed, network_weight=s.network_weight,
                               ridge=s.ridge, cache=artifact.folder / "scores",
-                              device=_selection_device(recipe.decomposition.device))
+                              device=selection_device(recipe.decomposition.device))
     if s.threshold is not None:  # the paper's |z| rule ranks by membership, whichever fbn score was asked for
         scores = layer_scores("fbn-paper", model, adapter, maps_fn=artifact.maps)
     widths = [int(x.numel()) for x in scores]

@@ -17,7 +17,7 @@ from clitools import bad, run
 
 from fbn_prune import pipeline
 from fbn_prune._runtime import resources as res
-from fbn_prune._runtime.devices import gram_device
+from fbn_prune._runtime.devices import gram_device, selection_device
 from fbn_prune.errors import UserError
 from fbn_prune.decompose.networks import Networks
 from fbn_prune.config.recipe import Recipe
@@ -315,7 +315,7 @@ def test_selection_estimate_grows_with_width_and_falls_on_gpu():
 
 def test_selection_falls_back_to_the_cpu_when_the_artifacts_gpu_is_absent(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert pipeline._selection_device("cuda") == "cpu"
-    assert pipeline._selection_device("auto") == "cpu"
+    assert selection_device("cuda") == "cpu"
+    assert selection_device("auto") == "cpu"
     with pytest.raises(UserError):
         gram_device("cuda")  # the networks step itself still refuses a missing GPU

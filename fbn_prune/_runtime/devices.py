@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from fbn_prune.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> str:
@@ -30,3 +34,13 @@ def gram_device(ica_device: str) -> str:
     """Where the Gram matrices are made: where ICA goes (the first GPU when ICA uses every GPU)."""
     device = resolve_ica_device(ica_device)
     return "cuda:0" if device == "cuda" else device
+
+
+def selection_device(ica_device: str) -> str:
+    """Where fbn's elimination runs: where the Gram matrices were made, or on the CPU when that GPU is
+    not here (an artifact made on a GPU machine, selected on another)."""
+    try:
+        return gram_device(ica_device)
+    except UserError:
+        log.info("selection on the CPU: the artifact's ICA device %s is not available here", ica_device)
+        return "cpu"
