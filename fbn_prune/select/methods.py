@@ -15,6 +15,7 @@ from typing import Callable, ClassVar
 
 import torch
 
+from fbn_prune.config.recipe import Selection
 from fbn_prune.errors import UserError
 from fbn_prune.models.arch import Adapter
 from fbn_prune.select import scores
@@ -150,8 +151,8 @@ def method_for(name: str) -> Method:
     return METHODS[name]
 
 
-def check_selection(selection) -> Method:
-    """The recipe's method (``selection``: config.recipe.Selection), checked up front, before any weights load:
+def check_selection(selection: Selection) -> Method:
+    """The recipe's method (its ``selection`` section), checked up front, before any weights load:
     its name, and that ``--threshold`` goes with a network-membership method. UserError otherwise."""
     method = method_for(selection.method)
     if selection.threshold is not None and not method.threshold:
