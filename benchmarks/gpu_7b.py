@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fbn_prune.models.arch import adapter_for  # noqa: E402
 from fbn_prune.texts.calibration import CalibrationSet  # noqa: E402
 from fbn_prune.capture.activations import capture  # noqa: E402
-from fbn_prune.select.compensate import gram  # noqa: E402
+from fbn_prune.decompose.gram import gram  # noqa: E402
 from fbn_prune.select.eliminate import elimination_scores  # noqa: E402
 from fbn_prune.decompose.ica import CanICA  # noqa: E402
 

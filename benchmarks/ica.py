@@ -99,7 +99,7 @@ def run_ours(
     max_iter: int = 300, tol: float = 1e-4,
 ) -> dict[str, CanICA]:
     """Time CanICA for each (engine, device), ``repeat`` times each; returns the fastest fit of each."""
-    quiet = logging.getLogger("fbn_prune.decompose.ica")
+    quiet = logging.getLogger("fbn_prune.decompose")  # ica.py and fastica.py
     quiet.setLevel(logging.ERROR)
     for engine in ("torch", "sklearn"):  # warm up kernels and imports
         CanICA(4, engine=engine, device="cpu").fit(torch.randn(256, 64))

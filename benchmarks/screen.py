@@ -30,7 +30,8 @@ from quick_eval import arc_easy_acc_norm, wikitext_ppl  # noqa: E402
 from fbn_prune import pipeline  # noqa: E402
 from fbn_prune.models.arch import adapter_for  # noqa: E402
 from fbn_prune.config.recipe import Recipe  # noqa: E402
-from fbn_prune.select.scores import layer_scores  # noqa: E402
+from fbn_prune.select.compensate import compensate  # noqa: E402
+from fbn_prune.select.methods import layer_scores  # noqa: E402
 from fbn_prune.select.budget import Budget, select  # noqa: E402
 from fbn_prune.export.verify import masked  # noqa: E402
 
@@ -92,7 +93,7 @@ def main() -> None:
             removed = 1 - sum(k.numel() for k in kept) / sum(s.numel() for s in cache[method])
             for comp in args.compensate.split(","):
                 t = time.time()
-                predictors = pipeline._compensation(model, adapter, kept, art, recipe.selection.ridge)[0] if comp == "lstsq" else None
+                predictors = compensate(model, adapter, kept, art, recipe.selection.ridge).predictors if comp == "lstsq" else None
                 with masked(model, adapter, kept, predictors):
                     row = f"| {method} | {comp} | {removed:.3f} | {wikitext_ppl(model, tok, data, args.ppl_tokens):.1f} |"
                     if args.arc:

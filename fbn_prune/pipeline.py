@@ -26,22 +26,27 @@ from fbn_prune.models.arch import adapter_for
 from fbn_prune.ship.card import render_card
 from fbn_prune.ship.hub import card_license
 from fbn_prune.capture.activations import capture
-from fbn_prune._runtime.devices import resolve_device
+from fbn_prune._runtime.devices import gram_device, resolve_device, resolve_ica_device, selection_device
+from fbn_prune._runtime.dtypes import DTYPES
 from fbn_prune.errors import UserError, writing
 from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
 from fbn_prune.export.provenance import add_total_time, build_provenance
 from fbn_prune.texts.calibration import CalibrationSet
-from fbn_prune.models.sources import DTYPES, cache_dir, input_location, load_model, resolve
+from fbn_prune.models.sources import cache_dir, input_location, load_model, resolve
 from fbn_prune._io.targets import Place, TargetLock, check_disjoint, check_replaceable, real, sweep_leftovers
 from fbn_prune.capture.activations import CaptureIndex
 from fbn_prune.models.placement import load_kwargs, onloaded
-from fbn_prune.evaluate.run import model_hash
+from fbn_prune.models.identity import model_hash
+from fbn_prune.decompose.gram import write_grams
+from fbn_prune.decompose.jobs import resolve_jobs
+from fbn_prune.decompose.maps import decompose_all
 from fbn_prune.decompose.networks import (
-    ARTIFACT_FILE, HOLDOUT_FILE, Networks, NetworksMeta, check_reuse, decompose_all, gram_path,
-    map_path, network_settings, read_settings, write_grams, write_meta,
+    ARTIFACT_FILE, HOLDOUT_FILE, Networks, NetworksMeta, gram_path, map_path, read_settings, write_meta,
 )
+from fbn_prune.decompose.settings import check_reuse, network_settings
 from fbn_prune.config.recipe import Recipe
-from fbn_prune.select.scores import NEEDS_GRAM, NEEDS_MAPS, NEEDS_STATS, layer_scores
+from fbn_prune.select.compensate import compensate
+from fbn_prune.select.methods import THRESHOLD_RANKING, check_selection, layer_scores, method_for
 from fbn_prune.select.budget import Budget, channel_ratio_for_params, select as select_channels
 from fbn_prune.export.surgery import MODELING_FILE, build_pruned, modeling_source
 from fbn_prune.export.verify import held_out_tokens, verify
@@ -76,6 +81,7 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
     spec = model_bundle[0].spec if model_bundle else recipe.model
     check_disjoint([Place(folder, "the networks folder (--out)")], input_places(recipe, spec))
     check_replaceable(real(folder), "the networks folder (--out)", (ARTIFACT_FILE, HOLDOUT_FILE))
+    check_selection(recipe.selection)  # an unknown method fails before the weights load
     text = text or calib.prepare(recipe)  # a bad calibration source fails before the weights load
     with TargetLock(folder, "networks --out"), writing(folder):
         return _networks_in(recipe, folder, model_bundle=model_bundle, progress=progress, keep_capture=keep_capture,
@@ -109,8 +115,16 @@ def _needs(recipe: Recipe) -> dict[str, bool]:
     """Which parts of a networks artifact the selection method needs: ICA maps, and a capture
     (statistics, Gram matrices) at all."""
     s = recipe.selection
-    maps = s.method in NEEDS_MAPS
-    return {"maps": maps, "capture": maps or s.method in NEEDS_STATS | NEEDS_GRAM or s.compensate != "none"}
+    needs = method_for(s.method).needs
+    return {"maps": needs.maps, "capture": needs.maps or needs.stats or needs.gram or s.compensate != "none"}
+
+
+def _calibration(recipe: Recipe, model, tok, text: calib.CalibrationText | None) -> CalibrationSet:
+    """calib.load, then the check that every run holds enough tokens for the ICA the method needs."""
+    cal = calib.load(recipe, model, tok, text)
+    if method_for(recipe.selection.method).needs.maps:
+        calib.check_run_tokens(cal, recipe.decomposition.components)
+    return cal
 
 
 def _networks_in(recipe: Recipe, folder: Path, *, model_bundle=None, progress: bool = True,
@@ -121,14 +135,14 @@ def _networks_in(recipe: Recipe, folder: Path, *, model_bundle=None, progress: b
     source, model, tok = model_bundle or _load(recipe)
     adapter = adapter_for(model.config)
     d = recipe.decomposition
-    _gram_device(d.device)  # an unusable --ica-device fails here, not after the capture
+    gram_device(d.device)  # an unusable --ica-device fails here, not after the capture
     settings = network_settings(recipe, source, model, adapter)
     exists, recorded = _existing(folder, option)
     if exists:  # everything but the calibration is compared before the calibration is read
         check_reuse(folder, recorded, settings, option)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cal = calibration or calib.load(recipe, model, tok, text)
+    cal = calibration or _calibration(recipe, model, tok, text)
     t_cal = calibration_s if calibration else time.perf_counter() - t0
     settings = settings.with_calibration(cal.sha256)
     if exists:
@@ -153,7 +167,7 @@ def _networks_in(recipe: Recipe, folder: Path, *, model_bundle=None, progress: b
     (folder / HOLDOUT_FILE).write_text(json.dumps({"holdout": cal.holdout, "fallback": cal.runs[0][:4]}))
     recipe.save(folder / RECIPE_FILE)
     cap_dir = folder / "capture"
-    needs_stats = recipe.selection.method in NEEDS_STATS | NEEDS_GRAM or recipe.selection.compensate != "none"
+    needs_stats = _needs(recipe)["capture"]
     if _complete(folder, meta, needs_maps, needs_stats):
         log.info("networks artifact %s is already complete", folder)
         return Networks(folder)
@@ -168,7 +182,7 @@ def _networks_in(recipe: Recipe, folder: Path, *, model_bundle=None, progress: b
     shutil.copyfile(cap_dir / "stats.safetensors", folder / "stats.safetensors")
     write_meta(folder, meta)
     t2 = time.perf_counter()
-    write_grams(index, folder, progress, device=_gram_device(d.device))
+    write_grams(index, folder, progress, device=gram_device(d.device))
     meta.timings["gram_s"] = round(time.perf_counter() - t2, 2)
     if needs_maps:  # writes the final metadata itself
         decompose_all(index, folder, meta, progress, jobs=_ica_jobs(recipe, index), device=d.device)
@@ -234,29 +248,10 @@ def _capture_batch(recipe: Recipe, model, adapter) -> int:
     return batch
 
 
-def _gram_device(ica_device: str) -> str:
-    """Gram matrices go where ICA goes (the first GPU when ICA uses every GPU)."""
-    from fbn_prune.decompose.jobs import resolve_ica_device
-
-    device = resolve_ica_device(ica_device)
-    return "cuda:0" if device == "cuda" else device
-
-
-def _selection_device(ica_device: str) -> str:
-    """fbn's elimination runs where the Gram matrices were made, or on the CPU when that GPU is
-    not here (an artifact made on a GPU machine, selected on another)."""
-    try:
-        return _gram_device(ica_device)
-    except UserError:
-        log.info("selection on the CPU: the artifact's ICA device %s is not available here", ica_device)
-        return "cpu"
-
-
 def _ica_jobs(recipe: Recipe, index: CaptureIndex) -> int:
     """Parallel ICA workers: decomposition.jobs (auto: one per GPU, or one per CPU core), fewer when
     calibration.max_ram cannot hold that many CPU working sets."""
     from fbn_prune._runtime import resources as res
-    from fbn_prune.decompose.jobs import resolve_ica_device, resolve_jobs
 
     d = recipe.decomposition
     device = resolve_ica_device(d.device)
@@ -287,6 +282,7 @@ def select(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, model
     Before any work the output folder is checked against the inputs and locked for this run."""
     if not recipe.out:
         raise UserError("name the output folder with --out.")
+    check_selection(recipe.selection)  # an unknown method fails before the weights load
     spec = model_bundle[0].spec if model_bundle else recipe.model or artifact.meta.model
     inputs = input_places(recipe, spec, artifact.folder)
     if recipe.model and recipe.model != spec and (loc := input_location(recipe.model)):
@@ -309,17 +305,17 @@ def _select_into(target: Path, recipe: Recipe, artifact: Networks, *, model_bund
     t0 = time.perf_counter()
     if s.compensate == "bias":
         _require_down_bias(model, adapter)  # before the scoring, not after it
-    needs = s.method in NEEDS_MAPS
-    if needs and artifact.meta.runs == 0:
+    method = method_for(s.method)
+    if method.needs.maps and artifact.meta.runs == 0:
         raise UserError(f"networks artifact {artifact.folder} holds no ICA maps; create it with --method fbn.")
-    stats = artifact.stats() if s.method in NEEDS_STATS else None
+    stats = artifact.stats() if method.needs.stats else None
     with onloaded(model):  # offloaded weights (device_map with CPU offload) are read on the CPU
-        scores = layer_scores(s.method, model, adapter, stats=stats, maps_fn=artifact.maps if needs else None,
+        scores = layer_scores(method, model, adapter, stats=stats, maps_fn=artifact.maps if method.needs.maps else None,
                               gram_fn=artifact.gram, seed=recipe.seed, network_weight=s.network_weight,
                               ridge=s.ridge, cache=artifact.folder / "scores",
-                              device=_selection_device(recipe.decomposition.device))
+                              device=selection_device(recipe.decomposition.device))
     if s.threshold is not None:  # the paper's |z| rule ranks by membership, whichever fbn score was asked for
-        scores = layer_scores("fbn-paper", model, adapter, maps_fn=artifact.maps)
+        scores = layer_scores(THRESHOLD_RANKING, model, adapter, maps_fn=artifact.maps)
     widths = [int(x.numel()) for x in scores]
     layout = recipe.export.layout
     budget = Budget(ratio=s.ratio, threshold=s.threshold, uniform=layout == "uniform",
@@ -334,7 +330,8 @@ def _select_into(target: Path, recipe: Recipe, artifact: Networks, *, model_bund
     predictors, replace = None, None
     if s.compensate != "none":
         with onloaded(model):
-            predictors, replace = _compensation(model, adapter, kept, artifact, s.ridge, s.compensate)
+            comp = compensate(model, adapter, kept, artifact, s.ridge, s.compensate)
+        predictors, replace = comp.predictors, comp.replace
     t_select = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -343,7 +340,8 @@ def _select_into(target: Path, recipe: Recipe, artifact: Networks, *, model_bund
     with onloaded(model):
         pruned = build_pruned(model, adapter, kept, layout, s.round_to, working, replace=replace)
     t_build = time.perf_counter() - t1
-    info = build_provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget)
+    info = build_provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget,
+                            uses_network_weight=method_for(recipe.selection.method).network_weight)
     info.timings = {**artifact.meta.timings, **(timings or {}), "select_s": round(t_select, 2), "build_s": round(t_build, 2)}
 
     files = {RECIPE_FILE: _recipe_text(recipe)}
@@ -373,33 +371,6 @@ def _require_down_bias(model, adapter) -> None:
                         "have (GPT-2, OPT and GPT-NeoX do); use lstsq or none.")
 
 
-def _compensation(model, adapter, kept, artifact: Networks, ridge: float, mode: str = "lstsq"):
-    """Per-layer predictors and the compensated full-size down-projection tensors (see compensate.py):
-    ``lstsq``: B and the down weights; ``bias``: (None, mean) and the down biases (select has
-    already checked, with _require_down_bias, that the architecture has them)."""
-    from fbn_prune.select.compensate import bias_shift, compensated_columns, predictor, removed
-    from fbn_prune.select.scores import activation_stats, down_columns
-
-    predictors, replace = [], {}
-    if mode == "bias":
-        stats = artifact.stats()
-        for i, keep in enumerate(kept):
-            down = adapter.down_module(model, i)
-            mean = activation_stats(stats, i)[0]
-            predictors.append((None, mean[removed(keep, mean.numel())].float()))
-            shift = bias_shift(down_columns(model, adapter, i), keep, mean)
-            replace[f"{adapter.layers}.{i}.{adapter.down}.bias"] = (down.bias.detach().double().cpu() + shift).to(
-                down.bias.dtype).contiguous()
-        return predictors, replace
-    for i, keep in enumerate(kept):
-        b = predictor(artifact.gram(i), keep, ridge)
-        predictors.append(b)
-        w = adapter.down_module(model, i).weight
-        cols = compensated_columns(down_columns(model, adapter, i), keep, b.double())
-        replace[f"{adapter.layers}.{i}.{adapter.down}.weight"] = (cols if adapter.conv1d else cols.T).to(w.dtype).contiguous()
-    return predictors, replace
-
-
 def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, networks_dir: str | None = None,
           keep_capture: bool = False) -> Path:
     """The whole job: capture, decompose, select, prune, export, verify.
@@ -417,6 +388,7 @@ def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, net
         outputs.append(Place(Path(networks_dir), "--save-networks"))
     check_disjoint(outputs, input_places(recipe, recipe.model))
     target = check_target(recipe.out, overwrite)
+    check_selection(recipe.selection)  # an unknown method fails before the weights load
     text = calib.prepare(recipe)  # every check of the calibration source runs before the weights load
     if networks_dir:
         check_replaceable(real(networks_dir), "--save-networks", (ARTIFACT_FILE, HOLDOUT_FILE))
@@ -429,7 +401,7 @@ def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, net
         bundle = _load(recipe)
         load_s = time.perf_counter() - start
         t0 = time.perf_counter()
-        cal = calib.load(recipe, bundle[1], bundle[2], text)
+        cal = _calibration(recipe, bundle[1], bundle[2], text)
         cal_s = time.perf_counter() - t0
         if networks_dir:
             folder = Path(networks_dir)

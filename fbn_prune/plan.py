@@ -20,16 +20,18 @@ from fbn_prune.texts import calibration as calib
 from fbn_prune.texts.generated import GENERATED
 from fbn_prune.models.arch import adapter_for
 from fbn_prune.errors import UserError
-from fbn_prune.decompose.jobs import resolve_ica_device, resolve_jobs
+from fbn_prune._runtime.devices import resolve_ica_device
+from fbn_prune.decompose.jobs import resolve_jobs
 from fbn_prune.models.sources import resolve
-from fbn_prune.select.scores import NEEDS_GRAM, NEEDS_MAPS
+from fbn_prune.select.methods import check_selection
+from fbn_prune._runtime.dtypes import DTYPE_BYTES
 
 
 def model_shape(config, widths: list[int], params: int, dtype: str) -> res.Shape:
     """The sizes the estimates need, from a transformers config and the FFN widths."""
     hidden = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd"))
     heads = int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head"))
-    return res.Shape(params=params, hidden=hidden, heads=heads, widths=tuple(widths), dtype_bytes=res.DTYPE_BYTES[dtype])
+    return res.Shape(params=params, hidden=hidden, heads=heads, widths=tuple(widths), dtype_bytes=DTYPE_BYTES[dtype])
 
 
 def compute_device(recipe: Recipe) -> str:
@@ -107,7 +109,7 @@ class Plan:
                      f"Gram {_duration(s['gram'])}, "
                      f"ICA {_duration(s['ica'])}, selection {_duration(s['selection'])}; rough rates, within ~2x)")
         if self.out:
-            lines.append(f"  checkpoint     {self.out} (at most {res.gb(self.params * res.DTYPE_BYTES[self.dtype])})")
+            lines.append(f"  checkpoint     {self.out} (at most {res.gb(self.params * DTYPE_BYTES[self.dtype])})")
         return "\n".join(lines)
 
 
@@ -127,6 +129,7 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 
+    method = check_selection(recipe.selection)
     if not recipe.model:
         raise UserError("name a model: fbn-prune prune MODEL, or `model:` in the recipe.")
     source = resolve(recipe.model)
@@ -151,6 +154,8 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
         documents, tokens, source_text = c.samples, c.samples * c.seq_len, GENERATED
     else:
         cal = calib.load(recipe, None, tok)
+        if method.needs.maps:
+            calib.check_run_tokens(cal, d.components)
         documents, tokens, source_text = sum(len(r) for r in cal.runs), cal.n_tokens, cal.source
 
     device = compute_device(recipe)
@@ -160,7 +165,7 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     max_ram = res.parse_size(c.max_ram) if c.max_ram else None
     batch = res.batch_under_budget(max_ram, resident, per_token, c.seq_len, c.batch_size) if max_ram else c.batch_size
 
-    needs_maps = recipe.selection.method in NEEDS_MAPS
+    needs_maps = method.needs.maps
     runs = d.runs if needs_maps else 0
     ica_device = resolve_ica_device(d.device)
     run_tokens = -(-tokens // max(d.runs, 1))
@@ -181,7 +186,7 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
         gpu = {"weights": shape.weight_bytes, "capture": batch * c.seq_len * res.forward_bytes_per_token(shape, c.seq_len)}
     seconds = {"capture": res.capture_seconds(shape, tokens, device), "gram": res.gram_seconds(widths, tokens, ica_device),
                "ica": res.ica_seconds(widths, tokens, runs, d.components, ica_device, workers) if runs else 0.0,
-               "selection": res.selection_seconds(widths, shape.hidden, ica_device, recipe.selection.method in NEEDS_GRAM,
+               "selection": res.selection_seconds(widths, shape.hidden, ica_device, method.needs.gram,
                                                   recipe.selection.compensate == "lstsq", recipe.selection.ratio or 0.2)}
     placement = f"device_map={recipe.device_map}" if recipe.device_map else f"on {device}"
     return Plan(model=source.spec, model_type=config.model_type, params=shape.params, dtype=recipe.dtype,

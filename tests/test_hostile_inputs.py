@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from tiny import save_tiny
 
 from fbn_prune import pipeline
-from fbn_prune.decompose import networks
+from fbn_prune.decompose import networks, settings
 from fbn_prune.errors import UserError
 from fbn_prune.decompose.networks import Networks
 from fbn_prune.config.recipe import Recipe
@@ -317,11 +317,11 @@ def test_select_recipe_cannot_contradict_the_artifact(made, tmp_path):
 def test_settings_are_recorded_and_keyed(made):
     meta = networks.read_meta(made[1])
     s = meta.settings
-    assert isinstance(s, networks.NetworkSettings)
+    assert isinstance(s, settings.NetworkSettings)
     assert (s.components, s.runs, s.seed, s.seq_len, s.dtype, s.ica.engine) == (4, 2, 0, 48, "float32", "sklearn")
     assert s.model_hash and len(s.model_hash) == 64 and s.calibration_sha256 == meta.calibration["sha256"]
     assert s.widths == (96,) * 4 and "llama" in s.signal
-    assert networks.NetworkSettings.from_dict(s.to_dict()) == s and len(s.key()) == 16
+    assert settings.NetworkSettings.from_dict(s.to_dict()) == s and len(s.key()) == 16
     from dataclasses import replace
 
     assert replace(s, model="/elsewhere/same-bytes").key() == s.key(), "a copy of the model is the same model"
@@ -329,5 +329,5 @@ def test_settings_are_recorded_and_keyed(made):
                     replace(s, ica=replace(s.ica, tol=1e-3)), replace(s, model_hash="f" * 64)):
         assert changed.key() != s.key()
         with pytest.raises(UserError, match="were made with"):
-            networks.check_reuse(made[1], s, changed, "--save-networks")
-    networks.check_reuse(made[1], s, s)
+            settings.check_reuse(made[1], s, changed, "--save-networks")
+    settings.check_reuse(made[1], s, s)

@@ -16,6 +16,7 @@ from fbn_prune.errors import UserError, VerificationError
 from fbn_prune.decompose.networks import Networks
 from fbn_prune.config.recipe import Recipe
 from fbn_prune.export.verify import logits, masked
+from fbn_prune.select.compensate import compensate as compensate_layers
 
 
 def small_recipe(model, out, calib, layout="uniform", **selection) -> Recipe:
@@ -44,7 +45,7 @@ def test_every_layout_reproduces_masked_original(arch, tiny_dir, calib_txt, tmp_
         assert info["verified"] and info["verification"]["ok"]
         kept = [torch.tensor(info["kept"][str(i)]) for i in range(len(info["kept"]))]
         loaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=(layout == "exact")).eval()
-        predictors = pipeline._compensation(model, adapter, kept, art, r.selection.ridge)[0] if compensate == "lstsq" else None
+        predictors = compensate_layers(model, adapter, kept, art, r.selection.ridge).predictors if compensate == "lstsq" else None
         with masked(model, adapter, kept, predictors):
             ref = logits(model, ids)
         assert not torch.allclose(ref, logits(model, ids), atol=1e-4), "masking must change the output"
@@ -99,7 +100,7 @@ def test_bias_compensation_is_exact_and_moves_only_the_bias(arch, tiny_dir, cali
     info = json.loads((outs["bias"] / "fbn_prune.json").read_text())
     assert info["verified"] and info["selection"]["compensate"] == "bias"
     kept = [torch.tensor(info["kept"][str(i)]) for i in range(len(info["kept"]))]
-    predictors = pipeline._compensation(model, adapter, kept, art, r.selection.ridge, "bias")[0]
+    predictors = compensate_layers(model, adapter, kept, art, r.selection.ridge, "bias").predictors
     with masked(model, adapter, kept, predictors):
         ref = logits(model, ids)
     loaded = {m: AutoModelForCausalLM.from_pretrained(o).eval() for m, o in outs.items()}

@@ -17,6 +17,7 @@ from clitools import bad, run
 
 from fbn_prune import pipeline
 from fbn_prune._runtime import resources as res
+from fbn_prune._runtime.devices import gram_device, selection_device
 from fbn_prune.errors import UserError
 from fbn_prune.decompose.networks import Networks
 from fbn_prune.config.recipe import Recipe
@@ -165,13 +166,13 @@ def test_jobs_auto_and_worker_devices(monkeypatch):
 
 _SLOW_CHILD = """
 import sys, time
-import fbn_prune.decompose.networks as networks
-real = networks.decompose_job
+import fbn_prune.decompose.maps as maps
+real = maps.decompose_job
 def slow(*args, **kwargs):  # as if each job were a real layer: time to be killed half-way
     real(*args, **kwargs)
     time.sleep(0.4)
-networks.decompose_job = slow
-from fbn_prune.cli import main
+maps.decompose_job = slow
+from fbn_prune.cli.main import main
 main(sys.argv[1:])
 """
 
@@ -314,7 +315,7 @@ def test_selection_estimate_grows_with_width_and_falls_on_gpu():
 
 def test_selection_falls_back_to_the_cpu_when_the_artifacts_gpu_is_absent(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert pipeline._selection_device("cuda") == "cpu"
-    assert pipeline._selection_device("auto") == "cpu"
+    assert selection_device("cuda") == "cpu"
+    assert selection_device("auto") == "cpu"
     with pytest.raises(UserError):
-        pipeline._gram_device("cuda")  # the networks step itself still refuses a missing GPU
+        gram_device("cuda")  # the networks step itself still refuses a missing GPU

@@ -1,10 +1,21 @@
-"""Channel scores: the compensated elimination behind ``fbn`` and the network prior."""
+"""Channel scores: the compensated elimination behind ``fbn``, the network prior, and the method registry."""
 
 from __future__ import annotations
 
-import torch
+import re
+from pathlib import Path
 
+import pytest
+import torch
+from clitools import bad
+from transformers import AutoModelForCausalLM
+
+from fbn_prune.cli.main import cli
+from fbn_prune.config.recipe import Recipe
+from fbn_prune.errors import UserError
+from fbn_prune.models.arch import adapter_for
 from fbn_prune.select.compensate import compensated_columns, predictor
+from fbn_prune.select.methods import METHODS, Needs, ScoreInputs, check_selection, method_for
 from fbn_prune.select.eliminate import elimination_scores
 from fbn_prune.select.scores import fbn_scores, prior
 
@@ -108,3 +119,84 @@ def test_shrinking_working_set_matches_the_full_size_update():
     removed = ~alive
     assert torch.allclose(got[removed], ref[removed], rtol=1e-9)
     assert (got[alive] > ref[removed].max()).all()
+
+
+# ---- the method registry ------------------------------------------------------------------------
+
+# what each method declares it reads from a networks artifact: (maps, stats, gram). A new method adds its row.
+EXPECTED_NEEDS = {
+    "fbn": (True, False, True),
+    "fbn-act": (True, True, False),
+    "fbn-paper": (True, False, False),
+    "random": (False, False, False),
+    "magnitude": (False, False, False),
+    "wanda-sp": (False, True, False),
+    "flap": (False, True, False),
+}
+
+
+def test_every_method_has_a_needs_test():
+    assert list(EXPECTED_NEEDS) == list(METHODS)
+
+
+def _inputs(model, adapter, needs: Needs, tmp_path) -> ScoreInputs:
+    """ScoreInputs holding only what ``needs`` declares (the rest None, so reading it fails)."""
+    widths = adapter.channel_widths(model)
+    g = torch.Generator().manual_seed(0)
+    stats = {"count": torch.tensor([100.0], dtype=torch.float64)}
+    for i, w in enumerate(widths):
+        stats[f"sum.{i}"] = torch.randn(w, generator=g, dtype=torch.float64)
+        stats[f"sumsq.{i}"] = 100 + torch.rand(w, generator=g, dtype=torch.float64)
+    maps = [torch.randn(2, 4, w, generator=g) for w in widths]
+    grams = []
+    for w in widths:
+        x = torch.randn(3 * w, w, generator=g, dtype=torch.float64)
+        grams.append(x.T @ x / x.shape[0])
+    return ScoreInputs(model, adapter, stats=stats if needs.stats else None,
+                       maps_fn=maps.__getitem__ if needs.maps else None,
+                       gram_fn=grams.__getitem__ if needs.gram else None, seed=3, cache=tmp_path)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_NEEDS))
+def test_method_declares_what_it_reads(name, tiny_dir, tmp_path):
+    """Each method's declared needs are as expected, and its scores come from them alone: one finite
+    (width,) float64 score per layer with every undeclared input absent."""
+    method = method_for(name)
+    assert (method.needs.maps, method.needs.stats, method.needs.gram) == EXPECTED_NEEDS[name]
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir("llama")).eval()
+    adapter = adapter_for(model.config)
+    x = _inputs(model, adapter, method.needs, tmp_path)
+    for i, w in enumerate(adapter.channel_widths(model)):
+        score = method.score(x, i)
+        assert score.dtype == torch.float64 and score.shape == (w,) and bool(torch.isfinite(score).all())
+    assert method.network_weight == (name in ("fbn", "fbn-act"))
+    assert method.threshold == name.startswith("fbn")
+
+
+def test_unknown_method_and_threshold_with_a_baseline_are_refused():
+    with pytest.raises(UserError, match=r"selection: method must be one of fbn, fbn-act, fbn-paper, random, "
+                                        r"magnitude, wanda-sp, flap, got 'lasso'\."):
+        method_for("lasso")
+    recipe = Recipe.from_dict({"selection": {"method": "flap", "threshold": 2.0}, "export": {"layout": "padded"}})
+    with pytest.raises(UserError, match="other methods take --ratio"):
+        check_selection(recipe.selection)
+    assert check_selection(Recipe.from_dict({"selection": {"method": "fbn-act"}}).selection) is METHODS["fbn-act"]
+
+
+def test_cli_choices_and_docs_table_follow_the_registry():
+    names = list(METHODS)
+    for command in (cli.commands["prune"], cli.commands["select"], cli.commands["networks"], cli.commands["search"]):
+        option = next((p for p in command.params if p.name == "method"), None)
+        if option is not None:
+            assert list(option.type.choices) == names, command.name
+    table = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    documented = re.findall(r"^\| `([a-z-]+)`", table, flags=re.M)
+    assert documented == names
+
+
+@pytest.mark.parametrize("method", [name for name, m in METHODS.items() if m.needs.maps])
+def test_every_method_with_maps_needs_enough_tokens_per_run(method, tiny_dir, calib_txt, tmp_path):
+    """The up-front check that each run holds as many tokens as ICA components asks the registry (fbn-act too)."""
+    bad(["prune", tiny_dir("llama"), "--out", tmp_path / "o", "--calib", calib_txt, "--calib-samples", "4",
+         "--seq-len", "8", "--components", "64", "--runs", "2", "--no-progress", "--method", method],
+        "fewer than the 64 components")

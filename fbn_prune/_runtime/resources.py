@@ -25,9 +25,6 @@ from fbn_prune.errors import UserError
 RUNTIME_BYTES = 500_000_000
 """Resident size of Python + torch + transformers + scikit-learn before any model (measured 0.41 GB)."""
 
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
 def free_disk(path: str | Path) -> int:
     """Free bytes on the file system that holds ``path`` (or its nearest existing parent)."""
     p = Path(path).expanduser().absolute()

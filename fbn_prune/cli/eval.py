@@ -11,9 +11,8 @@ from pathlib import Path
 
 import click
 
+from fbn_prune._runtime.dtypes import DTYPE_NAMES
 from fbn_prune.errors import GateFailed, UserError
-
-DTYPE_CHOICES = ["float32", "bfloat16", "float16"]
 
 
 def _quiet_harness(verbose: int) -> None:
@@ -82,7 +81,7 @@ def _finish(record: dict, report_dir: Path) -> None:
 @click.option("--data-dir", type=str, metavar="DIR",
               help="Data folder of the local tasks and of data:FILE names [$FBN_PRUNE_DATA].")
 @click.option("--device", type=str, default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="float32", show_default=True,
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="float32", show_default=True,
               help="Both models are evaluated in this dtype.")
 @click.option("--no-cache", is_flag=True, help="Evaluate the original model again instead of reusing its cached results.")
 @click.option("--no-card", is_flag=True, help="Leave the checkpoint's README.md and fbn_prune.json as they are.")

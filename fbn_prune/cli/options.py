@@ -8,9 +8,11 @@ import functools
 
 import click
 
-from fbn_prune.config.recipe import LAYOUTS, METHODS, Recipe
+from fbn_prune._runtime.dtypes import DTYPE_NAMES
+from fbn_prune.config.recipe import LAYOUTS, Recipe
 from fbn_prune.data import DEFAULT_SOURCE
 from fbn_prune.errors import UserError
+from fbn_prune.select.methods import method_names
 
 # command-line flag -> (recipe key, click option kwargs)
 CALIBRATION_OPTIONS = {
@@ -47,7 +49,7 @@ DECOMPOSITION_OPTIONS = {
                   "one per 8 cores). Same result for any N.")),
 }
 SELECTION_OPTIONS = {
-    "method": ("selection.method", dict(type=click.Choice(METHODS),
+    "method": ("selection.method", dict(type=click.Choice(method_names()),
                help="Channel scores: fbn (compensated elimination over functional connectivity with a network-"
                     "membership prior), fbn-act (activation energy x membership), fbn-paper (the authors' pure "
                     "network membership) or a baseline at equal size.")),
@@ -71,7 +73,7 @@ EXPORT_OPTIONS = {
     "layout": ("export.layout", dict(type=click.Choice(LAYOUTS),
                help="uniform: same width in every layer; padded: per-layer selection zero-padded; "
                     "exact: per-layer widths, needs trust_remote_code.")),
-    "save_dtype": ("export.dtype", dict(type=click.Choice(["float32", "bfloat16", "float16"]),
+    "save_dtype": ("export.dtype", dict(type=click.Choice(DTYPE_NAMES),
                    help="dtype of the saved weights [the working --dtype].")),
 }
 EVALUATION_OPTIONS = {
@@ -88,7 +90,7 @@ EVALUATION_OPTIONS = {
 RUN_OPTIONS = {
     "seed": ("seed", dict(type=int, metavar="N", help="Seed for sampling, ICA and random baselines.")),
     "device": ("device", dict(type=str, metavar="DEV", help="auto, cpu, cuda, cuda:1 ....")),
-    "dtype": ("dtype", dict(type=click.Choice(["float32", "bfloat16", "float16"]), help="Working dtype.")),
+    "dtype": ("dtype", dict(type=click.Choice(DTYPE_NAMES), help="Working dtype.")),
     "device_map": ("device_map", dict(type=str, metavar="MAP",
                    help="Place the model with accelerate instead of --device: auto (all GPUs, then CPU offload), "
                         "balanced, sequential, cpu.")),

@@ -18,6 +18,7 @@ from fbn_prune.decompose.networks import Networks, select_recipe
 from fbn_prune.errors import UserError
 from fbn_prune.export.checkpoint import RECIPE_FILE
 from fbn_prune.inspection.describe import describe_folder
+from fbn_prune.select.methods import method_for
 from fbn_prune.plan import make as make_plan
 
 
@@ -103,7 +104,7 @@ def select_command(networks_dir, out, model, recipe_file, overrides, overwrite, 
     if not recipe.out:
         raise UserError("name the output folder with --out.")
     _progress(not no_progress)
-    if recipe.selection.method in ("fbn", "fbn-paper") and artifact.meta.runs == 0:
+    if method_for(recipe.selection.method).needs.maps and artifact.meta.runs == 0:
         raise UserError(f"{networks_dir} holds no ICA maps; choose a baseline --method or rerun `fbn-prune networks`.")
     path = pipeline.select(recipe, artifact, overwrite=overwrite)
     _summary(path)

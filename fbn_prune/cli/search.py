@@ -10,10 +10,11 @@ from pathlib import Path
 import click
 
 from fbn_prune.errors import UserError
-from fbn_prune.config.recipe import METHODS, Recipe
+from fbn_prune.config.recipe import Recipe
 from fbn_prune.evaluate import run as evaluate
 from fbn_prune.evaluate import report
 from fbn_prune import search as searching
+from fbn_prune.select.methods import method_names
 
 
 @click.command("search")
@@ -30,7 +31,7 @@ from fbn_prune import search as searching
 @click.option("--gate-metrics", type=str, metavar="LIST", help="Gate only these metrics [all].")
 @click.option("--gate-on", type=click.Choice(["point", "ci"]),
               help="Gate the measured values, or the bound of the 95% paired interval [the recipe's: point].")
-@click.option("--method", type=click.Choice(METHODS), help="Channel scores [the recipe's: fbn].")
+@click.option("--method", type=click.Choice(method_names()), help="Channel scores [the recipe's: fbn].")
 @click.option("--calib", type=str, metavar="PATH", help="Calibration text (.txt or .jsonl) [generated].")
 @click.option("--calib-task", type=str, metavar="NAME", help="Calibrate on an lm-eval task's own documents.")
 @click.option("--calib-samples", type=int, metavar="N", help="Calibration documents [128].")

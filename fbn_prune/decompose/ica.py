@@ -17,30 +17,26 @@ Two FastICA engines implement step 3 with the same algorithm, whitened input and
 unmixing matrix (``numpy.random.RandomState(seed).normal(size=(k, k))``, exactly what
 scikit-learn draws for ``random_state=seed``): ``"sklearn"`` (CPU,
 ``sklearn.decomposition.FastICA`` with BLAS limited to one thread) and ``"torch"`` (any
-device, a line-by-line port of scikit-learn's ``_ica_par``). ``"auto"`` picks torch when
+device, a line-by-line port of scikit-learn's ``_ica_par``), both in fastica.py. ``"auto"`` picks torch when
 the work runs on CUDA (``device``, by default CUDA when available), scikit-learn otherwise.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import time
-import warnings
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
+from fbn_prune.decompose.fastica import FUNS, ICA_DTYPE, fastica_sklearn, fastica_torch, initial_unmixing, whiten
 from fbn_prune.errors import UserError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CanICA", "decompose", "ENGINES", "FUNS"]
+__all__ = ["CanICA", "decompose", "ENGINES"]
 
 ENGINES = ("auto", "sklearn", "torch")
-FUNS = ("cube", "logcosh", "exp")
 
 STD_FLOOR = 1e-6
 """Neurons whose standard deviation over tokens is below this are divided by it instead."""
@@ -50,8 +46,6 @@ POWER_ITERATIONS = 3
 
 OVERSAMPLING = 10
 """Extra random directions drawn by the randomized SVD beyond ``k`` (for accuracy)."""
-
-_ICA_DTYPE = torch.float64  # FastICA runs on (k x neurons) matrices: cheap even in float64
 
 
 # --------------------------------------------------------------------------------------
@@ -147,13 +141,13 @@ class CanICA:
         _sync(device)
         t1 = time.perf_counter()
 
-        x1 = _whiten(reduced)  # (k, neurons) float64, white
+        x1 = whiten(reduced)  # (k, neurons) float64, white
         del reduced
-        w_init = _initial_unmixing(k, self.seed)  # (k, k) float64 numpy
+        w_init = initial_unmixing(k, self.seed)  # (k, k) float64 numpy
         if engine == "sklearn":
-            sources, n_iter, converged = _fastica_sklearn(x1, w_init, self.fun, self.max_iter, self.tol)
+            sources, n_iter, converged = fastica_sklearn(x1, w_init, self.fun, self.max_iter, self.tol)
         else:
-            sources, n_iter, converged = _fastica_torch(x1, w_init, self.fun, self.max_iter, self.tol)
+            sources, n_iter, converged = fastica_torch(x1, w_init, self.fun, self.max_iter, self.tol)
         maps = _normalise_maps(sources)  # (k, neurons) float32 on CPU
         _sync(device)
         t2 = time.perf_counter()
@@ -315,168 +309,13 @@ def _reduce(z: torch.Tensor, k: int, *, seed: int) -> tuple[torch.Tensor, torch.
     return reduced, s[:k].float().cpu(), evr
 
 
-def _whiten(x: torch.Tensor) -> torch.Tensor:
-    """scikit-learn's ``whiten="unit-variance", whiten_solver="eigh"`` preprocessing.
-
-    Args:
-        x: (n_samples=neurons, k) float tensor.
-    Returns:
-        (k, neurons) float64 tensor on x's device whose rows are uncorrelated with unit
-        variance (the ``X1`` that sklearn feeds ``_ica_par``).
-    """
-    xt = x.to(_ICA_DTYPE).T  # (k, n)
-    n = xt.shape[1]
-    xt = xt - xt.mean(dim=1, keepdim=True)
-    d, u = torch.linalg.eigh(xt @ xt.T)  # ascending
-    order = torch.argsort(d, descending=True)
-    eps = torch.finfo(d.dtype).eps * 10
-    if bool((d < eps).any()):
-        log.warning("the reduced signal is rank-deficient (%d near-zero directions); some maps are noise",
-                    int((d < eps).sum()))
-    d = d.clamp_min(eps).sqrt()[order]
-    u = u[:, order]
-    u = u * torch.where(u[0] < 0, -1.0, 1.0)  # sklearn's sign convention (sign(0) taken as +1)
-    whitening = (u / d).T  # (k, k)
-    return (whitening @ xt) * math.sqrt(n)
-
-
-def _initial_unmixing(k: int, seed: int) -> np.ndarray:
-    """(k, k) float64: the matrix scikit-learn's FastICA draws for ``random_state=seed``."""
-    return np.random.RandomState(seed).normal(size=(k, k))
-
-
 def _normalise_maps(sources: torch.Tensor) -> torch.Tensor:
     """(k, neurons) sources -> (k, neurons) float32 CPU maps, z-scored across neurons, signed
     so that each row's largest-|value| entry is positive."""
-    s = sources.to(_ICA_DTYPE)
+    s = sources.to(ICA_DTYPE)
     s = s - s.mean(dim=1, keepdim=True)
     s = s / s.std(dim=1, correction=0, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
     peak = s.abs().argmax(dim=1, keepdim=True)
     sign = torch.sign(torch.gather(s, 1, peak))
     s = s * torch.where(sign == 0, torch.ones_like(sign), sign)
     return s.float().cpu().contiguous()
-
-
-# --------------------------------------------------------------------------------------
-# FastICA engines: (k, neurons) white data + (k, k) w_init -> (k, neurons) sources
-# --------------------------------------------------------------------------------------
-
-
-def _cube_numpy(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """sklearn's ``cube`` (g(x) = x^3, mean g'(x) = mean 3x^2), without ``x**3``, which
-    numpy computes with a slow generic ``pow`` (~80% of each iteration's time)."""
-    x2 = x * x
-    return x2 * x, 3.0 * x2.mean(axis=-1)
-
-
-def _fastica_sklearn(
-    x1: torch.Tensor, w_init: np.ndarray, fun: str, max_iter: int, tol: float
-) -> tuple[torch.Tensor, int, bool]:
-    """Parallel FastICA by scikit-learn on already-white data (BLAS limited to one thread).
-
-    Args:
-        x1: (k, neurons) float64 white data (any device; copied to the CPU).
-        w_init: (k, k) initial unmixing matrix.
-    Returns:
-        sources (k, neurons) float64 CPU tensor, iterations run, converged flag.
-    """
-    from sklearn.decomposition import FastICA
-    from sklearn.exceptions import ConvergenceWarning
-    from threadpoolctl import threadpool_limits
-
-    samples = np.ascontiguousarray(x1.cpu().numpy().T)  # (neurons, k)
-    g: str | Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] = _cube_numpy if fun == "cube" else fun
-    ica = FastICA(
-        n_components=None,  # whiten=False: components = features = k
-        algorithm="parallel",
-        whiten=False,
-        fun=g,
-        max_iter=max_iter,
-        tol=tol,
-        w_init=w_init.astype(samples.dtype),
-    )
-    converged = True
-    with threadpool_limits(1, "blas"), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        sources = ica.fit_transform(samples)  # (neurons, k)
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            converged = False
-        else:
-            log.warning("scikit-learn FastICA: %s", w.message)
-    return torch.from_numpy(np.ascontiguousarray(sources.T)), int(ica.n_iter_), converged
-
-
-def _g_torch(fun: str) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Nonlinearity as in sklearn: (k, n) ``wx`` -> (g(wx) (k, n), mean over n of g'(wx) (k,))."""
-    if fun == "cube":
-        def cube(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            x2 = x * x
-            return x2 * x, 3.0 * x2.mean(dim=-1)
-        return cube
-    if fun == "logcosh":
-        def logcosh(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # alpha = 1
-            gx = torch.tanh(x)
-            return gx, (1.0 - gx * gx).mean(dim=-1)
-        return logcosh
-    if fun == "exp":
-        def exp(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            x2 = x * x
-            e = torch.exp(-0.5 * x2)
-            return x * e, ((1.0 - x2) * e).mean(dim=-1)
-        return exp
-    raise UserError(f"fun must be one of {', '.join(FUNS)}, got {fun!r}")
-
-
-def _sym_decorrelation(w: torch.Tensor) -> torch.Tensor:
-    """(k, k) -> (W W^T)^{-1/2} W, via eigh (as sklearn's ``_sym_decorrelation``)."""
-    s, u = torch.linalg.eigh(w @ w.T)
-    s = s.clamp_min(torch.finfo(w.dtype).tiny)
-    return (u * s.rsqrt()) @ u.T @ w
-
-
-def _fastica_torch(
-    x1: torch.Tensor, w_init: np.ndarray, fun: str, max_iter: int, tol: float
-) -> tuple[torch.Tensor, int, bool]:
-    """Parallel FastICA in torch, a port of scikit-learn's ``_ica_par``; runs on x1's device.
-
-    Args:
-        x1: (k, neurons) float64 white data.
-        w_init: (k, k) initial unmixing matrix.
-    Returns:
-        sources (k, neurons) float64 tensor on x1's device, iterations run, converged flag.
-    """
-    g = _g_torch(fun)
-    converged = False
-    n_iter = 0
-    with single_torch_thread(x1.device.type == "cpu"):
-        w = _sym_decorrelation(torch.as_tensor(w_init, dtype=x1.dtype, device=x1.device))
-        p = float(x1.shape[1])
-        for ii in range(max_iter):
-            gwtx, g_wtx = g(w @ x1)
-            w1 = _sym_decorrelation(gwtx @ x1.T / p - g_wtx.unsqueeze(1) * w)
-            del gwtx, g_wtx
-            lim = float(((w1 * w).sum(dim=1).abs() - 1.0).abs().max())
-            w = w1
-            n_iter = ii + 1
-            if lim < tol:
-                converged = True
-                break
-        sources = w @ x1
-    return sources, n_iter, converged
-
-
-@contextlib.contextmanager
-def single_torch_thread(enabled: bool) -> Iterator[None]:
-    """Run torch CPU ops on one intra-op thread (restored afterwards): FastICA's small
-    (k x k)(k x n) products gain little from threads and suffer badly from oversubscription.
-    ``torch.set_num_threads`` is process-wide: do not fit concurrently from several threads."""
-    if not enabled:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

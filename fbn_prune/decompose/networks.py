@@ -1,236 +1,45 @@
-"""Functional networks: ICA spatial maps of every layer and run, saved as a reusable artifact.
+"""A networks artifact on disk: its layout, metadata record, and validated reading (:class:`Networks`).
 
 Artifact folder layout (no pickles)::
 
     networks.json                      metadata: model, widths, runs, components, ICA settings,
                                        calibration source and hash, timings, and ``settings``: the
-                                       :class:`NetworkSettings` record of everything that shaped it
+                                       :class:`~fbn_prune.decompose.settings.NetworkSettings` record of
+                                       everything that shaped it
     holdout.json                       held-out calibration documents (verification)
     recipe.yaml                        the recipe that made it
-    stats.safetensors                  per-channel activation statistics (see capture.py)
+    stats.safetensors                  per-channel activation statistics (see capture/activations.py)
     maps/layer{i:03d}_run{r:03d}.safetensors   {"maps": (components, width_i) float16 z-scores}
     gram/layer{i:03d}.safetensors      {"gram": (width_i, width_i) float32}: X^T X / T of the signal
-                                       (least-squares compensation, see compensate.py)
+                                       (least-squares compensation, see select/compensate.py)
 
-Each (layer, run) job is written atomically when it finishes, so an interrupted
-decomposition resumes where it stopped; jobs run one after the other in this process or in
-parallel worker processes (``--jobs``, see jobs.py) with the same result. Selection reads only this folder (and the
-model's weights for weight-aware scores), so budgets can be changed without new ICA.
+The maps are written by decompose/maps.py (one file per (layer, run), atomically, so an interrupted
+decomposition resumes), the Gram matrices by decompose/gram.py. Selection reads only this folder
+(and the model's weights for weight-aware scores), so budgets can be changed without new ICA.
 
-An artifact is reused (resumed, extended, selected from) only for the settings it records:
-:func:`check_reuse` refuses any other with a one-line reason. Everything read back is
-validated (:class:`Networks`): the metadata's keys and types, every tensor's shape against the
-recorded widths and components, finite values; a damaged file is a UserError naming the file.
+Everything read back is validated (:class:`Networks`): the metadata's keys and types, every tensor's
+shape against the recorded widths and components, finite values; a damaged file is a UserError naming
+the file. :func:`select_recipe` gives ``select`` the recipe values the artifact was made with.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import os
-import time
-import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from fbn_prune.capture.activations import CaptureIndex
-from fbn_prune.errors import UserError
-from fbn_prune.evaluate.run import _hub_snapshot, model_hash
-from fbn_prune.decompose.jobs import resolve_ica_device
 from fbn_prune.config.recipe import Recipe
-from fbn_prune._io.testhook import kill_point
-
-log = logging.getLogger(__name__)
+from fbn_prune.decompose.settings import NetworkSettings, short
+from fbn_prune.errors import UserError
 
 ARTIFACT_FILE = "networks.json"
 HOLDOUT_FILE = "holdout.json"
-SETTINGS_FORMAT = 1
-"""Bumped when NetworkSettings changes meaning (an artifact of another format is never reused)."""
-ICA_METHOD = "z-score, randomized PCA, unit-variance eigh whitening, parallel FastICA, z-scored maps"
-"""What ica.decompose does besides its keyword settings (recorded, so a change of method is a change of settings)."""
-FRESH_FOLDER_HINT = {"--out": "use a fresh --out folder", "--save-networks": "use a fresh --save-networks folder"}
-
-
-@dataclass(frozen=True)
-class IcaSettings:
-    """The decomposition's settings: ica.decompose's keywords with the engine resolved ("sklearn"/"torch")."""
-
-    fun: str
-    max_iter: int
-    tol: float
-    engine: str
-    method: str = ICA_METHOD
-
-
-@dataclass(frozen=True)
-class NetworkSettings:
-    """Everything that shapes a networks artifact: equal settings give equal statistics, Gram matrices and maps.
-
-    Attributes:
-        model: the model as the user named it (folder, Hub id, .gguf); informational when ``model_hash`` is known.
-        model_revision: the Hub revision (snapshot commit) of a Hub model, else None.
-        model_hash: sha256 over the model folder's files (weights, config, tokenizer; see evaluate.model_hash),
-            None for a Hub model that is not on disk.
-        model_type, widths: the architecture and the FFN width of every layer.
-        signal: which tensor is the neuron signal (the adapter and its down projection's input).
-        dtype: the working dtype the signals were captured in.
-        calibration_sha256: sha256 of the calibration documents used (None until they are read).
-        seq_len: tokens per calibration document.
-        runs, components, seed: decomposition.runs, decomposition.components and the run's seed.
-        ica: the ICA engine and its settings.
-    """
-
-    model: str
-    model_revision: str | None
-    model_hash: str | None
-    model_type: str
-    widths: tuple[int, ...]
-    signal: str
-    dtype: str
-    calibration_sha256: str | None
-    seq_len: int
-    runs: int
-    components: int
-    seed: int
-    ica: IcaSettings
-    format: int = SETTINGS_FORMAT
-
-    def identity(self) -> dict:
-        """The settings as compared and hashed: the model by content hash when known, else by name and revision."""
-        d = asdict(self)
-        d["widths"] = list(self.widths)
-        if self.model_hash:
-            d.pop("model")
-            d.pop("model_revision")
-        return d
-
-    def key(self) -> str:
-        """A 16-hex-digit key of these settings (equal settings, equal key): names a cache folder."""
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
-
-    def with_calibration(self, sha256: str) -> NetworkSettings:
-        return replace(self, calibration_sha256=sha256)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["widths"] = list(self.widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> NetworkSettings:
-        """From networks.json's ``settings``; ValueError / TypeError / KeyError when malformed."""
-        if not isinstance(d, dict) or not isinstance(d.get("ica"), dict):
-            raise TypeError("settings is not a mapping with an ica mapping")
-        known = {f.name for f in fields(cls)}
-        missing = sorted(known - set(d) - {"format"})
-        if missing:
-            raise KeyError(missing[0])
-        values = {k: v for k, v in d.items() if k in known}
-        values["widths"] = tuple(int(w) for w in values["widths"])
-        ica_known = {f.name for f in fields(IcaSettings)}
-        values["ica"] = IcaSettings(**{k: v for k, v in d["ica"].items() if k in ica_known})
-        return cls(**values)
-
-    def difference(self, recorded: NetworkSettings) -> tuple[str, str, str] | None:
-        """The first setting in which this run (self) differs from ``recorded``: (name, recorded, asked), or None.
-
-        A None ``calibration_sha256`` on either side (not known yet) is not compared.
-        """
-        if self.format != recorded.format:
-            return ("settings format", str(recorded.format), str(self.format))
-        if self.model_hash and recorded.model_hash:
-            if self.model_hash != recorded.model_hash:
-                return ("model", f"{recorded.model} (sha256 {recorded.model_hash[:12]})",
-                        f"{self.model} (sha256 {self.model_hash[:12]})")
-        elif (self.model, self.model_revision) != (recorded.model, recorded.model_revision):
-            return ("model", _model_name(recorded), _model_name(self))
-        for name in ("model_type", "widths", "signal", "dtype", "runs", "components", "seed", "seq_len"):
-            a, b = getattr(recorded, name), getattr(self, name)
-            if a != b:
-                return (name, _short(a), _short(b))
-        if self.calibration_sha256 and recorded.calibration_sha256 and self.calibration_sha256 != recorded.calibration_sha256:
-            return ("calibration", f"documents sha256 {recorded.calibration_sha256[:12]}",
-                    f"sha256 {self.calibration_sha256[:12]}")
-        for f in fields(IcaSettings):
-            a, b = getattr(recorded.ica, f.name), getattr(self.ica, f.name)
-            if a != b:
-                return (f"ica {f.name}", _short(a), _short(b))
-        return None
-
-
-def _model_name(s: NetworkSettings) -> str:
-    return s.model + (f"@{s.model_revision}" if s.model_revision else "")
-
-
-def _short(value) -> str:
-    text = str(list(value) if isinstance(value, tuple) else value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# how to ask for the recorded value again, per setting (for the one-line refusal)
-SETTING_FLAGS = {
-    "model": "the same model",
-    "model_type": "the same model",
-    "widths": "the same model",
-    "signal": "the same model",
-    "dtype": "--dtype {}",
-    "runs": "--runs {}",
-    "components": "--components {}",
-    "seed": "--seed {}",
-    "seq_len": "--seq-len {}",
-    "calibration": "the same --calib / --calib-task, --calib-samples, --calib-chat and --seed",
-    "ica engine": "--ica-engine {} (or the same --ica-device)",
-    "ica fun": "decomposition.fun: {} in the recipe",
-    "ica max_iter": "decomposition.max_iter: {} in the recipe",
-    "ica tol": "decomposition.tol: {} in the recipe",
-    "ica method": "the fbn_prune version that made it",
-    "settings format": "the fbn_prune version that made it",
-}
-
-
-def network_settings(recipe: Recipe, source, model, adapter, calibration_sha256: str | None = None) -> NetworkSettings:
-    """The NetworkSettings of a run: ``recipe`` (a Recipe), ``source`` (models.ModelSource), the loaded ``model``
-    and its arch ``adapter``; ``calibration_sha256`` (CalibrationSet.sha256) once the documents are read.
-
-    Hashes the model folder's files (remembered by path, size and mtime, so a model is read once)."""
-    d = recipe.decomposition
-    engine = d.engine
-    if engine == "auto":  # as ica.decompose resolves it: torch where ICA runs on a GPU
-        engine = "torch" if resolve_ica_device(d.device).startswith("cuda") else "sklearn"
-    digest = model_hash(source)
-    revision = None
-    if not source.local and digest is not None:
-        snap = _hub_snapshot(source.spec)
-        revision = snap.name if snap is not None else None
-    return NetworkSettings(
-        model=source.spec, model_revision=revision, model_hash=digest, model_type=model.config.model_type,
-        widths=tuple(adapter.channel_widths(model)), signal=f"{adapter.name}: input of {adapter.down}",
-        dtype=recipe.dtype, calibration_sha256=calibration_sha256, seq_len=recipe.calibration.seq_len,
-        runs=d.runs, components=d.components, seed=recipe.seed,
-        ica=IcaSettings(fun=d.fun, max_iter=d.max_iter, tol=d.tol, engine=engine),
-    )
-
-
-def check_reuse(folder: str | Path, recorded: NetworkSettings | None, asked: NetworkSettings,
-                option: str = "--out") -> None:
-    """UserError (one line naming the first differing setting) unless ``asked`` matches the artifact's ``recorded``
-    settings. ``option`` is the flag that named ``folder`` (--out of `networks`, --save-networks of `prune`)."""
-    fresh = FRESH_FOLDER_HINT.get(option, "use a fresh folder")
-    if recorded is None:
-        raise UserError(f"networks in {folder} record no settings (made by an older fbn_prune), so they cannot be "
-                        f"checked against this run: {fresh}.")
-    diff = asked.difference(recorded)
-    if diff is None:
-        return
-    name, old, new = diff
-    how = SETTING_FLAGS.get(name, "the same settings").format(old)
-    raise UserError(f"networks in {folder} were made with {name}={old}, this run asks {new}: {fresh} or pass {how}.")
 
 
 @dataclass
@@ -309,7 +118,7 @@ def read_meta(folder: str | Path) -> NetworksMeta:
         if key not in data:
             raise UserError(f"{path} lacks the key {key!r}: the file is damaged or not a networks artifact; {REDO}.")
         if not isinstance(data[key], types) or isinstance(data[key], bool):
-            raise UserError(f"{path}: {key!r} must be {what}, found {_short(data[key])}: {REDO}.")
+            raise UserError(f"{path}: {key!r} must be {what}, found {short(data[key])}: {REDO}.")
     widths = data["widths"]
     if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
         raise UserError(f"{path}: 'widths' must be a non-empty list of positive integers: {REDO}.")
@@ -326,8 +135,8 @@ def read_meta(folder: str | Path) -> NetworksMeta:
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{path}: its 'settings' record is malformed ({type(e).__name__}: {e}): {REDO}.") from None
         if list(settings.widths) != widths:
-            raise UserError(f"{path}: its settings record widths {_short(settings.widths)} but 'widths' says "
-                            f"{_short(widths)}: the file was edited or damaged; {REDO}.")
+            raise UserError(f"{path}: its settings record widths {short(settings.widths)} but 'widths' says "
+                            f"{short(widths)}: the file was edited or damaged; {REDO}.")
     known = {f.name for f in fields(NetworksMeta)}
     timings = data.get("timings") if isinstance(data.get("timings"), dict) else {}
     values = {k: v for k, v in data.items() if k in known}
@@ -447,7 +256,7 @@ class Networks:
         from: a foreign model's artifact is never selected from."""
         if list(widths) != list(self.meta.widths):
             raise UserError(f"networks in {self.folder} were found in {self.meta.model} (FFN widths "
-                            f"{_short(self.meta.widths)}), but {name} has widths {_short(widths)}: select with the "
+                            f"{short(self.meta.widths)}), but {name} has widths {short(widths)}: select with the "
                             f"model the networks were made from (--model), or make networks for {name}.")
         s = self.meta.settings
         if s is not None and s.model_hash and digest and digest != s.model_hash:
@@ -462,92 +271,6 @@ def map_path(folder: Path, layer: int, run: int) -> Path:
 
 def gram_path(folder: Path, layer: int) -> Path:
     return Path(folder) / "gram" / f"layer{layer:03d}.safetensors"
-
-
-def write_grams(index: CaptureIndex, folder: str | Path, progress: bool = True, device: str = "cpu") -> None:
-    """Each layer's Gram matrix (width, width), float32, streamed from the capture one layer at a time
-    (products on ``device``: cpu, cuda or cuda:N)."""
-    from tqdm.auto import tqdm
-
-    from fbn_prune.select.compensate import gram
-
-    (Path(folder) / "gram").mkdir(parents=True, exist_ok=True)
-    for i in tqdm(range(len(index.widths)), desc="gram", unit="layer", disable=not progress):
-        target = gram_path(folder, i)
-        if target.is_file():
-            continue
-        tmp = target.with_suffix(".tmp")
-        save_file({"gram": gram(index.signal(i), device=device).float()}, str(tmp))
-        os.replace(tmp, target)
-
-
-def membership(maps: torch.Tensor) -> torch.Tensor:
-    """The paper's score: max over runs and maps of |z|. A neuron is in some network at
-    threshold T exactly when its score exceeds T. maps: (runs, k, width) -> (width,)."""
-    return maps.abs().amax(dim=(0, 1))
-
-
-def decompose_all(index: CaptureIndex, folder: str | Path, meta: NetworksMeta, progress: bool = True, *,
-                  jobs: int = 1, device: str = "auto") -> Networks:
-    """ICA for every (layer, run) of a capture, written into a networks artifact folder.
-
-    Jobs whose map file exists are skipped (resume). ``meta.ica`` holds the keyword
-    arguments of :func:`fbn_prune.decompose.ica.decompose` except the seed. ``jobs`` > 1 runs that
-    many worker processes (see jobs.py); ``device`` is the ICA device (auto, cpu, cuda,
-    cuda:N). Neither changes the result.
-    """
-    from tqdm.auto import tqdm
-
-    from fbn_prune.decompose.jobs import resolve_ica_device, run_parallel
-
-    folder = Path(folder)
-    (folder / "maps").mkdir(parents=True, exist_ok=True)
-    for stale in (folder / "maps").glob("*.tmp"):  # half-written by a killed run
-        stale.unlink(missing_ok=True)
-    every = [(i, r) for i in range(len(index.widths)) for r in range(meta.runs)]
-    todo = [(i, r) for i, r in every if not map_path(folder, i, r).is_file()]
-    if len(todo) < len(every):
-        log.info("resuming: %d of %d decompositions already done", len(every) - len(todo), len(every))
-    device = resolve_ica_device(device)
-    workers = max(1, min(jobs, len(todo)))
-    start = time.perf_counter()
-    bar = tqdm(total=len(todo), desc="decompose", unit="layer-run", disable=not progress)
-    if workers == 1:
-        for i, r in todo:
-            decompose_job(index, folder, i, r, meta.components, meta.seed, meta.ica, device)
-            kill_point("decompose")  # test hook (testhook.py): no-op unless a fault-injection test asks
-            bar.update()
-    else:
-        specs = [(index, str(folder), i, r, meta.components, meta.seed, meta.ica) for i, r in todo]
-        for _ in run_parallel(specs, workers, device):
-            bar.update()
-    bar.close()
-    meta.timings["decompose_s"] = round(meta.timings.get("decompose_s", 0.0) + time.perf_counter() - start, 2)
-    write_meta(folder, meta)
-    return Networks(folder)
-
-
-def decompose_job(index: CaptureIndex, folder: str | Path, layer: int, run: int, components: int, seed: int,
-                  ica: dict, device: str | None = None) -> None:
-    """One job: ICA of run ``run``'s rows of layer ``layer``'s signal, saved atomically as its map file
-    ({"maps": (components, width) float16}). On the CPU it runs on one thread (see jobs.py)."""
-    from fbn_prune.decompose.ica import decompose
-    from fbn_prune.decompose.jobs import one_thread
-
-    with warnings.catch_warnings():  # the read-only memmap is copied (float32, z-scored) by decompose
-        warnings.simplefilter("ignore", UserWarning)
-        signal = torch.from_numpy(index.signal(layer, run))  # (run tokens, width) float16, not read yet
-    with one_thread(device is None or not str(device).startswith("cuda")):  # bitwise the same whatever --jobs
-        maps = decompose(signal, components, seed=job_seed(seed, layer, run), device=device, **ica)
-    target = map_path(Path(folder), layer, run)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    save_file({"maps": maps.to(torch.float16).contiguous()}, str(tmp))
-    os.replace(tmp, target)
-
-
-def job_seed(seed: int, layer: int, run: int) -> int:
-    """A distinct, reproducible seed for each (layer, run) decomposition."""
-    return (seed * 1_000_003 + layer * 1_009 + run) % (2**31 - 1)
 
 
 # recipe keys that shape a networks artifact (select takes them from the artifact, see select_recipe)

@@ -53,7 +53,6 @@ from fbn_prune._runtime.versions import versions
 from fbn_prune.errors import UserError
 from fbn_prune.models.identity import BaseCheck, check_base, file_sha256, folder_hash, identify, model_hash
 from fbn_prune._io.atomic import atomic_write as _atomic_write
-from fbn_prune.models.identity import hub_snapshot as _hub_snapshot  # noqa: F401  (networks.py imports it from here)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ class EvalSettings:
 
     def check(self) -> None:
         """Raise UserError for values lm-eval would reject later (or silently misread)."""
-        from fbn_prune.models.sources import DTYPES
+        from fbn_prune._runtime.dtypes import DTYPES
 
         if not [t for t in self.tasks if str(t).strip()]:
             raise UserError("no task given; name lm-eval tasks with --tasks (e.g. piqa,arc_easy,wikitext).")
@@ -524,7 +523,7 @@ def load_checkpoint(folder: str | os.PathLike[str], dtype: str = "float32", devi
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fbn_prune.export.provenance import read_provenance
-    from fbn_prune.models.sources import DTYPES
+    from fbn_prune._runtime.dtypes import DTYPES
 
     info = read_provenance(folder)
     try:

@@ -169,11 +169,13 @@ def add_total_time(folder: Path, total: float) -> None:
     atomic_write(folder / PROVENANCE_FILE, info.to_json())
 
 
-def build_provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget) -> Provenance:
+def build_provenance(recipe, source, model, pruned, adapter, kept, scores, artifact, budget, *,
+                     uses_network_weight: bool) -> Provenance:
     """Everything fbn_prune.json records about a checkpoint just built (before verification and timings).
 
     ``kept[i]``: (widths[i],) kept channel indices of layer i; ``scores[i]``: (original_widths[i],) channel
-    scores (only their count is read); ``budget``: the select.budget.Budget used."""
+    scores (only their count is read); ``budget``: the select.budget.Budget used; ``uses_network_weight``:
+    whether the method reads ``selection.network_weight`` (its registry entry says), else it is recorded as null."""
     original = [int(s.numel()) for s in scores]
     stored = adapter.channel_widths(pruned)
     ppc = adapter.params_per_channel(model.config)
@@ -201,7 +203,7 @@ def build_provenance(recipe, source, model, pruned, adapter, kept, scores, artif
                    "channel_ratio": budget.ratio, "achieved_ratio": achieved_ratio(kept, original, layers),
                    "protect_first": s.protect_first, "protect_last": s.protect_last,
                    "round_to": s.round_to, "min_width": s.min_width,
-                   "network_weight": s.network_weight if s.method in ("fbn", "fbn-act") else None,
+                   "network_weight": s.network_weight if uses_network_weight else None,
                    "compensate": s.compensate, "ridge": s.ridge if s.compensate != "none" else None},
         params={"before": before, "after": after,
                 "after_effective": before - ppc * sum(o - k.numel() for o, k in zip(original, kept)),

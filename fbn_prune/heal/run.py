@@ -26,7 +26,8 @@ from fbn_prune.errors import UserError
 from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
 from fbn_prune.export.provenance import Provenance, read_provenance
 from fbn_prune.models.identity import check_base, identify, model_hash
-from fbn_prune.models.sources import DTYPES, input_location, load_model, resolve
+from fbn_prune._runtime.dtypes import DTYPES
+from fbn_prune.models.sources import input_location, load_model, resolve
 from fbn_prune.config.recipe import Recipe
 from fbn_prune.export.surgery import MODELING_FILE
 from fbn_prune._io.targets import Place, TargetLock, check_disjoint, sweep_leftovers

@@ -16,7 +16,8 @@ import torch
 from fbn_prune.errors import UserError
 from fbn_prune.export.provenance import PROVENANCE_FILE
 from fbn_prune.inspection.describe import read_checkpoint_record
-from fbn_prune.decompose.networks import ARTIFACT_FILE, Networks, membership
+from fbn_prune.decompose.networks import ARTIFACT_FILE, Networks
+from fbn_prune.select.scores import membership
 
 
 def _pyplot():

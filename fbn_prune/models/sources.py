@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 
 from fbn_prune._runtime.cache import cache_dir  # noqa: F401  (re-exported)
+from fbn_prune._runtime.dtypes import DTYPES
 from fbn_prune.errors import UserError, writing
 from fbn_prune._io.targets import is_stale, temp_prefix
 from fbn_prune.models.placement import load_kwargs
@@ -33,9 +34,6 @@ EMBEDDED = {
 }
 EMBEDDED_LICENSES = {"smollm2": "apache-2.0"}
 EMBEDDED_ALIASES = {"smollm2-135m": "smollm2", "smollm2-135m-instruct": "smollm2"}
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 @dataclass
 class ModelSource:

@@ -13,26 +13,20 @@ parameters, every architecture and layout). FLAP's bias compensation (``bias``) 
 special case that predicts x_R by its calibration mean c_R and adds W_R c_R to the down
 projection's bias: only for architectures whose down projection has one (GPT-2, OPT,
 GPT-NeoX).
+
+:func:`compensate` applies either to every layer of a model and gives the compensated tensors.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+
 import torch
 
+from fbn_prune.decompose.networks import Networks
+from fbn_prune.select.channels import activation_stats, down_columns
+
 DEFAULT_RIDGE = 1e-3
-
-
-def gram(signal: np.ndarray, chunk: int = 4096, device: str | torch.device = "cpu") -> torch.Tensor:
-    """G = X^T X / T of a (tokens, width) float16 signal, streamed in row chunks: (width, width) float64
-    on the CPU. Each chunk's float32 product is computed on ``device`` (a GPU makes 70B-wide layers
-    minutes instead of hours) and accumulated there in float64."""
-    tokens, width = signal.shape
-    g = torch.zeros(width, width, dtype=torch.float64, device=device)
-    for start in range(0, tokens, chunk):
-        x = torch.from_numpy(np.asarray(signal[start : start + chunk], dtype=np.float32)).to(device)
-        g += (x.T @ x).double()
-    return (g / max(tokens, 1)).cpu()
 
 
 def removed(keep: torch.Tensor, width: int) -> torch.Tensor:
@@ -63,3 +57,42 @@ def bias_shift(columns: torch.Tensor, keep: torch.Tensor, mean: torch.Tensor) ->
     columns (width, hidden) float64, mean (width,) the channels' calibration means."""
     rem = removed(keep, columns.shape[0])
     return mean[rem].to(columns.dtype) @ columns[rem]
+
+
+@dataclass
+class Compensation:
+    """What compensation changes, per layer i (K: kept channels, R: removed ones, of layer i).
+
+    ``predictors[i]``: for ``lstsq`` B (|K|, |R|) float32 (x_R ~= x_K B); for ``bias`` (None, c_R) with c_R
+    (|R|,) float32 the removed channels' calibration means (what export/verify.py replays).
+    ``replace``: state-dict key -> the compensated full-size tensor in the model's dtype: the down
+    projection's weight (``lstsq``, (hidden, width), or (width, hidden) for Conv1D) or its bias (``bias``,
+    (hidden,)). Removed channels' columns are zero; surgery drops them."""
+
+    predictors: list
+    replace: dict[str, torch.Tensor]
+
+
+def compensate(model, adapter, kept: list[torch.Tensor], artifact: Networks, ridge: float,
+               mode: str = "lstsq") -> Compensation:
+    """Per-layer compensation of the channels ``kept[i]`` (sorted indices (|K_i|,)) of ``model``, from the
+    networks ``artifact``'s Gram matrices (``lstsq``) or activation means (``bias``; the caller has checked
+    that the down projection has a bias)."""
+    predictors, replace = [], {}
+    if mode == "bias":
+        stats = artifact.stats()
+        for i, keep in enumerate(kept):
+            down = adapter.down_module(model, i)
+            mean = activation_stats(stats, i)[0]
+            predictors.append((None, mean[removed(keep, mean.numel())].float()))
+            shift = bias_shift(down_columns(model, adapter, i), keep, mean)
+            replace[f"{adapter.layers}.{i}.{adapter.down}.bias"] = (down.bias.detach().double().cpu() + shift).to(
+                down.bias.dtype).contiguous()
+        return Compensation(predictors, replace)
+    for i, keep in enumerate(kept):
+        b = predictor(artifact.gram(i), keep, ridge)
+        predictors.append(b)
+        w = adapter.down_module(model, i).weight
+        cols = compensated_columns(down_columns(model, adapter, i), keep, b.double())
+        replace[f"{adapter.layers}.{i}.{adapter.down}.weight"] = (cols if adapter.conv1d else cols.T).to(w.dtype).contiguous()
+    return Compensation(predictors, replace)

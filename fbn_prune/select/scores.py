@@ -1,7 +1,8 @@
-"""Channel importance scores per layer, one function per method (higher = keep).
+"""Channel importance scores of one layer, one function per method (higher = keep). Which method
+reads which (and what it needs from a networks artifact) is declared in methods.py.
 
-Every method returns ``list[Tensor]`` with one (width_i,) float64 score per layer, so all
-methods share selection, surgery, export and verification and compare at equal size.
+Every score is one (width,) float64 tensor per layer, so all methods share selection, surgery,
+export and verification and compare at equal size.
 
 - ``fbn``: compensated elimination over the layer's functional connectivity (eliminate.py):
   channels leave in the order that costs least once the remaining members of their networks
@@ -27,49 +28,19 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from fbn_prune.models.arch import Adapter
-from fbn_prune.models.arch.base import channel_index
+from fbn_prune.select.eliminate import elimination_scores
 
 log = logging.getLogger(__name__)
 
-NEEDS_STATS = {"wanda-sp", "flap", "fbn-act"}
-NEEDS_MAPS = {"fbn", "fbn-act", "fbn-paper"}
-NEEDS_GRAM = {"fbn"}
 
-
-def down_columns(model, adapter: Adapter, layer: int) -> torch.Tensor:
-    """The down projection's weight with one row per channel: (width, hidden) float64."""
-    w = adapter.down_module(model, layer).weight.detach().double().cpu()
-    return w if adapter.conv1d else w.T
-
-
-def channel_weight_sq(model, adapter: Adapter, layer: int) -> torch.Tensor:
-    """Sum of squares of every weight a channel owns: (width,) float64."""
-    cols = down_columns(model, adapter, layer)
-    width = cols.shape[0]
-    total = (cols**2).sum(1)
-    layer_mod = adapter.decoder_layers(model)[layer]
-    for r in adapter.rows:
-        w = layer_mod.get_submodule(r).weight.detach().double().cpu()
-        w = w.T if adapter.conv1d else w  # (parts * width, hidden)
-        rows = (w**2).sum(1)
-        for p in range(adapter.fused_parts):
-            total += rows[channel_index(torch.arange(width), width, adapter.fused_parts)[p * width : (p + 1) * width]]
-    return total
-
-
-def activation_stats(stats: dict[str, torch.Tensor], layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean, variance, L2 norm) of each channel's signal over calibration tokens, each (width,)."""
-    n = float(stats["count"][0])
-    mean = stats[f"sum.{layer}"] / n
-    var = (stats[f"sumsq.{layer}"] / n - mean**2).clamp_min(0)
-    return mean, var, stats[f"sumsq.{layer}"].sqrt()
+def membership(maps: torch.Tensor) -> torch.Tensor:
+    """The paper's score: max over runs and maps of |z|. A neuron is in some network at
+    threshold T exactly when its score exceeds T. maps: (runs, k, width) -> (width,)."""
+    return maps.abs().amax(dim=(0, 1))
 
 
 def prior(maps: torch.Tensor, network_weight: float) -> torch.Tensor:
     """The network-membership prior 1 + w * m / mean(m) of one layer's maps (runs, k, width): (width,) float64."""
-    from fbn_prune.decompose.networks import membership
-
     m = membership(maps).double()
     return 1 + network_weight * m / m.mean().clamp_min(1e-12)
 
@@ -78,8 +49,6 @@ def fbn_scores(g: torch.Tensor, columns: torch.Tensor, maps: torch.Tensor | None
                ridge: float, cache: Path | None = None, device: str = "cpu") -> torch.Tensor:
     """One layer's ``fbn`` scores (width,), cached in ``cache`` (a folder) by the content of its inputs;
     the elimination runs on ``device`` (see eliminate.py)."""
-    from fbn_prune.select.eliminate import elimination_scores
-
     p = prior(maps, network_weight) if maps is not None and network_weight else None
     path = None
     if cache is not None:
@@ -115,41 +84,19 @@ def _cached_score(path: Path, width: int) -> torch.Tensor | None:
     return None
 
 
-def _flap(model, adapter: Adapter, stats, layer: int) -> torch.Tensor:
-    """FLAP's fluctuation score Var(X_j) * ||W_down[:, j]||^2 of one layer: (width,) float64."""
-    _, var, _ = activation_stats(stats, layer)
-    return var * (down_columns(model, adapter, layer) ** 2).sum(1)
+def flap(variance: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """FLAP's fluctuation score Var(X_j) * ||W_down[:, j]||^2: variance (width,), down columns (width, hidden)
+    -> (width,) float64."""
+    return variance * (columns**2).sum(1)
 
 
-def layer_scores(method: str, model, adapter: Adapter, *, stats=None, maps_fn=None, gram_fn=None, seed: int = 0,
-                 network_weight: float = 1.0, ridge: float = 1e-3, cache: Path | None = None,
-                 device: str = "cpu") -> list[torch.Tensor]:
-    """Scores of every layer for ``method``. ``maps_fn(i)`` gives layer i's maps (runs, k, width),
-    ``gram_fn(i)`` its calibration Gram matrix (width, width); ``cache``: folder for fbn's scores;
-    ``device``: where fbn's elimination runs."""
-    n_layers = adapter.num_layers(model)
-    out = []
-    from fbn_prune.decompose.networks import membership
+def wanda_sp(norm: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Structured Wanda sum_o |W_down[o, j]| * ||X_j||_2: signal norms (width,), down columns (width, hidden)
+    -> (width,) float64."""
+    return columns.abs().sum(1) * norm
 
-    for i in range(n_layers):
-        if method == "fbn-paper":
-            out.append(membership(maps_fn(i)).double())
-        elif method == "fbn":
-            out.append(fbn_scores(gram_fn(i), down_columns(model, adapter, i), maps_fn(i) if maps_fn else None,
-                                  network_weight, ridge, cache, device))
-        elif method == "fbn-act":
-            out.append(_flap(model, adapter, stats, i) * prior(maps_fn(i), network_weight))
-        elif method == "random":
-            width = down_columns(model, adapter, i).shape[0]
-            g = torch.Generator().manual_seed(seed * 7919 + i)
-            out.append(torch.rand(width, generator=g, dtype=torch.float64))
-        elif method == "magnitude":
-            out.append(channel_weight_sq(model, adapter, i).sqrt())
-        elif method == "wanda-sp":
-            _, _, norm = activation_stats(stats, i)
-            out.append(down_columns(model, adapter, i).abs().sum(1) * norm)
-        elif method == "flap":
-            out.append(_flap(model, adapter, stats, i))
-        else:
-            raise ValueError(f"unknown method {method}")
-    return out
+
+def random_scores(width: int, seed: int, layer: int) -> torch.Tensor:
+    """Seeded uniform noise (width,) float64, distinct per layer."""
+    g = torch.Generator().manual_seed(seed * 7919 + layer)
+    return torch.rand(width, generator=g, dtype=torch.float64)

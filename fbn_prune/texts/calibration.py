@@ -186,12 +186,16 @@ def load(recipe, model, tokenizer, text: CalibrationText | None = None) -> Calib
         holdout=c.holdout, seed=seed, source=source,
     )
     cal.license, cal.attribution = text.license, text.attribution
-    k = recipe.decomposition.components
-    short = [(r, t) for r, t in enumerate(cal.run_tokens()) if t < k] if recipe.selection.method in ("fbn", "fbn-paper") else []
+    return cal
+
+
+def check_run_tokens(cal: CalibrationSet, components: int) -> None:
+    """UserError unless every run of ``cal`` has at least ``components`` tokens (ICA needs as many).
+    Called, by the pipeline, for methods that need ICA maps."""
+    short = [(r, t) for r, t in enumerate(cal.run_tokens()) if t < components]
     if short:
         r, t = short[0]
         raise UserError(
-            f"run {r} has {t} calibration tokens, fewer than the {k} components; "
+            f"run {r} has {t} calibration tokens, fewer than the {components} components; "
             "use more --calib-samples, a longer --seq-len, fewer --runs or fewer --components."
         )
-    return cal
