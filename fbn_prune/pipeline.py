@@ -34,7 +34,7 @@ from fbn_prune.models.sources import DTYPES, cache_dir, input_location, load_mod
 from fbn_prune._io.targets import Place, TargetLock, check_disjoint, check_replaceable, real, sweep_leftovers
 from fbn_prune.capture.activations import CaptureIndex
 from fbn_prune.models.placement import devices, load_kwargs, onloaded
-from fbn_prune.evaluate.run import model_hash
+from fbn_prune.models.identity import model_hash
 from fbn_prune.decompose.networks import (
     ARTIFACT_FILE, HOLDOUT_FILE, Networks, NetworksMeta, check_reuse, decompose_all, gram_path,
     map_path, network_settings, read_settings, write_grams, write_meta,

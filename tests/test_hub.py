@@ -21,7 +21,9 @@ from click.testing import CliRunner
 from fbn_prune.ship import card as cards
 from fbn_prune import pipeline
 from fbn_prune.ship import hub
+from fbn_prune.config.gate import Gate
 from fbn_prune.evaluate import report
+from fbn_prune.evaluate.record import EvalRecord
 from fbn_prune.cli.main import cli
 from fbn_prune.config.recipe import Recipe
 
@@ -83,7 +85,7 @@ def lm_results(acc: float, acc_norm: float, word_ppl: float) -> dict:
     }
 
 
-def evaluated(folder: Path, pruned_acc: float) -> dict:
+def evaluated(folder: Path, pruned_acc: float) -> EvalRecord:
     """Write an evaluation (original acc 0.60) into the checkpoint as `fbn-prune eval` does, gate --max-drop 2."""
     comparison = {
         "base": {"spec": SMOL, "name": SMOL, "parameters": 134_515_008, "cached_tasks": []},
@@ -98,7 +100,7 @@ def evaluated(folder: Path, pruned_acc: float) -> dict:
         "pruned_results": lm_results(pruned_acc, pruned_acc - 0.02, 21.0),
         "timings": {"total_s": 1.0},
     }
-    record = report.build(comparison, report.Gate.make(2.0, None))
+    record = report.build(comparison, Gate.make(2.0, None))
     report.write(record, folder)
     report.update_checkpoint(folder, record, folder)
     return record
@@ -443,7 +445,7 @@ def test_card_metadata_parses_and_validates(ckpt):
     for section in ("## How it was made", "## How to load", "## Per-layer FFN widths", "## Evaluation"):
         assert section in body, section
     assert "| method | `magnitude` |" in body and "recipe.yaml" in body
-    assert "| arc_easy | acc ↑ |" in body and record["gate"]["passed"]
+    assert "| arc_easy | acc ↑ |" in body and record.gate["passed"]
     info = json.loads((ckpt / "fbn_prune.json").read_text())
     for i, w in enumerate(info["widths"]):
         assert f"| {i} | {info['original_widths'][i]} | {w} |" in body

@@ -26,7 +26,8 @@ def tasks_command(render_dir: str | None, data_dir: str | None, overwrite: bool)
       fbn-prune tasks --render ./fbn-tasks --data-dir ./data
       lm_eval --model hf --model_args pretrained=./pruned --include_path ./fbn-tasks --tasks piqa,arc_easy
     """
-    from fbn_prune.texts import tasks as T  # imports lm_eval (slow): only when the command runs
+    from fbn_prune.texts.tasks import registry as T
+    from fbn_prune.texts.tasks.render import render_to
 
     if render_dir is None:
         try:
@@ -52,7 +53,7 @@ def tasks_command(render_dir: str | None, data_dir: str | None, overwrite: bool)
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
     try:
-        names = T.render_to(target, data)
+        names = render_to(target, data)
     except BaseException:
         if old is not None:
             old.rename(target)

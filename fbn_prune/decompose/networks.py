@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from fbn_prune.capture.activations import CaptureIndex
 from fbn_prune.errors import UserError
-from fbn_prune.evaluate.run import _hub_snapshot, model_hash
+from fbn_prune.models.identity import hub_snapshot as _hub_snapshot, model_hash
 from fbn_prune.decompose.jobs import resolve_ica_device
 from fbn_prune.config.recipe import Recipe
 from fbn_prune._io.testhook import kill_point

@@ -120,7 +120,7 @@ def card_data(info: dict, license: str | None = None, model_index: list | None =
     """The Hub metadata of a checkpoint described by ``info`` (its fbn_prune.json).
 
     ``model_index`` is the Hub ``model-index`` list (one entry naming the model, with its results),
-    as :func:`fbn_prune.evaluate.report.model_index` builds it."""
+    as :func:`fbn_prune.evaluate.render.model_index` builds it."""
     hub_id = info.get("base_model_hub_id")
     eval_results, model_name = None, None
     if model_index:

@@ -415,7 +415,8 @@ def prepare(recipe) -> CalibrationText:
     if recipe.data_dir:
         datadir.find(recipe.data_dir)  # a --data-dir that was given must exist, whatever the source
     if c.task:
-        from fbn_prune.texts.tasks import task_documents, task_manager  # lm-eval: heavy, only for task calibration
+        from fbn_prune.texts.tasks.documents import task_documents  # lm-eval: heavy, only for task calibration
+        from fbn_prune.texts.tasks.manager import task_manager
 
         tm = task_manager(data=recipe.data_dir)
         return CalibrationText(task_documents(c.task, split="train", seed=recipe.seed, tm=tm), f"lm-eval task {c.task}")
