@@ -15,6 +15,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
 
 from conftest import SHARED_DATA as DATA  # noqa: E402
 
@@ -39,11 +40,11 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def tm(cache: Path) -> manager.LocalTaskManager:
+def tm(cache: Path) -> TaskManager:
     return manager.task_manager(data=str(DATA))
 
 
-def test_task_list_renders(tm: manager.LocalTaskManager, cache: Path) -> None:
+def test_task_list_renders(tm: TaskManager, cache: Path) -> None:
     assert sorted(tm.local_tasks) == sorted(LOCAL) and tm.missing == {}
     assert tm.rendered is not None and cache in tm.rendered.parents
     for name in LOCAL:
@@ -60,7 +61,7 @@ def test_task_list_renders(tm: manager.LocalTaskManager, cache: Path) -> None:
     assert rendering.render(DATA) == tm.rendered  # cached: same folder, nothing re-rendered
 
 
-def test_same_prompt_fields_as_builtin(tm: manager.LocalTaskManager) -> None:
+def test_same_prompt_fields_as_builtin(tm: TaskManager) -> None:
     """Our YAMLs keep lm-eval's prompt, target, choices, metrics and version (only the data source differs)."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
@@ -80,7 +81,7 @@ def test_same_prompt_fields_as_builtin(tm: manager.LocalTaskManager) -> None:
         assert ours["metadata"]["version"] == theirs["metadata"]["version"], name
 
 
-def test_documents_arc_easy_train(tm: manager.LocalTaskManager, caplog: pytest.LogCaptureFixture) -> None:
+def test_documents_arc_easy_train(tm: TaskManager, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="fbn_prune.texts.tasks")
     docs = documents.task_documents("arc_easy", tm=tm)
     assert len(docs) == 2251  # ARC-Easy-Train.jsonl, MANIFEST
@@ -95,7 +96,7 @@ def test_documents_arc_easy_train(tm: manager.LocalTaskManager, caplog: pytest.L
     assert few == documents.task_documents("arc_easy", n=5, seed=1, tm=tm)
 
 
-def test_documents_piqa(tm: manager.LocalTaskManager, caplog: pytest.LogCaptureFixture) -> None:
+def test_documents_piqa(tm: TaskManager, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="fbn_prune.texts.tasks")
     docs = documents.task_documents("piqa", tm=tm)
     assert len(docs) == 1838  # piqa/valid.jsonl, MANIFEST
@@ -106,7 +107,7 @@ def test_documents_piqa(tm: manager.LocalTaskManager, caplog: pytest.LogCaptureF
     assert all(d.startswith("Question: ") and "\nAnswer: " in d for d in docs)
 
 
-def test_split_counts(tm: manager.LocalTaskManager) -> None:
+def test_split_counts(tm: TaskManager) -> None:
     """Every split has the MANIFEST's record count; wikitext pages rebuild the whole file."""
     loaded = tm.load(LOCAL)["tasks"]
     arc, piqa, lam, wiki = (loaded[n] for n in LOCAL)
@@ -126,7 +127,7 @@ def test_wikitext_pages_rule() -> None:
     assert list(utils.wikitext_pages(text)) == [" = A = \n \n x \n = = Sub = = \n y ", " = B = \n z \n"]
 
 
-def test_unknown_task_suggests(tm: manager.LocalTaskManager) -> None:
+def test_unknown_task_suggests(tm: TaskManager) -> None:
     with pytest.raises(UserError, match="did you mean.*arc_easy"):
         manager.resolve_tasks(["arc_esay"], tm)
     with pytest.raises(UserError, match="matches no task"):
@@ -179,7 +180,7 @@ def _tiny_llama() -> tuple[object, object]:
     return LlamaForCausalLM(config).eval(), tok
 
 
-def test_simple_evaluate_tiny_llama(tm: manager.LocalTaskManager) -> None:
+def test_simple_evaluate_tiny_llama(tm: TaskManager) -> None:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 

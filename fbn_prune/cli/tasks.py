@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from fbn_prune.errors import UserError
+from fbn_prune.texts.tasks import registry as T
+from fbn_prune.texts.tasks.render import render_to
 
 
 @click.command()
@@ -26,9 +28,6 @@ def tasks_command(render_dir: str | None, data_dir: str | None, overwrite: bool)
       fbn-prune tasks --render ./fbn-tasks --data-dir ./data
       lm_eval --model hf --model_args pretrained=./pruned --include_path ./fbn-tasks --tasks piqa,arc_easy
     """
-    from fbn_prune.texts.tasks import registry as T
-    from fbn_prune.texts.tasks.render import render_to
-
     if render_dir is None:
         try:
             data: Path | None = T.data_dir(data_dir)

@@ -42,6 +42,8 @@ from fbn_prune.config import datadir
 from fbn_prune.data import BUILTIN, BUILTIN_PREFIX, DEFAULT_SOURCE, BuiltinText
 from fbn_prune.config.datadir import DATA_PREFIX
 from fbn_prune.errors import UserError
+from fbn_prune.texts.tasks.documents import task_documents  # lm_eval itself loads only when a task is read
+from fbn_prune.texts.tasks.manager import task_manager
 
 log = logging.getLogger(__name__)
 
@@ -415,9 +417,6 @@ def prepare(recipe) -> CalibrationText:
     if recipe.data_dir:
         datadir.find(recipe.data_dir)  # a --data-dir that was given must exist, whatever the source
     if c.task:
-        from fbn_prune.texts.tasks.documents import task_documents  # lm-eval: heavy, only for task calibration
-        from fbn_prune.texts.tasks.manager import task_manager
-
         tm = task_manager(data=recipe.data_dir)
         return CalibrationText(task_documents(c.task, split="train", seed=recipe.seed, tm=tm), f"lm-eval task {c.task}")
     spec = c.source or DEFAULT_SOURCE

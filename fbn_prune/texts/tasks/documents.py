@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
-
-from lm_eval.tasks import TaskManager
-from lm_eval.tasks._index import Kind
+from typing import TYPE_CHECKING, Any
 
 from fbn_prune.errors import UserError
 from fbn_prune.texts.tasks.manager import resolve_tasks, task_manager
+
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
 
 log = logging.getLogger("fbn_prune.texts.tasks")
 
@@ -88,6 +88,8 @@ def task_documents(
         UserError: unknown name, a name of several tasks (group, tag, pattern), a bad split
             name or ``n`` < 1.
     """
+    from lm_eval.tasks._index import Kind  # heavy (seconds): only when documents are asked for
+
     if split not in _SPLITS:
         raise UserError(f"unknown split {split!r}; use one of {', '.join(_SPLITS)}.")
     if n is not None and n < 1:

@@ -5,55 +5,67 @@ The local tasks are rendered (:mod:`fbn_prune.texts.tasks.render`) into a folder
 a built-in task of the same name, so the local tasks keep the standard names: ``--tasks piqa``
 means the local one.
 
-Public API: :class:`LocalTaskManager`, :func:`task_manager`, :func:`resolve_tasks`.
+lm_eval itself is imported only when a task manager is built (:func:`local_task_manager_class`).
+
+Public API: :func:`task_manager`, :func:`resolve_tasks`, :func:`local_task_manager_class`.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib.util
 import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-import lm_eval.tasks
-from lm_eval.tasks import TaskManager
+from typing import TYPE_CHECKING, Any
 
 from fbn_prune.config import datadir
 from fbn_prune.errors import UserError
 from fbn_prune.texts.tasks.registry import LOCAL_TASKS, missing_files, missing_message
 from fbn_prune.texts.tasks.render import render
 
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
+
 log = logging.getLogger("fbn_prune.texts.tasks")
 
-_BUILTIN_TASKS = Path(lm_eval.tasks.__file__).resolve().parent
+_BUILTIN_TASKS = Path(importlib.util.find_spec("lm_eval.tasks").origin).resolve().parent  # type: ignore[union-attr,arg-type]
+"""lm-eval's own task folder (found without importing lm_eval)."""
 
 
-class LocalTaskManager(TaskManager):
-    """A :class:`lm_eval.tasks.TaskManager` that also records what :func:`task_manager` rendered.
+@functools.cache
+def local_task_manager_class() -> type:
+    """``LocalTaskManager``, the class of :func:`task_manager`'s result: a :class:`lm_eval.tasks.TaskManager`
+    that also records what :func:`task_manager` rendered. Defined on first use, because importing lm_eval
+    takes seconds and the command line imports this module whatever the command.
 
-    Attributes:
+    Attributes of its instances:
         data_dir: the data folder used (None when none was found).
         rendered: the rendered include folder (None when no local task was rendered).
         local_tasks: the local tasks registered, overriding lm-eval's built-ins of the same name.
         missing: local task name -> one-sentence reason it is not available.
     """
+    from lm_eval.tasks import TaskManager  # heavy (seconds): only when a task manager is built
 
-    def __init__(
-        self,
-        *args: Any,
-        data_dir: Path | None = None,
-        rendered: Path | None = None,
-        local_tasks: Iterable[str] = (),
-        missing: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.data_dir = data_dir
-        self.rendered = rendered
-        self.local_tasks = list(local_tasks)
-        self.missing = dict(missing or {})
+    class LocalTaskManager(TaskManager):
+        def __init__(
+            self,
+            *args: Any,
+            data_dir: Path | None = None,
+            rendered: Path | None = None,
+            local_tasks: Iterable[str] = (),
+            missing: dict[str, str] | None = None,
+            **kwargs: Any,
+        ) -> None:
+            super().__init__(*args, **kwargs)
+            self.data_dir = data_dir
+            self.rendered = rendered
+            self.local_tasks = list(local_tasks)
+            self.missing = dict(missing or {})
+
+    return LocalTaskManager
 
 
 class _DropOverrideNotice(logging.Filter):
@@ -72,7 +84,7 @@ class _DropOverrideNotice(logging.Filter):
 
 def task_manager(
     include_path: list[str] | None = None, data: str | os.PathLike[str] | None = None
-) -> LocalTaskManager:
+) -> TaskManager:
     """Build lm-eval's task manager with the local tasks (those whose files exist) and ``include_path``.
 
     The local tasks override lm-eval's built-ins of the same names; user ``include_path``
@@ -81,7 +93,11 @@ def task_manager(
 
     Args:
         include_path: extra folders of task YAMLs.
-        data: the data folder (``--data-dir``); see :func:`data_dir` for the fallbacks.
+        data: the data folder (``--data-dir``); see :func:`fbn_prune.texts.tasks.registry.data_dir` for
+            the fallbacks.
+
+    Returns:
+        a ``LocalTaskManager`` (:func:`local_task_manager_class`).
 
     Raises:
         UserError: ``data`` (or ``FBN_PRUNE_DATA``) names a folder that does not exist, or an
@@ -106,7 +122,7 @@ def task_manager(
     if notice:
         index_log.addFilter(notice)
     try:
-        tm = LocalTaskManager(
+        tm = local_task_manager_class()(
             include_path=paths or None, data_dir=found, rendered=rendered, local_tasks=local, missing=missing
         )
     finally:
