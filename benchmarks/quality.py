@@ -107,9 +107,9 @@ def run_cell(recipe: Recipe, artifact, bundle, calib: str, method: str, ratio: f
         "calibration": calib, "method": method, "ratio": ratio,
         "achieved_ratio": info["selection"]["achieved_ratio"], "params": info["params"],
         "verified": info.get("verified"), "widths": info["widths"],
-        "pruned": metrics_of(comparison["pruned_results"]["results"], settings.tasks),
-        "original": metrics_of(comparison["original"]["results"], settings.tasks),
-        "documents": comparison["settings"]["documents"],
+        "pruned": metrics_of(comparison.pruned_results["results"], settings.tasks),
+        "original": metrics_of(comparison.original["results"], settings.tasks),
+        "documents": comparison.settings["documents"],
         "max_length": settings.max_length,
         "seconds": {"prune": round(t_prune, 1), "eval": round(t_eval, 1)},
     }

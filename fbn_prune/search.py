@@ -32,7 +32,7 @@ from fbn_prune.evaluate.record import EvalRecord
 from fbn_prune.evaluate.settings import EvalSettings
 from fbn_prune.errors import GateFailed, UserError
 from fbn_prune.export.checkpoint import PROVENANCE_FILE, check_target, read_provenance
-from fbn_prune.models.identity import atomic_write
+from fbn_prune._io.atomic import atomic_write
 from fbn_prune.models.sources import load_model, resolve
 from fbn_prune.decompose.networks import Networks
 from fbn_prune.config.recipe import Recipe
@@ -206,7 +206,7 @@ def search(recipe: Recipe, settings: EvalSettings, gate: Gate, grid: Grid, *, ou
     info["search"] = {k: curve[k] for k in ("grid", "best", "gate", "steps")}
     atomic_write(folder / PROVENANCE_FILE, json.dumps(info, indent=1))
     view = evaluate.compare(recipe.model, folder, settings)  # cached: no model runs
-    report.write(best_record, folder, report.doc_lines(["original", "pruned"], [view["original"], view["pruned_results"]]))
+    report.write(best_record, folder, report.doc_lines(["original", "pruned"], [view.original, view.pruned_results]))
     report.update_checkpoint(folder, best_record, folder)
     atomic_write(folder / CURVE_JSON, json.dumps(curve, indent=1))
     _plot(curve, folder / CURVE_PNG)

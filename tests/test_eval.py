@@ -24,7 +24,7 @@ from fbn_prune.config.gate import Gate
 from fbn_prune.config.limits import parse_limit
 from fbn_prune.evaluate import cache, compare, loading, report
 from fbn_prune.evaluate.gating import apply_gate, check_row
-from fbn_prune.evaluate.record import DOCS_FILE, EvalRecord
+from fbn_prune.evaluate.record import DOCS_FILE, ComparisonRecord, EvalRecord
 from fbn_prune.evaluate.rows import aligned, metric_rows
 from fbn_prune.evaluate.settings import EvalSettings
 from fbn_prune.errors import UserError
@@ -267,16 +267,16 @@ def test_base_results_are_cached(env, tasks_dir, checkpoints, monkeypatch):
     shutil.rmtree(env / "cache" / "eval" / "results", ignore_errors=True)
     s = settings(tasks_dir, "tiny_mc", limit=6)
     first = compare.compare(str(base), p25, s)
-    assert first["base"]["cached_tasks"] == [] and "original_s" in first["timings"]
+    assert first.base["cached_tasks"] == [] and "original_s" in first.timings
 
     def no_base(*a, **k):
         raise AssertionError("the original model must not be evaluated again")
 
     monkeypatch.setattr(loading, "load_base", no_base)
     second = compare.compare(str(base), p25, s)
-    assert second["base"]["cached_tasks"] == ["tiny_mc"]
-    assert second["original"]["results"] == first["original"]["results"]
-    assert second["pruned_results"]["results"] == first["pruned_results"]["results"]
+    assert second.base["cached_tasks"] == ["tiny_mc"]
+    assert second.original["results"] == first.original["results"]
+    assert second.pruned_results["results"] == first.pruned_results["results"]
     # another setting is another key: the base is evaluated again
     for changed in (settings(tasks_dir, "tiny_mc", limit=7), settings(tasks_dir, "tiny_mc", limit=6, num_fewshot=1),
                     settings(tasks_dir, "tiny_mc", limit=6, cache=False)):
@@ -285,9 +285,9 @@ def test_base_results_are_cached(env, tasks_dir, checkpoints, monkeypatch):
     # --no-cache evaluates the base again and refreshes the entry a cached run then finds
     monkeypatch.undo()
     fresh = compare.compare(str(base), p25, settings(tasks_dir, "tiny_mc", limit=6, cache=False))
-    assert fresh["base"]["cached_tasks"] == [] and fresh["original"]["results"] == first["original"]["results"]
+    assert fresh.base["cached_tasks"] == [] and fresh.original["results"] == first.original["results"]
     monkeypatch.setattr(loading, "load_base", no_base)
-    assert compare.compare(str(base), p25, s)["base"]["cached_tasks"] == ["tiny_mc"]
+    assert compare.compare(str(base), p25, s).base["cached_tasks"] == ["tiny_mc"]
 
 
 def test_gate_exit_codes(env, tasks_dir, checkpoints):
@@ -490,6 +490,7 @@ def test_several_pruned_on_the_same_documents(env, tasks_dir, checkpoints, monke
     assert "| task | metric | original | p25 | p50 |" in r.output and "p50 - p25" in r.output
     record = json.loads((env / "cmp" / "eval.json").read_text())
     assert record["format"] == "fbn_prune.eval-compare/1" and record["labels"] == ["original", "p25", "p50"]
+    assert ComparisonRecord.from_json(record).to_json() == record
     assert record["base"]["cached_tasks"] == ["tiny_mc"] and all(p["cached_tasks"] == ["tiny_mc"] for p in record["pruned"])
     pairs = {(p["metric"], p["a"], p["b"]): p for p in record["pairs"]}
     assert set(pairs) == {(m, a, b) for m in ("acc", "acc_norm")
@@ -523,7 +524,7 @@ def test_old_cache_entries_without_documents_are_a_miss(env, tasks_dir, checkpoi
     real = loading.load_base
     monkeypatch.setattr(loading, "load_base", lambda *a: loaded.append(1) or real(*a))
     again = compare.compare(str(base), p25, s)
-    assert loaded and again["base"]["cached_tasks"] == [] and again["original"]["docs"]["tiny_mc"]
+    assert loaded and again.base["cached_tasks"] == [] and again.original["docs"]["tiny_mc"]
 
 
 def test_a_different_base_is_refused(env, tasks_dir, checkpoints, tmp_path):
@@ -576,7 +577,7 @@ def test_smollm2_piqa(tmp_path, monkeypatch):
     assert 0 <= rows["acc"]["pruned"] <= 1 and record.gate["passed"]
     assert record.base["cached_tasks"] == []
     again = compare.compare("smollm2", pruned, s)
-    assert again["base"]["cached_tasks"] == ["piqa"]
+    assert again.base["cached_tasks"] == ["piqa"]
 
 
 _KEY_SCRIPT = """

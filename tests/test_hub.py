@@ -23,7 +23,7 @@ from fbn_prune import pipeline
 from fbn_prune.ship import hub
 from fbn_prune.config.gate import Gate
 from fbn_prune.evaluate import report
-from fbn_prune.evaluate.record import EvalRecord
+from fbn_prune.evaluate.record import EvalRecord, PairComparison
 from fbn_prune.cli.main import cli
 from fbn_prune.config.recipe import Recipe
 
@@ -87,19 +87,19 @@ def lm_results(acc: float, acc_norm: float, word_ppl: float) -> dict:
 
 def evaluated(folder: Path, pruned_acc: float) -> EvalRecord:
     """Write an evaluation (original acc 0.60) into the checkpoint as `fbn-prune eval` does, gate --max-drop 2."""
-    comparison = {
-        "base": {"spec": SMOL, "name": SMOL, "parameters": 134_515_008, "cached_tasks": []},
-        "pruned": {"path": str(folder), "name": folder.name, "layout": "uniform", "parameters": 117_926_208,
-                   "method": "fbn", "achieved_ratio": 0.208},
-        "settings": {"tasks": ["arc_easy", "wikitext"], "limit": "200,wikitext=3", "task_limits": {"wikitext": 3},
-                     "documents": {"arc_easy": 200, "wikitext": 3}, "num_fewshot": None, "batch_size": 8,
-                     "max_length": 2048, "dtype": "float32", "device": "cpu"},
-        "versions": {"lm_eval": "0.4.13"},
-        "tasks": {"arc_easy": {"tasks": ["arc_easy"], "source": None}, "wikitext": {"tasks": ["wikitext"], "source": None}},
-        "original": lm_results(0.60, 0.58, 20.0),
-        "pruned_results": lm_results(pruned_acc, pruned_acc - 0.02, 21.0),
-        "timings": {"total_s": 1.0},
-    }
+    comparison = PairComparison(
+        base={"spec": SMOL, "name": SMOL, "parameters": 134_515_008, "cached_tasks": []},
+        pruned={"path": str(folder), "name": folder.name, "layout": "uniform", "parameters": 117_926_208,
+                "method": "fbn", "achieved_ratio": 0.208},
+        settings={"tasks": ["arc_easy", "wikitext"], "limit": "200,wikitext=3", "task_limits": {"wikitext": 3},
+                  "documents": {"arc_easy": 200, "wikitext": 3}, "num_fewshot": None, "batch_size": 8,
+                  "max_length": 2048, "dtype": "float32", "device": "cpu"},
+        versions={"lm_eval": "0.4.13"},
+        tasks={"arc_easy": {"tasks": ["arc_easy"], "source": None}, "wikitext": {"tasks": ["wikitext"], "source": None}},
+        original=lm_results(0.60, 0.58, 20.0),
+        pruned_results=lm_results(pruned_acc, pruned_acc - 0.02, 21.0),
+        timings={"total_s": 1.0},
+    )
     record = report.build(comparison, Gate.make(2.0, None))
     report.write(record, folder)
     report.update_checkpoint(folder, record, folder)

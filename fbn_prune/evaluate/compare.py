@@ -18,7 +18,7 @@ Every model's results, per-document ones included, are cached per requested task
 and a later comparison of checkpoints already evaluated runs no model at all.
 
 Public API: :func:`run` (evaluate + report + update the checkpoints), :func:`compare` /
-:func:`compare_many` (evaluate only), :func:`one_of`, :func:`base_mismatch_message`.
+:func:`compare_many` (evaluate only), :func:`base_mismatch_message`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from fbn_prune.config.gate import Gate
 from fbn_prune.errors import UserError
 from fbn_prune.evaluate import cache, harness, loading, report
 from fbn_prune.evaluate.harness import TaskSpec
-from fbn_prune.evaluate.record import ComparisonRecord, EvalRecord
+from fbn_prune.evaluate.record import Comparison, ComparisonRecord, EvalRecord, PairComparison
 from fbn_prune.evaluate.settings import EvalSettings
 from fbn_prune.export.checkpoint import read_provenance
 from fbn_prune.models.identity import BaseCheck, check_base, file_sha256, folder_hash, identify, model_hash
@@ -113,17 +113,13 @@ def base_mismatch_message(base: str, folder: Path, check: BaseCheck) -> str:
             "base (omit --base), or pass --any-base to compare anyway (then nothing is written into the checkpoint).")
 
 
-def compare_many(base: str | None, pruned: list, settings: EvalSettings, *, any_base: bool = False) -> dict:
+def compare_many(base: str | None, pruned: list, settings: EvalSettings, *, any_base: bool = False) -> Comparison:
     """Evaluate the original once and each pruned checkpoint, all with identical settings and documents.
 
-    Nothing is written but the cache. Returns a dict: ``base`` (spec, path, hub_id, name, sha256,
-    identity, parameters, cached_tasks), ``pruned`` (one summary per checkpoint: path, name, label,
-    layout, parameters, base_model, method, achieved_ratio, cached_tasks, base_check), ``labels``,
-    ``any_base``, ``settings``, ``versions``, ``tasks`` (requested name -> leaf tasks, source, data
-    hashes), ``aggregations`` (task -> metric -> lm-eval aggregation, for the paired statistics),
-    ``original`` and ``pruned_results`` (a list; each: lm-eval's results, versions, n-shot,
-    higher_is_better, n-samples, group_subtasks, configs, plus ``docs``: task -> per-document
-    records, see :func:`per_doc`), ``timings``.
+    Nothing is written but the cache. Returns a :class:`fbn_prune.evaluate.record.Comparison`: the base
+    and each checkpoint (summaries, which results came from the cache, the base check), the settings,
+    versions, tasks (requested name -> leaf tasks, source, data hashes), the aggregations the paired
+    statistics need, every model's results (lm-eval's kept parts plus per-document ``docs``) and timings.
 
     Raises:
         UserError: bad settings, unknown task, missing data, a folder that is not an fbn_prune
@@ -173,22 +169,22 @@ def compare_many(base: str | None, pruned: list, settings: EvalSettings, *, any_
             timings["pruned_s" if len(folders) == 1 else f"pruned_s[{label}]"] = ev.seconds
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     first = evaluated[0].results
-    return {
-        "base": {"spec": base, "path": source.path if source.local else None, "hub_id": source.hub_id,
+    return Comparison(
+        base={"spec": base, "path": source.path if source.local else None, "hub_id": source.hub_id,
                  "name": source.base_model, "sha256": base_hash or model_hash(source),
                  "identity": ident.to_dict(),
                  "parameters": original.parameters or infos[0].get("params", {}).get("before"),
                  "cached_tasks": original.cached},
-        "pruned": [{"path": str(f.resolve()), "name": f.resolve().name, "label": label, "layout": info.get("layout"),
+        pruned=[{"path": str(f.resolve()), "name": f.resolve().name, "label": label, "layout": info.get("layout"),
                     "parameters": ev.parameters or info.get("params", {}).get("after"),
                     "base_model": info.get("base_model"),
                     "method": info.get("selection", {}).get("method"),
                     "achieved_ratio": info.get("selection", {}).get("achieved_ratio"),
                     "cached_tasks": ev.cached, "base_check": check.to_dict()}
-                   for f, label, info, ev, check in zip(folders, labels, infos, evaluated, checks)],
-        "labels": ["original", *labels],
-        "any_base": any_base,
-        "settings": {
+                for f, label, info, ev, check in zip(folders, labels, infos, evaluated, checks)],
+        labels=["original", *labels],
+        any_base=any_base,
+        settings={
             "tasks": [s.requested for s in specs], "limit": settings.limit, "task_limits": settings.task_limits,
             "documents": {n: len(v) for n, v in samples.items()} if samples else None,
             "num_fewshot": settings.num_fewshot, "batch_size": settings.batch_size,
@@ -198,36 +194,26 @@ def compare_many(base: str | None, pruned: list, settings: EvalSettings, *, any_
             "bootstrap_iters": settings.bootstrap_iters, "seeds": harness.LM_EVAL_SEEDS, "model_class": "lm_eval HFLM",
             "paired_iters": settings.paired_iters, "paired_seed": settings.paired_seed,
         },
-        "versions": versions(),
-        "tasks": {s.requested: {"tasks": list(s.tasks), "groups": list(s.groups), "source": s.source,
+        versions=versions(),
+        tasks={s.requested: {"tasks": list(s.tasks), "groups": list(s.groups), "source": s.source,
                                 "data_sha256": {Path(f).name: file_sha256(f) for t in s.tasks.values()
                                                 for f in harness.data_files(harness.task_config(t))}}
-                  for s in specs},
-        "aggregations": harness.aggregations(specs),
-        "original": original.results,
-        "pruned_results": [ev.results for ev in evaluated],
-        "timings": timings,
-    }
-
-
-def one_of(comparison: dict, i: int) -> dict:
-    """The original-vs-one-pruned view of :func:`compare_many`'s result (``pruned`` and ``pruned_results``
-    of checkpoint ``i`` alone), which :func:`fbn_prune.evaluate.report.build` turns into that checkpoint's report."""
-    view = {k: v for k, v in comparison.items() if k not in ("pruned", "pruned_results", "labels")}
-    view["pruned"] = comparison["pruned"][i]
-    view["pruned_results"] = comparison["pruned_results"][i]
-    return view
+               for s in specs},
+        aggregations=harness.aggregations(specs),
+        original=original.results,
+        pruned_results=[ev.results for ev in evaluated],
+        timings=timings,
+    )
 
 
 def compare(base: str | None, pruned: str | os.PathLike[str], settings: EvalSettings, *,
-            any_base: bool = False) -> dict:
+            any_base: bool = False) -> PairComparison:
     """Evaluate the original and one pruned model with identical settings; nothing is written but the cache.
 
-    Returns :func:`one_of` ``(compare_many(...), 0)``: ``base``, ``pruned`` (one summary), ``settings``,
-    ``versions``, ``tasks``, ``aggregations``, ``original`` and ``pruned_results`` (lm-eval's kept
-    results plus per-document ``docs``), ``timings``. Raises UserError as :func:`compare_many`.
+    Returns ``compare_many(...).one(0)``, a :class:`fbn_prune.evaluate.record.PairComparison`, which
+    :func:`fbn_prune.evaluate.report.build` turns into the report. Raises UserError as :func:`compare_many`.
     """
-    return one_of(compare_many(base, [pruned], settings, any_base=any_base), 0)
+    return compare_many(base, [pruned], settings, any_base=any_base).one(0)
 
 
 def run(base: str | None, pruned, settings: EvalSettings, *, gate: Gate | None = None,
@@ -262,10 +248,10 @@ def run(base: str | None, pruned, settings: EvalSettings, *, gate: Gate | None =
     if many and len(folders) > 1 and out is None:
         raise UserError("several --pruned checkpoints need --out REPORT_DIR for the comparison report.")
     comparison = compare_many(base, folders, settings, any_base=any_base)
-    records = [report.build(one_of(comparison, i), gate) for i in range(len(folders))]
+    records = [report.build(comparison.one(i), gate) for i in range(len(folders))]
     into_checkpoints = update_card and not any_base
-    original = comparison["original"]
-    pairs = [report.doc_lines(["original", "pruned"], [original, r]) for r in comparison["pruned_results"]]
+    original = comparison.original
+    pairs = [report.doc_lines(["original", "pruned"], [original, r]) for r in comparison.pruned_results]
     try:
         if len(folders) == 1:
             record = records[0]
@@ -276,7 +262,7 @@ def run(base: str | None, pruned, settings: EvalSettings, *, gate: Gate | None =
         else:
             record = report.build_many(comparison, records)
             report.write_many(record, Path(out).expanduser(),
-                              report.doc_lines(comparison["labels"], [original, *comparison["pruned_results"]]))
+                              report.doc_lines(comparison.labels, [original, *comparison.pruned_results]))
             if into_checkpoints:
                 for f, r, docs in zip(folders, records, pairs):
                     report.write(r, f, docs)

@@ -33,7 +33,12 @@ eval.json of several checkpoints (``format: fbn_prune.eval-compare/1``)::
 The metric rows, gate verdicts and the parts that come from lm-eval stay plain JSON dicts inside
 the records (their fields are listed above and in :mod:`fbn_prune.evaluate.rows`).
 
-Public API: :data:`FORMAT`, :data:`FORMAT_MANY`, :data:`DOCS_FILE`, :class:`EvalRecord`, :class:`ComparisonRecord`.
+What the evaluation measured, before a report is built from it: :class:`Comparison` (the original and
+several checkpoints, :func:`fbn_prune.evaluate.compare.compare_many`) and :class:`PairComparison` (the
+original and one checkpoint, :func:`fbn_prune.evaluate.compare.compare`).
+
+Public API: :data:`FORMAT`, :data:`FORMAT_MANY`, :data:`DOCS_FILE`, :class:`PairComparison`,
+:class:`Comparison`, :class:`EvalRecord`, :class:`ComparisonRecord`.
 """
 
 from __future__ import annotations
@@ -43,6 +48,63 @@ from dataclasses import dataclass, field, fields
 FORMAT = "fbn_prune.eval/2"
 FORMAT_MANY = "fbn_prune.eval-compare/1"
 DOCS_FILE = "eval-docs.jsonl"
+
+
+@dataclass
+class PairComparison:
+    """The original and one pruned checkpoint evaluated on the same documents (no report yet).
+
+    Attributes:
+        base: the original: {spec, path, hub_id, name, sha256, identity, parameters, cached_tasks}.
+        pruned: the checkpoint: {path, name, label, layout, parameters, base_model, method,
+            achieved_ratio, cached_tasks, base_check}.
+        settings, versions, tasks: as eval.json holds them.
+        original: the original's results: lm-eval's kept parts (results, versions, n-shot,
+            higher_is_better, n-samples, group_subtasks, configs), ``docs`` (task -> per-document
+            records, :func:`fbn_prune.evaluate.harness.per_doc`) and ``max_length``.
+        pruned_results: the checkpoint's results, the same shape.
+        timings: seconds {prepare_s, original_s, pruned_s, total_s}.
+        aggregations: task -> metric -> lm-eval aggregation (what the paired statistics resample).
+        any_base: the base is not the model the checkpoint records (``--any-base``).
+    """
+
+    base: dict
+    pruned: dict
+    settings: dict
+    versions: dict
+    tasks: dict
+    original: dict
+    pruned_results: dict
+    timings: dict
+    aggregations: dict = field(default_factory=dict)
+    any_base: bool = False
+
+
+@dataclass
+class Comparison:
+    """The original and several pruned checkpoints evaluated on the same documents (no report yet).
+
+    As :class:`PairComparison`, but ``pruned`` and ``pruned_results`` hold one entry per checkpoint and
+    ``labels`` names the models (``["original", label, ...]``).
+    """
+
+    base: dict
+    pruned: list[dict]
+    labels: list[str]
+    settings: dict
+    versions: dict
+    tasks: dict
+    original: dict
+    pruned_results: list[dict]
+    timings: dict
+    aggregations: dict = field(default_factory=dict)
+    any_base: bool = False
+
+    def one(self, i: int) -> PairComparison:
+        """The original against checkpoint ``i`` alone."""
+        return PairComparison(base=self.base, pruned=self.pruned[i], settings=self.settings, versions=self.versions,
+                              tasks=self.tasks, original=self.original, pruned_results=self.pruned_results[i],
+                              timings=self.timings, aggregations=self.aggregations, any_base=self.any_base)
 
 
 def _check_format(data: dict, want: str) -> None:

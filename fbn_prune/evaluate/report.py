@@ -20,7 +20,7 @@ from fbn_prune.config.gate import Gate
 from fbn_prune.errors import UserError
 from fbn_prune.evaluate import paired, render
 from fbn_prune.evaluate.gating import apply_gate
-from fbn_prune.evaluate.record import DOCS_FILE, ComparisonRecord, EvalRecord
+from fbn_prune.evaluate.record import DOCS_FILE, Comparison, ComparisonRecord, EvalRecord, PairComparison
 from fbn_prune.evaluate.rows import add_paired, aligned, metric_rows
 from fbn_prune.export.checkpoint import PROVENANCE_FILE, read_provenance
 from fbn_prune.ship import card
@@ -35,30 +35,29 @@ def _lm_eval_part(results: dict) -> dict:
     return {k: v for k, v in results.items() if k not in ("docs", "max_length")}
 
 
-def build(comparison: dict, gate: Gate | None = None) -> EvalRecord:
+def build(comparison: PairComparison, gate: Gate | None = None) -> EvalRecord:
     """The eval.json record from :func:`fbn_prune.evaluate.compare.compare`'s result (one pruned checkpoint)."""
-    rows = metric_rows(comparison["original"], comparison["pruned_results"])
+    rows = metric_rows(comparison.original, comparison.pruned_results)
     add_paired(rows, comparison)
     verdict = apply_gate(rows, gate)
     return EvalRecord(
-        created=_now(), base=comparison["base"], pruned=comparison["pruned"],
-        any_base=comparison.get("any_base", False), settings=comparison["settings"],
-        versions=comparison["versions"], tasks=comparison["tasks"], metrics=rows, gate=verdict,
-        lm_eval={"original": _lm_eval_part(comparison["original"]),
-                 "pruned": _lm_eval_part(comparison["pruned_results"])},
-        timings=comparison["timings"],
+        created=_now(), base=comparison.base, pruned=comparison.pruned, any_base=comparison.any_base,
+        settings=comparison.settings, versions=comparison.versions, tasks=comparison.tasks, metrics=rows,
+        gate=verdict, lm_eval={"original": _lm_eval_part(comparison.original),
+                               "pruned": _lm_eval_part(comparison.pruned_results)},
+        timings=comparison.timings,
     )
 
 
-def build_many(comparison: dict, records: list[EvalRecord]) -> ComparisonRecord:
+def build_many(comparison: Comparison, records: list[EvalRecord]) -> ComparisonRecord:
     """The comparison record of several pruned checkpoints (:func:`fbn_prune.evaluate.compare.compare_many`):
     every model's value per metric, and paired intervals for each checkpoint against the original and
     for each pair of checkpoints. ``records`` are the checkpoints' own records (:func:`build`)."""
-    labels = comparison["labels"]
-    results = [comparison["original"], *comparison["pruned_results"]]
+    labels = comparison.labels
+    results = [comparison.original, *comparison.pruned_results]
     docs = [r.get("docs") for r in results]
-    aggs = comparison.get("aggregations") or {}
-    s = comparison["settings"]
+    aggs = comparison.aggregations or {}
+    s = comparison.settings
     k = len(labels)
     pairs_idx = [(0, j) for j in range(1, k)] + [(i, j) for i in range(1, k) for j in range(i + 1, k)]
     metrics, pairs = [], []
@@ -88,10 +87,9 @@ def build_many(comparison: dict, records: list[EvalRecord]) -> ComparisonRecord:
                           "a": labels[i], "b": labels[j], "significant": p.significant})
     gates = [{"pruned": lab, **(r.gate or {})} if r.gate else None for lab, r in zip(labels[1:], records)]
     return ComparisonRecord(
-        created=_now(), base=comparison["base"], pruned=comparison["pruned"], labels=labels,
-        any_base=comparison.get("any_base", False), settings=s, versions=comparison["versions"],
-        tasks=comparison["tasks"], metrics=metrics, pairs=pairs, gates=gates, reports=records,
-        timings=comparison["timings"],
+        created=_now(), base=comparison.base, pruned=comparison.pruned, labels=labels,
+        any_base=comparison.any_base, settings=s, versions=comparison.versions, tasks=comparison.tasks,
+        metrics=metrics, pairs=pairs, gates=gates, reports=records, timings=comparison.timings,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from fbn_prune.evaluate import paired
+from fbn_prune.evaluate.record import PairComparison
 
 LOWER_IS_BETTER_HINTS = ("perplexity", "bits_per_byte", "loss")
 
@@ -105,12 +106,12 @@ def _paired_fields(p: paired.Paired | None) -> dict:
             "pruned_only": p.b_only, "significant": p.significant}
 
 
-def add_paired(rows: list[dict], comparison: dict) -> None:
+def add_paired(rows: list[dict], comparison: PairComparison) -> None:
     """Add the paired difference (pruned - original), its 95% bootstrap interval and McNemar's test to
     each row whose metric lm-eval aggregates from per-document values (:data:`fbn_prune.evaluate.paired.KINDS`)."""
-    aggs = comparison.get("aggregations") or {}
-    docs = [comparison["original"].get("docs"), comparison["pruned_results"].get("docs")]
-    s = comparison["settings"]
+    aggs = comparison.aggregations or {}
+    docs = [comparison.original.get("docs"), comparison.pruned_results.get("docs")]
+    s = comparison.settings
     for row in rows:
         kind = (aggs.get(row["task"]) or {}).get(row["metric"])
         values = aligned(docs, row["task"], row["metric"], row["filter"]) if kind else None
