@@ -64,7 +64,7 @@ def one(args: argparse.Namespace, n_tokens: int) -> dict:
     from fbn_prune.models.sources import load_model, resolve
     from fbn_prune.models.placement import resident_bytes
     from fbn_prune.plan import model_shape
-    from fbn_prune.texts.tasks import data_dir
+    from fbn_prune.texts.tasks.registry import data_dir
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     model, tok = load_model(resolve(args.model), "float32", "cpu")

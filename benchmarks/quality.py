@@ -1,6 +1,6 @@
 """Quality at equal size: every selection method x ratio x calibration on SmolLM2-135M-Instruct,
 through the tool's real path (selection, compensation, surgery, export, verification), each
-checkpoint evaluated with lm-evaluation-harness against the original (fbn_prune.evaluate.run).
+checkpoint evaluated with lm-evaluation-harness against the original (fbn_prune.evaluate.compare).
 
 Calibrations (the default recipe otherwise: chat format, 4 runs x 64 components, lstsq):
 - generic: WikiText-2 valid  -> WikiText-2 test word perplexity, PIQA acc, ARC-Easy acc_norm, LAMBADA acc
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fbn_prune import pipeline  # noqa: E402
-from fbn_prune.evaluate import run as evaluate  # noqa: E402
+from fbn_prune.evaluate import compare as evaluate  # noqa: E402
+from fbn_prune.evaluate.settings import EvalSettings  # noqa: E402
 from fbn_prune.config.recipe import Recipe  # noqa: E402
 
 METHODS = ["fbn", "flap", "wanda-sp", "magnitude", "random"]
@@ -89,7 +90,7 @@ def metrics_of(results: dict, tasks: list[str]) -> dict:
 
 
 def run_cell(recipe: Recipe, artifact, bundle, calib: str, method: str, ratio: float, work: Path,
-             settings: evaluate.EvalSettings) -> dict:
+             settings: EvalSettings) -> dict:
     """Prune with ``method`` at ``ratio`` through pipeline.select (export + verification), evaluate, clean up."""
     r = recipe.override({})  # a copy
     r.selection.method, r.selection.ratio = method, ratio
@@ -106,9 +107,9 @@ def run_cell(recipe: Recipe, artifact, bundle, calib: str, method: str, ratio: f
         "calibration": calib, "method": method, "ratio": ratio,
         "achieved_ratio": info["selection"]["achieved_ratio"], "params": info["params"],
         "verified": info.get("verified"), "widths": info["widths"],
-        "pruned": metrics_of(comparison["pruned_results"]["results"], settings.tasks),
-        "original": metrics_of(comparison["original"]["results"], settings.tasks),
-        "documents": comparison["settings"]["documents"],
+        "pruned": metrics_of(comparison.pruned_results["results"], settings.tasks),
+        "original": metrics_of(comparison.original["results"], settings.tasks),
+        "documents": comparison.settings["documents"],
         "max_length": settings.max_length,
         "seconds": {"prune": round(t_prune, 1), "eval": round(t_eval, 1)},
     }
@@ -300,8 +301,8 @@ def main() -> None:
         for calib in args.calibrations.split(","):
             recipe = calibrated(base, calib, args.data)
             artifact = pipeline.networks(recipe, work / f"networks-{calib}", model_bundle=bundle, progress=False)
-            settings = evaluate.EvalSettings(tasks=TASKS[calib], task_limits=limits[calib], max_length=args.max_length,
-                                             batch_size=args.batch_size, device="cpu", data_dir=args.data)
+            settings = EvalSettings(tasks=TASKS[calib], task_limits=limits[calib], max_length=args.max_length,
+                                    batch_size=args.batch_size, device="cpu", data_dir=args.data)
             setup[calib] = (recipe, artifact, settings)
         # the target ratios first (both calibrations), so an interrupted run has the cells that matter most
         for ratio in sorted(ratios, key=lambda r: (r not in TARGET_RATIOS, -r)):

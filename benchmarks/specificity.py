@@ -32,7 +32,8 @@ from fbn_prune import pipeline  # noqa: E402
 from fbn_prune.texts.files import read_documents  # noqa: E402
 from fbn_prune.select.scores import membership  # noqa: E402
 from fbn_prune.config.recipe import Recipe  # noqa: E402
-from fbn_prune.texts.tasks import task_documents, task_manager  # noqa: E402
+from fbn_prune.texts.tasks.documents import task_documents  # noqa: E402
+from fbn_prune.texts.tasks.manager import task_manager  # noqa: E402
 
 
 def halves(work: Path, data: str) -> dict[str, Path]:

@@ -25,8 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fbn_prune import pipeline
-from fbn_prune.evaluate import run as evaluate
+from fbn_prune.config.gate import Gate
+from fbn_prune.evaluate import compare as evaluate
 from fbn_prune.evaluate import report
+from fbn_prune.evaluate.record import EvalRecord
+from fbn_prune.evaluate.settings import EvalSettings
 from fbn_prune.errors import GateFailed, UserError
 from fbn_prune.export.checkpoint import check_target
 from fbn_prune.export.provenance import PROVENANCE_FILE, read_provenance
@@ -84,7 +87,7 @@ class SearchResult:
     grid: list[float] = field(default_factory=list)
 
 
-def _fingerprint(recipe: Recipe, settings: evaluate.EvalSettings, gate: report.Gate, grid: list[float]) -> str:
+def _fingerprint(recipe: Recipe, settings: EvalSettings, gate: Gate, grid: list[float]) -> str:
     r = recipe.to_dict()
     r.pop("out", None)
     r["selection"].pop("ratio", None)
@@ -117,30 +120,30 @@ def _step_folder(work: Path, ratio: float) -> Path:
     return work / "steps" / f"ratio-{ratio:.4f}"
 
 
-def _probe(recipe: Recipe, artifact: Networks, bundle, settings: evaluate.EvalSettings, gate: report.Gate,
-           ratio: float, work: Path) -> tuple[Step, dict]:
+def _probe(recipe: Recipe, artifact: Networks, bundle, settings: EvalSettings, gate: Gate,
+           ratio: float, work: Path) -> tuple[Step, EvalRecord]:
     """Prune at ``ratio`` (select, verified export into the work folder), evaluate against the original."""
     t0 = time.perf_counter()
     r = recipe.override({"selection.ratio": ratio, "out": str(_step_folder(work, ratio))})
     folder = pipeline.select(r, artifact, overwrite=True, model_bundle=bundle)
     record = report.build(evaluate.compare(recipe.model, folder, settings), gate)
-    if record["gate"]["checked"] == 0:
-        raise UserError(record["gate"]["summary"])
+    if record.gate["checked"] == 0:
+        raise UserError(record.gate["summary"])
     info = read_provenance(folder)
-    step = Step(ratio=ratio, passed=report.passed(record),
+    step = Step(ratio=ratio, passed=record.passed,
                 achieved_ratio=(info.selection or {}).get("achieved_ratio"),
                 parameters=(info.params or {}).get("after"),
-                metrics=[{k: row.get(k) for k in ROW_KEYS} for row in record["metrics"]],
-                gate=record["gate"], seconds=round(time.perf_counter() - t0, 2))
+                metrics=[{k: row.get(k) for k in ROW_KEYS} for row in record.metrics],
+                gate=record.gate, seconds=round(time.perf_counter() - t0, 2))
     return step, record
 
 
-def search(recipe: Recipe, settings: evaluate.EvalSettings, gate: report.Gate, grid: Grid, *, out: str | os.PathLike,
+def search(recipe: Recipe, settings: EvalSettings, gate: Gate, grid: Grid, *, out: str | os.PathLike,
            overwrite: bool = False, progress: bool = True, echo=None) -> SearchResult:
     """Find the largest grid ratio whose checkpoint holds ``gate`` and write that checkpoint to ``out``.
 
     One networks artifact (``recipe``'s calibration and method), then bisection over ``grid`` through
-    :func:`fbn_prune.pipeline.select` and :func:`fbn_prune.evaluate.run.compare` (the original's results
+    :func:`fbn_prune.pipeline.select` and :func:`fbn_prune.evaluate.compare.compare` (the original's results
     come from the evaluation cache after the first step). ``echo(text)`` reports each step.
 
     Returns the :class:`SearchResult`; when no ratio holds, ``best`` is None and nothing is written to
@@ -204,7 +207,7 @@ def search(recipe: Recipe, settings: evaluate.EvalSettings, gate: report.Gate, g
     info.search = {k: curve[k] for k in ("grid", "best", "gate", "steps")}
     atomic_write(folder / PROVENANCE_FILE, info.to_json())
     view = evaluate.compare(recipe.model, folder, settings)  # cached: no model runs
-    report.write(best_record, folder, report.doc_lines(["original", "pruned"], [view["original"], view["pruned_results"]]))
+    report.write(best_record, folder, report.doc_lines(["original", "pruned"], [view.original, view.pruned_results]))
     report.update_checkpoint(folder, best_record, folder)
     atomic_write(folder / CURVE_JSON, json.dumps(curve, indent=1))
     _plot(curve, folder / CURVE_PNG)
@@ -215,7 +218,7 @@ def search(recipe: Recipe, settings: evaluate.EvalSettings, gate: report.Gate, g
     return SearchResult(best, target, ordered, ratios)
 
 
-def _curve(ratios: list[float], steps: list[Step], best: float | None, recipe: Recipe, gate: report.Gate) -> dict:
+def _curve(ratios: list[float], steps: list[Step], best: float | None, recipe: Recipe, gate: Gate) -> dict:
     return {
         "model": recipe.model, "method": recipe.selection.method, "grid": ratios, "best": best,
         "gate": {"rule": gate.rule, "threshold": gate.threshold, "on": gate.on,

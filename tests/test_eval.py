@@ -20,11 +20,17 @@ from conftest import data_files
 from tiny import sample_texts
 
 from fbn_prune import pipeline
-from fbn_prune.evaluate import run as evaluate
-from fbn_prune.evaluate import report
+from fbn_prune.config.gate import Gate
+from fbn_prune.config.limits import parse_limit
+from fbn_prune.evaluate import cache, compare, loading, report
+from fbn_prune.evaluate.gating import apply_gate, check_row
+from fbn_prune.evaluate.record import DOCS_FILE, ComparisonRecord, EvalRecord
+from fbn_prune.evaluate.rows import aligned, metric_rows
+from fbn_prune.evaluate.settings import EvalSettings
 from fbn_prune.errors import UserError
 from fbn_prune.decompose.networks import Networks
 from fbn_prune.config.recipe import Recipe
+from fbn_prune.models.identity import model_hash
 from fbn_prune.models.sources import resolve
 
 
@@ -87,20 +93,20 @@ def checkpoints(env, tiny_dir, calib_txt):
     return base, p25, p50
 
 
-def settings(tasks_dir, *tasks, **kw) -> evaluate.EvalSettings:
-    return evaluate.EvalSettings(tasks=list(tasks), include_path=[str(tasks_dir)], device="cpu", batch_size=4, **kw)
+def settings(tasks_dir, *tasks, **kw) -> EvalSettings:
+    return EvalSettings(tasks=list(tasks), include_path=[str(tasks_dir)], device="cpu", batch_size=4, **kw)
 
 
 # ----------------------------------------------------------------------------- units
 def test_parse_limit():
-    assert evaluate.parse_limit(None) == (None, {})
-    assert evaluate.parse_limit("200") == (200, {})
-    assert evaluate.parse_limit(0.1) == (0.1, {})
-    assert evaluate.parse_limit("200, wikitext=5") == (200, {"wikitext": 5})
-    assert evaluate.parse_limit(["piqa=0.5", "10"]) == (10, {"piqa": 0.5})
+    assert parse_limit(None) == (None, {})
+    assert parse_limit("200") == (200, {})
+    assert parse_limit(0.1) == (0.1, {})
+    assert parse_limit("200, wikitext=5") == (200, {"wikitext": 5})
+    assert parse_limit(["piqa=0.5", "10"]) == (10, {"piqa": 0.5})
     for wrong in ("0", "-3", "2.5", "many", "5,6", "=4"):
         with pytest.raises(UserError):
-            evaluate.parse_limit(wrong)
+            parse_limit(wrong)
 
 
 def _lm(results: dict, hib: dict) -> dict:
@@ -117,7 +123,7 @@ def test_gate_rules():
                            "acc_norm_stderr,none": 0.01},
                   "wikitext": {"word_perplexity,none": 12.0, "word_perplexity_stderr,none": "N/A",
                                "bits_per_byte,none": 1.05}}, hib)
-    rows = report.metric_rows(original, pruned)
+    rows = metric_rows(original, pruned)
     by = {(r["task"], r["metric"]): r for r in rows}
     assert set(by) == {("piqa", "acc"), ("piqa", "acc_norm"), ("wikitext", "word_perplexity"), ("wikitext", "bits_per_byte")}
     assert by["piqa", "acc"]["points"] and not by["wikitext", "word_perplexity"]["points"]
@@ -126,34 +132,34 @@ def test_gate_rules():
     assert by["wikitext", "word_perplexity"]["original_stderr"] is None
 
     # --max-drop 2: acc fell 1 point (pass), acc_norm 3 points (fail); perplexity is not gated
-    verdict = report.apply_gate(rows, report.Gate.make(max_drop=2))
+    verdict = apply_gate(rows, Gate.make(max_drop=2))
     assert not verdict["passed"] and verdict["checked"] == 2
     assert [(f["task"], f["metric"]) for f in verdict["failures"]] == [("piqa", "acc_norm")]
     assert "acc_norm fell 3.00 points" in verdict["summary"]
-    assert report.apply_gate(rows, report.Gate.make(max_drop=3))["passed"]
+    assert apply_gate(rows, Gate.make(max_drop=3))["passed"]
     # --min-retention: every metric, perplexity inverted
-    assert not report.apply_gate(rows, report.Gate.make(min_retention=0.9))["passed"]  # 10/12 = 0.83
-    assert report.apply_gate(rows, report.Gate.make(min_retention=0.8))["passed"]
-    assert report.apply_gate(rows, report.Gate.make(min_retention=0.9, metrics="acc,bits_per_byte"))["passed"]
+    assert not apply_gate(rows, Gate.make(min_retention=0.9))["passed"]  # 10/12 = 0.83
+    assert apply_gate(rows, Gate.make(min_retention=0.8))["passed"]
+    assert apply_gate(rows, Gate.make(min_retention=0.9, metrics="acc,bits_per_byte"))["passed"]
     # a gate that applies to nothing says so instead of passing
     only_ppl = [r for r in rows if r["task"] == "wikitext"]
-    nothing = report.apply_gate(only_ppl, report.Gate.make(max_drop=2))
+    nothing = apply_gate(only_ppl, Gate.make(max_drop=2))
     assert nothing["checked"] == 0 and not nothing["passed"] and "--min-retention" in nothing["summary"]
-    assert report.apply_gate(rows, None) is None and all(r["gate"] is None for r in rows)
+    assert apply_gate(rows, None) is None and all(r["gate"] is None for r in rows)
 
     for kwargs, fragment in (({"max_drop": 1, "min_retention": 0.9}, "not both"), ({"min_retention": 95}, "fraction"),
                              ({"max_drop": -1}, ">= 0"), ({"metrics": "acc"}, "needs a gate")):
         with pytest.raises(UserError, match=fragment):
-            report.Gate.make(**kwargs)
+            Gate.make(**kwargs)
 
 
 def test_tokenizer_differences():
     from tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
-    assert evaluate.tokenizer_differences(tok, tok) == []
+    assert loading.tokenizer_differences(tok, tok) == []
     other = _other_tokenizer(tok)
-    assert any("vocabularies" in p for p in evaluate.tokenizer_differences(tok, other))
+    assert any("vocabularies" in p for p in loading.tokenizer_differences(tok, other))
 
 
 def _other_tokenizer(tok):
@@ -186,11 +192,12 @@ def test_recipe_evaluation_section():
 def test_report_schema_card_and_ppl(env, tasks_dir, checkpoints, tmp_path):
     base, p25, _ = checkpoints
     notes = env / "notes.txt"
-    record = evaluate.run(str(base), p25, settings(tasks_dir, "tiny_mc", f"ppl:{notes}", limit=8), out=tmp_path / "rep")
+    record = compare.run(str(base), p25, settings(tasks_dir, "tiny_mc", f"ppl:{notes}", limit=8), out=tmp_path / "rep")
 
     # eval.json: both models, every metric, settings, versions
     on_disk = json.loads((tmp_path / "rep" / "eval.json").read_text())
-    assert on_disk["format"] == "fbn_prune.eval/2" and on_disk["metrics"] == json.loads(json.dumps(record["metrics"]))
+    assert on_disk["format"] == "fbn_prune.eval/2" and on_disk["metrics"] == json.loads(json.dumps(record.metrics))
+    assert isinstance(record, EvalRecord) and EvalRecord.from_json(on_disk).to_json() == on_disk
     for key in ("base", "pruned", "settings", "versions", "tasks", "metrics", "gate", "lm_eval", "timings"):
         assert key in on_disk, key
     from importlib import metadata
@@ -259,28 +266,28 @@ def test_base_results_are_cached(env, tasks_dir, checkpoints, monkeypatch):
     base, p25, _ = checkpoints
     shutil.rmtree(env / "cache" / "eval" / "results", ignore_errors=True)
     s = settings(tasks_dir, "tiny_mc", limit=6)
-    first = evaluate.compare(str(base), p25, s)
-    assert first["base"]["cached_tasks"] == [] and "original_s" in first["timings"]
+    first = compare.compare(str(base), p25, s)
+    assert first.base["cached_tasks"] == [] and "original_s" in first.timings
 
     def no_base(*a, **k):
         raise AssertionError("the original model must not be evaluated again")
 
-    monkeypatch.setattr(evaluate, "_load_base", no_base)
-    second = evaluate.compare(str(base), p25, s)
-    assert second["base"]["cached_tasks"] == ["tiny_mc"]
-    assert second["original"]["results"] == first["original"]["results"]
-    assert second["pruned_results"]["results"] == first["pruned_results"]["results"]
+    monkeypatch.setattr(loading, "load_base", no_base)
+    second = compare.compare(str(base), p25, s)
+    assert second.base["cached_tasks"] == ["tiny_mc"]
+    assert second.original["results"] == first.original["results"]
+    assert second.pruned_results["results"] == first.pruned_results["results"]
     # another setting is another key: the base is evaluated again
     for changed in (settings(tasks_dir, "tiny_mc", limit=7), settings(tasks_dir, "tiny_mc", limit=6, num_fewshot=1),
                     settings(tasks_dir, "tiny_mc", limit=6, cache=False)):
         with pytest.raises(AssertionError, match="must not be evaluated"):
-            evaluate.compare(str(base), p25, changed)
+            compare.compare(str(base), p25, changed)
     # --no-cache evaluates the base again and refreshes the entry a cached run then finds
     monkeypatch.undo()
-    fresh = evaluate.compare(str(base), p25, settings(tasks_dir, "tiny_mc", limit=6, cache=False))
-    assert fresh["base"]["cached_tasks"] == [] and fresh["original"]["results"] == first["original"]["results"]
-    monkeypatch.setattr(evaluate, "_load_base", no_base)
-    assert evaluate.compare(str(base), p25, s)["base"]["cached_tasks"] == ["tiny_mc"]
+    fresh = compare.compare(str(base), p25, settings(tasks_dir, "tiny_mc", limit=6, cache=False))
+    assert fresh.base["cached_tasks"] == [] and fresh.original["results"] == first.original["results"]
+    monkeypatch.setattr(loading, "load_base", no_base)
+    assert compare.compare(str(base), p25, s).base["cached_tasks"] == ["tiny_mc"]
 
 
 def test_gate_exit_codes(env, tasks_dir, checkpoints):
@@ -376,17 +383,17 @@ def test_ci_gate_rule():
     row = {"task": "t", "metric": "acc", "filter": "none", "points": True, "original": 0.60, "pruned": 0.59,
            "retention": 0.59 / 0.60, "delta": -0.01, "delta_low": -0.05, "delta_high": 0.03,
            "retention_low": 0.55 / 0.60, "original_stderr": None, "pruned_stderr": None, "higher_is_better": True}
-    point, ci = report.Gate.make(max_drop=2), report.Gate.make(max_drop=2, on="ci")
-    assert report.check_row(row, point)["passed"] and not report.check_row(row, ci)["passed"]
-    assert report.check_row(row, ci)["value"] == pytest.approx(5.0)
-    assert report.check_row(row, report.Gate.make(max_drop=5, on="ci"))["passed"]
-    assert not report.check_row(row, report.Gate.make(min_retention=0.95, on="ci"))["passed"]
-    assert report.check_row(row, report.Gate.make(min_retention=0.95))["passed"]
-    assert report.check_row({**row, "delta_low": None}, ci) is None  # no interval: not gated on ci
-    verdict = report.apply_gate([dict(row)], ci)
+    point, ci = Gate.make(max_drop=2), Gate.make(max_drop=2, on="ci")
+    assert check_row(row, point)["passed"] and not check_row(row, ci)["passed"]
+    assert check_row(row, ci)["value"] == pytest.approx(5.0)
+    assert check_row(row, Gate.make(max_drop=5, on="ci"))["passed"]
+    assert not check_row(row, Gate.make(min_retention=0.95, on="ci"))["passed"]
+    assert check_row(row, Gate.make(min_retention=0.95))["passed"]
+    assert check_row({**row, "delta_low": None}, ci) is None  # no interval: not gated on ci
+    verdict = apply_gate([dict(row)], ci)
     assert "may have fallen up to 5.00 points" in verdict["summary"] and verdict["on"] == "ci"
     with pytest.raises(UserError, match="--gate-on"):
-        report.Gate.make(max_drop=1, on="bound")
+        Gate.make(max_drop=1, on="bound")
     r = Recipe().override({"evaluation.gate_on": "ci", "evaluation.max_drop": 1.0})
     assert Recipe.from_dict(r.to_dict()).evaluation.gate_on == "ci"
     with pytest.raises(UserError, match="gate_on must be one of point, ci"):
@@ -394,21 +401,21 @@ def test_ci_gate_rule():
 
 
 def _docs(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / report.DOCS_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (folder / DOCS_FILE).read_text().splitlines()]
 
 
 def test_paired_fields_and_per_document_file(env, tasks_dir, checkpoints, tmp_path):
     base, p25, _ = checkpoints
     info = json.loads((p25 / "fbn_prune.json").read_text())
-    assert info["base_model_identity"]["sha256"] == evaluate.model_hash(resolve(str(base)))
-    record = evaluate.run(str(base), p25, settings(tasks_dir, "tiny_mc", f"ppl:{env / 'notes.txt'}", limit=8),
+    assert info["base_model_identity"]["sha256"] == model_hash(resolve(str(base)))
+    record = compare.run(str(base), p25, settings(tasks_dir, "tiny_mc", f"ppl:{env / 'notes.txt'}", limit=8),
                           out=tmp_path / "rep", update_card=False)
-    assert record["pruned"]["base_check"]["verdict"] == "match"
+    assert record.pruned["base_check"]["verdict"] == "match"
     lines = _docs(tmp_path / "rep")
     mc = [x for x in lines if x["task"] == "tiny_mc"]
     assert [x["doc_id"] for x in mc] == list(range(8)) and all(x["doc_hash"] for x in mc)
     assert len([x for x in lines if x["task"] == "ppl_notes"]) == 5
-    rows = {(r["task"], r["metric"]): r for r in record["metrics"]}
+    rows = {(r["task"], r["metric"]): r for r in record.metrics}
     for metric in ("acc", "acc_norm"):
         r = rows["tiny_mc", metric]
         orig = [x["metrics"][metric]["original"] for x in mc]
@@ -422,16 +429,16 @@ def test_paired_fields_and_per_document_file(env, tasks_dir, checkpoints, tmp_pa
     assert wp["delta_low"] <= wp["delta"] <= wp["delta_high"] and wp["mcnemar_p"] is None
     assert wp["retention_low"] <= wp["retention"] <= wp["retention_high"]
     # the jsonl reads back into the same per-document records
-    back = report.read_docs(tmp_path / "rep" / report.DOCS_FILE)
-    assert report.aligned([back["original"], back["pruned"]], "tiny_mc", "acc", "none")[0].tolist() == \
+    back = report.read_docs(tmp_path / "rep" / DOCS_FILE)
+    assert aligned([back["original"], back["pruned"]], "tiny_mc", "acc", "none")[0].tolist() == \
         [x["metrics"]["acc"]["original"] for x in mc]
 
 
 def test_identical_models_have_zero_width_intervals(env, tasks_dir, checkpoints, tmp_path):
     _, p25, _ = checkpoints
-    record = evaluate.run(str(p25), p25, settings(tasks_dir, "tiny_mc", f"ppl:{env / 'notes.txt'}", limit=8),
+    record = compare.run(str(p25), p25, settings(tasks_dir, "tiny_mc", f"ppl:{env / 'notes.txt'}", limit=8),
                           out=tmp_path / "same", any_base=True)
-    for r in record["metrics"]:
+    for r in record.metrics:
         assert (r["delta"], r["delta_low"], r["delta_high"]) == (0, 0, 0), r
         assert not r["significant"]
         if r["task"] == "ppl_notes":  # (a retention is undefined in a resample where an accuracy is 0)
@@ -475,14 +482,15 @@ def test_several_pruned_on_the_same_documents(env, tasks_dir, checkpoints, monke
     def no_model(*a, **k):
         raise AssertionError("no model must be evaluated again")
 
-    monkeypatch.setattr(evaluate, "_load_base", no_model)
-    monkeypatch.setattr(evaluate, "load_checkpoint", no_model)
+    monkeypatch.setattr(loading, "load_base", no_model)
+    monkeypatch.setattr(loading, "load_checkpoint", no_model)
     r = run("eval", *common, "--pruned", p25, "--pruned", p50, "--max-drop", "100", "--out", env / "cmp")
     assert r.exit_code == 0, r.output
     assert "| tiny_mc | acc ↑ | original | p25 | p50 |" not in r.output  # header is the model names row
     assert "| task | metric | original | p25 | p50 |" in r.output and "p50 - p25" in r.output
     record = json.loads((env / "cmp" / "eval.json").read_text())
     assert record["format"] == "fbn_prune.eval-compare/1" and record["labels"] == ["original", "p25", "p50"]
+    assert ComparisonRecord.from_json(record).to_json() == record
     assert record["base"]["cached_tasks"] == ["tiny_mc"] and all(p["cached_tasks"] == ["tiny_mc"] for p in record["pruned"])
     pairs = {(p["metric"], p["a"], p["b"]): p for p in record["pairs"]}
     assert set(pairs) == {(m, a, b) for m in ("acc", "acc_norm")
@@ -499,7 +507,7 @@ def test_several_pruned_on_the_same_documents(env, tasks_dir, checkpoints, monke
     for p in (p25, p50):
         own = json.loads((p / "eval.json").read_text())
         assert own["gate"]["passed"] and own["settings"]["documents"] == {"tiny_mc": 10}
-        assert (p / report.DOCS_FILE).is_file()
+        assert (p / DOCS_FILE).is_file()
         assert json.loads((p / "fbn_prune.json").read_text())["evaluation"]["gate"]["passed"] is True
 
 
@@ -507,16 +515,16 @@ def test_old_cache_entries_without_documents_are_a_miss(env, tasks_dir, checkpoi
     base, p25, _ = checkpoints
     s = settings(tasks_dir, "tiny_mc", limit=5)
     shutil.rmtree(env / "cache" / "eval" / "results", ignore_errors=True)
-    evaluate.compare(str(base), p25, s)
+    compare.compare(str(base), p25, s)
     for f in (env / "cache" / "eval" / "results").glob("*.json"):
         entry = json.loads(f.read_text())
         entry["result"].pop("docs")
         f.write_text(json.dumps(entry))
     loaded = []
-    real = evaluate._load_base
-    monkeypatch.setattr(evaluate, "_load_base", lambda *a: loaded.append(1) or real(*a))
-    again = evaluate.compare(str(base), p25, s)
-    assert loaded and again["base"]["cached_tasks"] == [] and again["original"]["docs"]["tiny_mc"]
+    real = loading.load_base
+    monkeypatch.setattr(loading, "load_base", lambda *a: loaded.append(1) or real(*a))
+    again = compare.compare(str(base), p25, s)
+    assert loaded and again.base["cached_tasks"] == [] and again.original["docs"]["tiny_mc"]
 
 
 def test_a_different_base_is_refused(env, tasks_dir, checkpoints, tmp_path):
@@ -561,22 +569,25 @@ def test_smollm2_piqa(tmp_path, monkeypatch):
         "decomposition": {"runs": 1}, "selection": {"method": "magnitude", "ratio": 0.2, "round_to": 64, "min_width": 64},
     })
     pruned = pipeline.prune(recipe, progress=False)
-    s = evaluate.EvalSettings(tasks=["piqa"], limit=40, device="cpu", batch_size=8)
-    record = evaluate.run("smollm2", pruned, s, gate=report.Gate.make(max_drop=100))
-    rows = {r["metric"]: r for r in record["metrics"] if r["task"] == "piqa"}
+    s = EvalSettings(tasks=["piqa"], limit=40, device="cpu", batch_size=8)
+    record = compare.run("smollm2", pruned, s, gate=Gate.make(max_drop=100))
+    rows = {r["metric"]: r for r in record.metrics if r["task"] == "piqa"}
     assert set(rows) == {"acc", "acc_norm"}
     assert rows["acc"]["original"] > 0.55  # SmolLM2-135M: ~0.68 on PIQA; chance is 0.5
-    assert 0 <= rows["acc"]["pruned"] <= 1 and record["gate"]["passed"]
-    assert record["base"]["cached_tasks"] == []
-    again = evaluate.compare("smollm2", pruned, s)
-    assert again["base"]["cached_tasks"] == ["piqa"]
+    assert 0 <= rows["acc"]["pruned"] <= 1 and record.gate["passed"]
+    assert record.base["cached_tasks"] == []
+    again = compare.compare("smollm2", pruned, s)
+    assert again.base["cached_tasks"] == ["piqa"]
 
 
 _KEY_SCRIPT = """
-from fbn_prune.evaluate import run as ev
-s = ev.EvalSettings(tasks=["wikitext"], task_limits={"wikitext": 2}, device="cpu")
-tm, specs = ev._load_specs(s)
-print(ev._cache_key(specs[0], "base", s, ev._samples(specs, s), "cpu"))
+from fbn_prune.evaluate import cache, harness
+from fbn_prune.evaluate.settings import EvalSettings
+s = EvalSettings(tasks=["wikitext"], task_limits={"wikitext": 2}, device="cpu")
+tm, specs = harness.load_specs(s)
+config = harness.task_config(specs[0].tasks["wikitext"])
+print(sorted(k for k, v in config.items() if callable(v)))
+print(cache.cache_key(specs[0], "base", s, harness.sample_indices(specs, s), "cpu"))
 """
 
 
@@ -584,9 +595,32 @@ def test_cache_keys_are_the_same_in_every_process(monkeypatch):
     """wikitext's config holds a Python function; its repr carries a memory address that changes
     from process to process, so it must not reach the key (the original was re-evaluated every run)."""
     monkeypatch.setenv("FBN_PRUNE_DATA", str(data_files("wikitext2/test.txt")))
-    keys = {subprocess.run([sys.executable, "-c", _KEY_SCRIPT], capture_output=True, text=True, check=True,
-                           timeout=300).stdout.strip().splitlines()[-1] for _ in range(2)}
-    assert len(keys) == 1
-    assert evaluate._stable_text(evaluate._json_digest) == evaluate._stable_text(evaluate._json_digest)
-    assert "0x" not in evaluate._stable_text(evaluate._json_digest)
-    assert "0x" not in evaluate._stable_text(object())
+    outputs = [subprocess.run([sys.executable, "-c", _KEY_SCRIPT], capture_output=True, text=True, check=True,
+                              timeout=300).stdout.strip().splitlines()[-2:] for _ in range(2)]
+    assert outputs[0][0] != "[]", "the key is to cover a config that holds a function"
+    assert len({key for _, key in outputs}) == 1
+
+
+def _function_from(folder: Path, name: str, body: str):
+    """A function ``detok`` loaded from a fresh module file: same name and qualname whatever the body."""
+    import importlib.util
+
+    path = folder / f"{name}.py"
+    path.write_text(f"def detok(text):\n    return {body}\n")
+    spec = importlib.util.spec_from_file_location("detok_module", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.detok
+
+
+def test_cache_key_material_is_plain_data(tmp_path):
+    """A function in a task config counts by its name and source, never by its repr (address)."""
+    a = _function_from(tmp_path, "a", "text")
+    a_again = _function_from(tmp_path, "a_again", "text")  # another object (another address), same source
+    b = _function_from(tmp_path, "b", "text.strip()")  # same qualified name, other source
+    assert a is not a_again and repr(a) != repr(a_again)
+    assert cache.digest({"process_docs": a}) == cache.digest({"process_docs": a_again})
+    assert cache.digest({"process_docs": a}) != cache.digest({"process_docs": b})
+    for value in (a, object(), {"x": [object(), {1, 2}]}):
+        assert "0x" not in json.dumps(cache.plain(value)), value
+    assert cache.plain({"n": (1, 2.5), "s": "x", "none": None}) == {"n": [1, 2.5], "s": "x", "none": None}

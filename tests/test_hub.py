@@ -25,7 +25,9 @@ from fbn_prune.ship import hub
 from fbn_prune.ship.files import PushRefused
 from fbn_prune.ship.push_plan import plan_push
 from fbn_prune.ship.upload import push
+from fbn_prune.config.gate import Gate
 from fbn_prune.evaluate import report
+from fbn_prune.evaluate.record import EvalRecord, PairComparison
 from fbn_prune.cli.main import cli
 from fbn_prune.config.recipe import Recipe
 
@@ -87,22 +89,22 @@ def lm_results(acc: float, acc_norm: float, word_ppl: float) -> dict:
     }
 
 
-def evaluated(folder: Path, pruned_acc: float) -> dict:
+def evaluated(folder: Path, pruned_acc: float) -> EvalRecord:
     """Write an evaluation (original acc 0.60) into the checkpoint as `fbn-prune eval` does, gate --max-drop 2."""
-    comparison = {
-        "base": {"spec": SMOL, "name": SMOL, "parameters": 134_515_008, "cached_tasks": []},
-        "pruned": {"path": str(folder), "name": folder.name, "layout": "uniform", "parameters": 117_926_208,
-                   "method": "fbn", "achieved_ratio": 0.208},
-        "settings": {"tasks": ["arc_easy", "wikitext"], "limit": "200,wikitext=3", "task_limits": {"wikitext": 3},
-                     "documents": {"arc_easy": 200, "wikitext": 3}, "num_fewshot": None, "batch_size": 8,
-                     "max_length": 2048, "dtype": "float32", "device": "cpu"},
-        "versions": {"lm_eval": "0.4.13"},
-        "tasks": {"arc_easy": {"tasks": ["arc_easy"], "source": None}, "wikitext": {"tasks": ["wikitext"], "source": None}},
-        "original": lm_results(0.60, 0.58, 20.0),
-        "pruned_results": lm_results(pruned_acc, pruned_acc - 0.02, 21.0),
-        "timings": {"total_s": 1.0},
-    }
-    record = report.build(comparison, report.Gate.make(2.0, None))
+    comparison = PairComparison(
+        base={"spec": SMOL, "name": SMOL, "parameters": 134_515_008, "cached_tasks": []},
+        pruned={"path": str(folder), "name": folder.name, "layout": "uniform", "parameters": 117_926_208,
+                "method": "fbn", "achieved_ratio": 0.208},
+        settings={"tasks": ["arc_easy", "wikitext"], "limit": "200,wikitext=3", "task_limits": {"wikitext": 3},
+                  "documents": {"arc_easy": 200, "wikitext": 3}, "num_fewshot": None, "batch_size": 8,
+                  "max_length": 2048, "dtype": "float32", "device": "cpu"},
+        versions={"lm_eval": "0.4.13"},
+        tasks={"arc_easy": {"tasks": ["arc_easy"], "source": None}, "wikitext": {"tasks": ["wikitext"], "source": None}},
+        original=lm_results(0.60, 0.58, 20.0),
+        pruned_results=lm_results(pruned_acc, pruned_acc - 0.02, 21.0),
+        timings={"total_s": 1.0},
+    )
+    record = report.build(comparison, Gate.make(2.0, None))
     report.write(record, folder)
     report.update_checkpoint(folder, record, folder)
     return record
@@ -447,7 +449,7 @@ def test_card_metadata_parses_and_validates(ckpt):
     for section in ("## How it was made", "## How to load", "## Per-layer FFN widths", "## Evaluation"):
         assert section in body, section
     assert "| method | `magnitude` |" in body and "recipe.yaml" in body
-    assert "| arc_easy | acc ↑ |" in body and record["gate"]["passed"]
+    assert "| arc_easy | acc ↑ |" in body and record.gate["passed"]
     info = json.loads((ckpt / "fbn_prune.json").read_text())
     for i, w in enumerate(info["widths"]):
         assert f"| {i} | {info['original_widths'][i]} | {w} |" in body

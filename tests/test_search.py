@@ -45,7 +45,7 @@ def test_bisection_finds_the_known_ratio_and_resumes(env, tiny_dir, calib_txt, m
             raise KeyboardInterrupt  # interrupted during the third probe
         step, record = real(recipe, artifact, bundle, settings, gate, ratio, work)
         step.passed = ratio <= 0.4
-        record["gate"]["passed"] = step.passed
+        record.gate["passed"] = step.passed
         return step, record
 
     monkeypatch.setattr(searching, "_probe", probe)

@@ -15,13 +15,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
 
 from conftest import SHARED_DATA as DATA  # noqa: E402
 
-from fbn_prune.texts import tasks as T  # noqa: E402
+from fbn_prune.texts.tasks import documents, manager, registry, utils  # noqa: E402
+from fbn_prune.texts.tasks import render as rendering  # noqa: E402
 from fbn_prune.errors import UserError  # noqa: E402
 
-if DATA is None or not all((DATA / f).is_file() for t in T.LOCAL_TASKS.values() for f in t.files):
+if DATA is None or not all((DATA / f).is_file() for t in registry.LOCAL_TASKS.values() for f in t.files):
     pytest.skip(f"evaluation data not found (FBN_PRUNE_DATA={DATA})", allow_module_level=True)
 
 LOCAL = ["arc_easy", "piqa", "lambada_openai", "wikitext"]
@@ -38,11 +40,11 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def tm(cache: Path) -> T.LocalTaskManager:
-    return T.task_manager(data=str(DATA))
+def tm(cache: Path) -> TaskManager:
+    return manager.task_manager(data=str(DATA))
 
 
-def test_task_list_renders(tm: T.LocalTaskManager, cache: Path) -> None:
+def test_task_list_renders(tm: TaskManager, cache: Path) -> None:
     assert sorted(tm.local_tasks) == sorted(LOCAL) and tm.missing == {}
     assert tm.rendered is not None and cache in tm.rendered.parents
     for name in LOCAL:
@@ -50,21 +52,21 @@ def test_task_list_renders(tm: T.LocalTaskManager, cache: Path) -> None:
         assert yaml_path == tm.rendered / f"{name}.yaml", f"{name} still resolves to {yaml_path}"
         text = yaml_path.read_text()
         assert "@RENDERED@" not in text and "@DATA@" not in text
-    assert T.resolve_tasks(["piqa", "arc_easy", "piqa", " wikitext", "lambada_openai"], tm) == [
+    assert manager.resolve_tasks(["piqa", "arc_easy", "piqa", " wikitext", "lambada_openai"], tm) == [
         "piqa",
         "arc_easy",
         "wikitext",
         "lambada_openai",
     ]
-    assert T.render(DATA) == tm.rendered  # cached: same folder, nothing re-rendered
+    assert rendering.render(DATA) == tm.rendered  # cached: same folder, nothing re-rendered
 
 
-def test_same_prompt_fields_as_builtin(tm: T.LocalTaskManager) -> None:
+def test_same_prompt_fields_as_builtin(tm: TaskManager) -> None:
     """Our YAMLs keep lm-eval's prompt, target, choices, metrics and version (only the data source differs)."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
     keys = ["output_type", "doc_to_text", "doc_to_target", "doc_to_choice", "target_delimiter", "test_split"]
-    builtin_dir = T._BUILTIN_TASKS
+    builtin_dir = manager._BUILTIN_TASKS
     sources = {"arc_easy": "arc/arc_easy.yaml", "piqa": "piqa/piqa.yaml"}
     sources |= {"lambada_openai": "lambada/lambada_openai.yaml", "wikitext": "wikitext/wikitext.yaml"}
     for name, rel in sources.items():
@@ -79,9 +81,9 @@ def test_same_prompt_fields_as_builtin(tm: T.LocalTaskManager) -> None:
         assert ours["metadata"]["version"] == theirs["metadata"]["version"], name
 
 
-def test_documents_arc_easy_train(tm: T.LocalTaskManager, caplog: pytest.LogCaptureFixture) -> None:
+def test_documents_arc_easy_train(tm: TaskManager, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="fbn_prune.texts.tasks")
-    docs = T.task_documents("arc_easy", tm=tm)
+    docs = documents.task_documents("arc_easy", tm=tm)
     assert len(docs) == 2251  # ARC-Easy-Train.jsonl, MANIFEST
     assert "from its train split" in caplog.text
     assert docs[0] == (
@@ -89,14 +91,14 @@ def test_documents_arc_easy_train(tm: T.LocalTaskManager, caplog: pytest.LogCapt
         "Answer: a bacterial population in the bloodstream"
     )
     assert all(d.startswith("Question: ") and "\nAnswer: " in d for d in docs)
-    few = T.task_documents("arc_easy", n=5, seed=1, tm=tm)
+    few = documents.task_documents("arc_easy", n=5, seed=1, tm=tm)
     assert len(few) == 5 and set(few) <= set(docs)
-    assert few == T.task_documents("arc_easy", n=5, seed=1, tm=tm)
+    assert few == documents.task_documents("arc_easy", n=5, seed=1, tm=tm)
 
 
-def test_documents_piqa(tm: T.LocalTaskManager, caplog: pytest.LogCaptureFixture) -> None:
+def test_documents_piqa(tm: TaskManager, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="fbn_prune.texts.tasks")
-    docs = T.task_documents("piqa", tm=tm)
+    docs = documents.task_documents("piqa", tm=tm)
     assert len(docs) == 1838  # piqa/valid.jsonl, MANIFEST
     assert "has no train split" in caplog.text and "from its validation split" in caplog.text
     # first record: label 0 -> sol1
@@ -105,7 +107,7 @@ def test_documents_piqa(tm: T.LocalTaskManager, caplog: pytest.LogCaptureFixture
     assert all(d.startswith("Question: ") and "\nAnswer: " in d for d in docs)
 
 
-def test_split_counts(tm: T.LocalTaskManager) -> None:
+def test_split_counts(tm: TaskManager) -> None:
     """Every split has the MANIFEST's record count; wikitext pages rebuild the whole file."""
     loaded = tm.load(LOCAL)["tasks"]
     arc, piqa, lam, wiki = (loaded[n] for n in LOCAL)
@@ -117,34 +119,34 @@ def test_split_counts(tm: T.LocalTaskManager) -> None:
     joined = "\n".join(d["page"] for d in wiki.test_docs())
     assert text.endswith(joined) and not text[: len(text) - len(joined)].strip()
     assert wiki.test_docs()[0]["page"].startswith(" = Robert <unk> = \n")
-    assert T.task_documents("wikitext", n=1, tm=tm)[0].startswith(" = ")  # detokenized page, from validation
+    assert documents.task_documents("wikitext", n=1, tm=tm)[0].startswith(" = ")  # detokenized page, from validation
 
 
 def test_wikitext_pages_rule() -> None:
     text = " \n = A = \n \n x \n = = Sub = = \n y \n = B = \n z \n"
-    assert list(T.utils.wikitext_pages(text)) == [" = A = \n \n x \n = = Sub = = \n y ", " = B = \n z \n"]
+    assert list(utils.wikitext_pages(text)) == [" = A = \n \n x \n = = Sub = = \n y ", " = B = \n z \n"]
 
 
-def test_unknown_task_suggests(tm: T.LocalTaskManager) -> None:
+def test_unknown_task_suggests(tm: TaskManager) -> None:
     with pytest.raises(UserError, match="did you mean.*arc_easy"):
-        T.resolve_tasks(["arc_esay"], tm)
+        manager.resolve_tasks(["arc_esay"], tm)
     with pytest.raises(UserError, match="matches no task"):
-        T.resolve_tasks(["zz_no_such_*"], tm)
+        manager.resolve_tasks(["zz_no_such_*"], tm)
 
 
 def test_missing_data(tmp_path: Path, cache: Path) -> None:
     (tmp_path / "piqa").mkdir()
     (tmp_path / "piqa" / "valid.jsonl").write_text("")
     with pytest.raises(UserError, match=r"missing data file piqa/valid-labels\.lst for task piqa.*FBN_PRUNE_DATA"):
-        T.data_dir(str(tmp_path), tasks=["piqa"])
+        registry.data_dir(str(tmp_path), tasks=["piqa"])
     with pytest.raises(UserError, match="is not a folder"):
-        T.data_dir(str(tmp_path / "nope"))
-    empty = T.task_manager(data=str(tmp_path))
+        registry.data_dir(str(tmp_path / "nope"))
+    empty = manager.task_manager(data=str(tmp_path))
     assert empty.local_tasks == [] and sorted(empty.missing) == sorted(LOCAL)
     with pytest.raises(UserError, match="missing data file arc_easy/ARC-Easy-Train.jsonl for task arc_easy"):
-        T.resolve_tasks(["arc_easy"], empty)
+        manager.resolve_tasks(["arc_easy"], empty)
     with pytest.raises(UserError, match="missing data file"):
-        T.task_documents("lambada_openai", tm=empty)
+        documents.task_documents("lambada_openai", tm=empty)
 
 
 def _tiny_llama() -> tuple[object, object]:
@@ -178,7 +180,7 @@ def _tiny_llama() -> tuple[object, object]:
     return LlamaForCausalLM(config).eval(), tok
 
 
-def test_simple_evaluate_tiny_llama(tm: T.LocalTaskManager) -> None:
+def test_simple_evaluate_tiny_llama(tm: TaskManager) -> None:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 

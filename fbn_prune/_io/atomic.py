@@ -1,11 +1,12 @@
-"""Write-then-rename: a file is either its old content or its new content, never half of either."""
+"""Write-then-rename: a file (or a folder) is either its old content or its new content, never half of either."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -40,3 +41,27 @@ def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to a temporary file beside ``path``, then rename it over ``path``."""
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_dir(final: Path, fill: Callable[[Path], None], *, prefix: str, keep_existing: bool = True,
+               mode: int | None = None) -> None:
+    """Fill a temporary folder beside ``final`` with ``fill(tmp)``, then rename it to ``final``.
+
+    ``keep_existing``: when the rename fails because another process made ``final`` meanwhile, keep
+    theirs (a cache folder named by its content); else the error propagates. ``mode``: the folder's
+    permission bits before the rename (``mkdtemp`` makes it 0o700). The temporary folder never stays.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    try:
+        fill(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not (keep_existing and final.is_dir()):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

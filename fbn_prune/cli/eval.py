@@ -12,7 +12,15 @@ from pathlib import Path
 import click
 
 from fbn_prune._runtime.dtypes import DTYPE_NAMES
+from fbn_prune.config.gate import Gate
+from fbn_prune.config.limits import parse_limit
 from fbn_prune.errors import GateFailed, UserError
+from fbn_prune.evaluate import compare, render
+from fbn_prune.evaluate.harness import task_manager
+from fbn_prune.evaluate.ppl import PPL_PREFIX, ppl_task
+from fbn_prune.evaluate.record import DOCS_FILE, ComparisonRecord, EvalRecord
+from fbn_prune.evaluate.settings import EvalSettings
+from fbn_prune.texts.tasks.manager import resolve_tasks
 
 
 def _quiet_harness(verbose: int) -> None:
@@ -26,15 +34,13 @@ def _tasks(tasks: str | None, ppl: tuple[str, ...]) -> list[str]:
     return names + [f"ppl:{p}" for p in ppl]
 
 
-def _finish(record: dict, report_dir: Path) -> None:
+def _finish(record: EvalRecord | ComparisonRecord, report_dir: Path) -> None:
     """Print the table and where the report is; raise GateFailed (exit 3) when the gate did not hold
     (for several checkpoints: when it did not hold for one of them)."""
-    from fbn_prune.evaluate import report
-
-    many = record.get("format") == report.FORMAT_MANY
-    click.echo(report.table_many(record) if many else report.table(record))
-    click.echo(f"\nreport: {report_dir / 'eval.json'}, {report_dir / 'eval.md'}, {report_dir / report.DOCS_FILE}")
-    gates = [g for g in record["gates"] if g] if many else [record["gate"]] if record.get("gate") else []
+    many = isinstance(record, ComparisonRecord)
+    click.echo(render.table_many(record) if many else render.table(record))
+    click.echo(f"\nreport: {report_dir / 'eval.json'}, {report_dir / 'eval.md'}, {report_dir / DOCS_FILE}")
+    gates = [g for g in record.gates if g] if many else [record.gate] if record.gate else []
     failed = [g for g in gates if not g["passed"]]
     for g in gates:
         if g["passed"]:
@@ -105,30 +111,25 @@ def eval_command(ctx, base, pruned, tasks, ppl, limit, num_fewshot, batch_size, 
     Exit codes: 0 ok (gate held, or no gate), 2 bad input (also: --base is not the model the
     checkpoint was pruned from, without --any-base), 3 gate failed.
     """
-    from fbn_prune.evaluate import run as evaluate
-    from fbn_prune.evaluate import report
-
     _quiet_harness((ctx.obj or {}).get("verbose", 0))
-    gate = report.Gate.make(max_drop, min_retention, gate_metrics, gate_on)
-    default, per_task = evaluate.parse_limit(list(limit) or None)
-    settings = evaluate.EvalSettings(
+    gate = Gate.make(max_drop, min_retention, gate_metrics, gate_on)
+    default, per_task = parse_limit(list(limit) or None)
+    settings = EvalSettings(
         tasks=_tasks(tasks, ppl), limit=default, task_limits=per_task, num_fewshot=num_fewshot,
         batch_size=batch_size, max_length=max_length, device=device, dtype=dtype, include_path=list(include_path),
         data_dir=data_dir, cache=not no_cache,
     )
     settings.check()
     targets = list(pruned) if len(pruned) > 1 else pruned[0]
-    record = evaluate.run(base, targets, settings, gate=gate, out=out, update_card=not no_card, any_base=any_base)
+    record = compare.run(base, targets, settings, gate=gate, out=out, update_card=not no_card, any_base=any_base)
     _finish(record, Path(out or pruned[0]).expanduser())
 
 
-def _settings_after_prune(recipe):
+def _settings_after_prune(recipe) -> EvalSettings:
     """The EvalSettings of a recipe's ``evaluation`` section."""
-    from fbn_prune.evaluate import run as evaluate
-
     e = recipe.evaluation
-    default, per_task = evaluate.parse_limit(e.limit)
-    return evaluate.EvalSettings(
+    default, per_task = parse_limit(e.limit)
+    return EvalSettings(
         tasks=list(e.tasks), limit=default, task_limits=per_task, num_fewshot=e.num_fewshot, batch_size=e.batch_size,
         device=recipe.device, dtype=recipe.dtype, include_path=list(e.include_path), data_dir=recipe.data_dir,
     )
@@ -137,21 +138,18 @@ def _settings_after_prune(recipe):
 def check_after_prune(recipe) -> None:
     """Check ``prune --eval-tasks`` before any work: settings, task names (with the data folder the local
     tasks need) and ppl: files. Raises UserError; the tasks' datasets are loaded later, by the evaluation."""
-    from fbn_prune.evaluate import run as evaluate
-    from fbn_prune.texts.tasks import resolve_tasks
-
     settings = _settings_after_prune(recipe)
     settings.check()
     names = []
     for raw in settings.tasks:
-        if raw.startswith(evaluate.PPL_PREFIX):
-            evaluate.ppl_task(raw, settings.data_dir)
+        if raw.startswith(PPL_PREFIX):
+            ppl_task(raw, settings.data_dir)
         elif any(ch in raw for ch in "*?["):
             raise UserError(f"task pattern {raw!r}: name the tasks one by one (patterns are not expanded here).")
         else:
             names.append(raw)
     if names:
-        resolve_tasks(names, evaluate._task_manager(settings.include_path, settings.data_dir))
+        resolve_tasks(names, task_manager(settings.include_path, settings.data_dir))
 
 
 def evaluate_after_prune(recipe, checkpoint: Path, verbose: int = 0) -> None:
@@ -159,13 +157,10 @@ def evaluate_after_prune(recipe, checkpoint: Path, verbose: int = 0) -> None:
 
     Raises GateFailed (exit 3) when the gate does not hold; the checkpoint stays where it is.
     """
-    from fbn_prune.evaluate import run as evaluate
-    from fbn_prune.evaluate import report
-
     e = recipe.evaluation
     _quiet_harness(verbose)
-    gate = report.Gate.make(e.max_drop, e.min_retention, on=e.gate_on)
+    gate = Gate.make(e.max_drop, e.min_retention, on=e.gate_on)
     settings = _settings_after_prune(recipe)
     click.echo(f"\nevaluating original vs pruned on {', '.join(settings.tasks)} ...", err=True)
-    record = evaluate.run(recipe.model, checkpoint, settings, gate=gate, out=checkpoint)
+    record = compare.run(recipe.model, checkpoint, settings, gate=gate, out=checkpoint)
     _finish(record, checkpoint)

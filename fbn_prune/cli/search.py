@@ -11,9 +11,10 @@ import click
 
 from fbn_prune.errors import UserError
 from fbn_prune.config.recipe import Recipe
-from fbn_prune.evaluate import run as evaluate
-from fbn_prune.evaluate import report
 from fbn_prune import search as searching
+from fbn_prune.config.gate import Gate
+from fbn_prune.config.limits import parse_limit
+from fbn_prune.evaluate.settings import EvalSettings
 from fbn_prune.select.methods import method_names
 
 
@@ -60,7 +61,6 @@ def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_ret
     \b
     Exit codes: 0 found, 2 bad input, 3 no ratio on the grid holds the gate.
     """
-
     if calib and calib_task:
         raise UserError("give --calib or --calib-task, not both.")
     recipe = Recipe.load(recipe_file) if recipe_file else Recipe()
@@ -76,15 +76,15 @@ def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_ret
     e = recipe.evaluation  # the recipe's evaluation section supplies what the flags leave out
     if max_drop is None and min_retention is None:
         max_drop, min_retention = e.max_drop, e.min_retention
-    gate = report.Gate.make(max_drop, min_retention, gate_metrics, gate_on or e.gate_on)
+    gate = Gate.make(max_drop, min_retention, gate_metrics, gate_on or e.gate_on)
     if gate is None:
         raise UserError("a search needs a gate: --max-drop or --min-retention.")
-    default, per_task = evaluate.parse_limit(list(limit) or e.limit)
+    default, per_task = parse_limit(list(limit) or e.limit)
     names = [t.strip() for t in (tasks or "").split(",") if t.strip()] + [f"ppl:{p}" for p in ppl]
-    settings = evaluate.EvalSettings(tasks=names or list(e.tasks), limit=default, task_limits=per_task,
-                                     num_fewshot=e.num_fewshot, batch_size=batch_size or e.batch_size,
-                                     device=recipe.device, dtype=recipe.dtype,
-                                     include_path=list(include_path) or list(e.include_path), data_dir=recipe.data_dir)
+    settings = EvalSettings(tasks=names or list(e.tasks), limit=default, task_limits=per_task,
+                            num_fewshot=e.num_fewshot, batch_size=batch_size or e.batch_size,
+                            device=recipe.device, dtype=recipe.dtype,
+                            include_path=list(include_path) or list(e.include_path), data_dir=recipe.data_dir)
     result = searching.search(recipe, settings, gate, searching.Grid(step, max_ratio), out=out, overwrite=overwrite,
                               progress=not no_progress, echo=lambda text: click.echo(text, err=True))
     searching.raise_if_failed(result)

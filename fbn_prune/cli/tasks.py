@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from fbn_prune.errors import UserError
-from fbn_prune.texts import tasks as T
+from fbn_prune.texts.tasks import registry as T
+from fbn_prune.texts.tasks.render import render_to
 
 
 @click.command("tasks")
@@ -27,7 +28,6 @@ def tasks_command(render_dir: str | None, data_dir: str | None, overwrite: bool)
       fbn-prune tasks --render ./fbn-tasks --data-dir ./data
       lm_eval --model hf --model_args pretrained=./pruned --include_path ./fbn-tasks --tasks piqa,arc_easy
     """
-
     if render_dir is None:
         try:
             data: Path | None = T.data_dir(data_dir)
@@ -52,7 +52,7 @@ def tasks_command(render_dir: str | None, data_dir: str | None, overwrite: bool)
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
     try:
-        names = T.render_to(target, data)
+        names = render_to(target, data)
     except BaseException:
         if old is not None:
             old.rename(target)

@@ -1,7 +1,7 @@
 """Paired statistics: two (or more) models scored on the same documents, compared document by document.
 
-Pure functions on numpy arrays; no lm-eval, no torch. :mod:`fbn_prune.evaluate.run` collects the
-per-document values, :mod:`fbn_prune.evaluate.report` shows what this module computes.
+Pure functions on numpy arrays; no lm-eval, no torch. :mod:`fbn_prune.evaluate.harness` collects the
+per-document values, :mod:`fbn_prune.evaluate.rows` and :mod:`fbn_prune.evaluate.report` use what this module computes.
 
 Per-document values of one metric, per model, as lm-eval's ``log_samples`` gives them:
 

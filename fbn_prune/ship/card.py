@@ -72,7 +72,7 @@ def card_data(info: Provenance, license: str | None = None, model_index: list | 
     (:func:`fbn_prune.ship.hub.card_license` finds the base model's).
 
     ``model_index`` is the Hub ``model-index`` list (one entry naming the model, with its results),
-    as :func:`fbn_prune.evaluate.report.model_index` builds it."""
+    as :func:`fbn_prune.evaluate.render.model_index` builds it."""
     hub_id = info.base_model_hub_id
     eval_results, model_name = None, None
     if model_index:

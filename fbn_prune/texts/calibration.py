@@ -39,7 +39,8 @@ from fbn_prune.texts.files import read_documents
 from fbn_prune.texts.generated import GENERATED, generate_documents
 from fbn_prune.texts.hub import HF_PREFIX, parse_hf, read_hf
 from fbn_prune.texts.records import CalibrationText
-from fbn_prune.texts.tasks import task_documents, task_manager
+from fbn_prune.texts.tasks.documents import task_documents  # lm_eval itself loads only when a task is read
+from fbn_prune.texts.tasks.manager import task_manager
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,6 @@ def prepare(recipe) -> CalibrationText:
     if recipe.data_dir:
         datadir.find(recipe.data_dir)  # a --data-dir that was given must exist, whatever the source
     if c.task:
-
         tm = task_manager(data=recipe.data_dir)
         return CalibrationText(task_documents(c.task, split="train", seed=recipe.seed, tm=tm), f"lm-eval task {c.task}")
     spec = c.source or DEFAULT_SOURCE
