@@ -50,6 +50,9 @@ from fbn_prune.select.methods import THRESHOLD_RANKING, check_selection, layer_s
 from fbn_prune.select.budget import Budget, channel_ratio_for_params, select as select_channels
 from fbn_prune.export.surgery import MODELING_FILE, build_pruned, modeling_source
 from fbn_prune.export.verify import held_out_tokens, verify
+from fbn_prune._runtime import resources as res
+from fbn_prune.models.placement import input_device, resident_bytes
+from fbn_prune.plan import model_shape
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +212,6 @@ def _existing(folder: Path, option: str):
 
 def _check_disk(folder: Path, meta: NetworksMeta, tokens: int, progress: bool) -> None:
     """Report the disk the capture, Gram matrices and maps will take; refuse (exit 2) when it is not free."""
-    from fbn_prune._runtime import resources as res
 
     disk = (res.capture_disk(meta.widths, tokens), res.gram_disk(meta.widths),
             res.maps_disk(meta.widths, meta.runs, meta.components))
@@ -233,9 +235,6 @@ def _capture_batch(recipe: Recipe, model, adapter) -> int:
     The budget counts this process's resident memory (runtime, weights in host memory) plus the
     batch's activations; UserError when not even one document fits.
     """
-    from fbn_prune._runtime import resources as res
-    from fbn_prune.models.placement import input_device, resident_bytes
-    from fbn_prune.plan import model_shape
 
     c = recipe.calibration
     if c.max_ram is None:
@@ -251,7 +250,6 @@ def _capture_batch(recipe: Recipe, model, adapter) -> int:
 def _ica_jobs(recipe: Recipe, index: CaptureIndex) -> int:
     """Parallel ICA workers: decomposition.jobs (auto: one per GPU, or one per CPU core), fewer when
     calibration.max_ram cannot hold that many CPU working sets."""
-    from fbn_prune._runtime import resources as res
 
     d = recipe.decomposition
     device = resolve_ica_device(d.device)
