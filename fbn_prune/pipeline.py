@@ -53,6 +53,7 @@ from fbn_prune.export.verify import held_out_tokens, verify
 from fbn_prune._runtime import resources as res
 from fbn_prune.models.placement import input_device, resident_bytes
 from fbn_prune.plan import model_shape
+from fbn_prune.config.layouts import layout_for
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +317,7 @@ def _select_into(target: Path, recipe: Recipe, artifact: Networks, *, model_bund
         scores = layer_scores(THRESHOLD_RANKING, model, adapter, maps_fn=artifact.maps)
     widths = [int(x.numel()) for x in scores]
     layout = recipe.export.layout
-    budget = Budget(ratio=s.ratio, threshold=s.threshold, uniform=layout == "uniform",
+    budget = Budget(ratio=s.ratio, threshold=s.threshold, uniform=not layout_for(layout).per_layer,
                     protect_first=s.protect_first, protect_last=s.protect_last,
                     round_to=s.round_to, min_width=s.min_width)
     pruned_layers = budget.pruned_layers(len(widths))
@@ -343,7 +344,7 @@ def _select_into(target: Path, recipe: Recipe, artifact: Networks, *, model_bund
     info.timings = {**artifact.meta.timings, **(timings or {}), "select_s": round(t_select, 2), "build_s": round(t_build, 2)}
 
     files = {RECIPE_FILE: _recipe_text(recipe)}
-    if layout == "exact":
+    if layout_for(layout).remote_code:
         files[MODELING_FILE] = modeling_source(model.config.model_type)
     holdout, fallback = artifact.holdout()
     docs = held_out_tokens(holdout, fallback, recipe.export.verify_tokens)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 from clitools import run
 
-from fbn_prune.export.layouts import full_width_layers, padding_note
+from fbn_prune.errors import UserError
+from fbn_prune.export.padding import full_width_layers, padding_note
 
 
 def test_padding_note_names_the_full_width_layers():
@@ -46,3 +48,24 @@ def test_inspect_shows_stored_and_effective_for_exact(tiny_dir, calib_txt, tmp_p
     line = next(x for x in run("inspect", out).output.splitlines() if x.strip().startswith("parameters"))
     stored, effective = (int(s.split()[0].replace(",", "")) for s in (line.split("->")[1], line.split("), ")[1]))
     assert stored == effective  # exact stores no padding
+
+
+def test_the_layout_registry_is_the_one_list():
+    from fbn_prune.cli.main import cli
+    from fbn_prune.config.layouts import LAYOUT_NAMES, LAYOUTS, layout_for
+    from fbn_prune.config.recipe import Recipe
+
+    for command in ("prune", "select"):
+        option = next(p for p in cli.commands[command].params if p.name == "layout")
+        assert tuple(option.type.choices) == LAYOUT_NAMES
+    assert Recipe().export.layout == LAYOUT_NAMES[0]
+    assert all(f"`{name}`" in Recipe.__dataclass_fields__["export"].default_factory.__dataclass_fields__["layout"]
+               .metadata["help"] for name in LAYOUT_NAMES)
+    # what each flag promises: one width for all, or per layer; zero padding; the shipped loader
+    assert [(x.per_layer, x.zero_padded, x.remote_code) for x in LAYOUTS.values()] == \
+        [(False, False, False), (True, True, False), (True, False, True)]
+    with pytest.raises(UserError, match="bad.yaml: export: layout must be one of uniform, padded, exact, got 'x'"):
+        Recipe.from_dict({"export": {"layout": "x"}}, where="bad.yaml")
+    with pytest.raises(UserError, match="use --layout padded or exact"):
+        Recipe.from_dict({"selection": {"threshold": 1.0}})
+    assert layout_for("exact").remote_code

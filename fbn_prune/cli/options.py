@@ -9,7 +9,8 @@ import functools
 import click
 
 from fbn_prune._runtime.dtypes import DTYPE_NAMES
-from fbn_prune.config.recipe import LAYOUTS, Recipe
+from fbn_prune.config.layouts import LAYOUT_NAMES, LAYOUTS
+from fbn_prune.config.recipe import Recipe
 from fbn_prune.data import DEFAULT_SOURCE
 from fbn_prune.errors import UserError
 from fbn_prune.select.methods import method_names
@@ -70,9 +71,8 @@ SELECTION_OPTIONS = {
                         "down projection (no new parameters); none: plain deletion.")),
 }
 EXPORT_OPTIONS = {
-    "layout": ("export.layout", dict(type=click.Choice(LAYOUTS),
-               help="uniform: same width in every layer; padded: per-layer selection zero-padded; "
-                    "exact: per-layer widths, needs trust_remote_code.")),
+    "layout": ("export.layout", dict(type=click.Choice(LAYOUT_NAMES),
+               help="; ".join(f"{x.name}: {x.help}".replace("`", "") for x in LAYOUTS.values()) + ".")),
     "save_dtype": ("export.dtype", dict(type=click.Choice(DTYPE_NAMES),
                    help="dtype of the saved weights [the working --dtype].")),
 }

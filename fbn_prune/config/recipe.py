@@ -28,12 +28,12 @@ import yaml
 
 from fbn_prune.data import DEFAULT_SOURCE
 from fbn_prune.config.gate import Gate
+from fbn_prune.config.layouts import LAYOUT_NAMES, LAYOUTS, layout_for
 from fbn_prune.config.limits import parse_limit
 from fbn_prune._runtime.dtypes import DTYPE_NAMES
 from fbn_prune._runtime.sizes import parse_max_memory, parse_size
 from fbn_prune.errors import UserError
 
-LAYOUTS = ("uniform", "padded", "exact")
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Selection:
 class Export:
     """How the pruned model is written."""
 
-    layout: Literal["uniform", "padded", "exact"] = field(default="uniform", metadata={"help": "`uniform`: the same width in every layer; `padded`: per-layer selection, zero-padded to the widest layer; `exact`: per-layer widths, loaded with `trust_remote_code=True`."})
+    layout: str = field(default=LAYOUT_NAMES[0], metadata={"help": "; ".join(f"`{x.name}`: {x.help}" for x in LAYOUTS.values()) + "."})
     dtype: Literal[DTYPE_NAMES] | None = field(default=None, metadata={"help": "dtype of the saved weights (null: the working `dtype`)."})
     max_shard_size: str = field(default="2GB", metadata={"help": "Largest safetensors shard."})
     verify_tokens: int = field(default=256, metadata={"help": "Held-out tokens on which the reloaded checkpoint is compared with the original."})
@@ -129,7 +129,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: dict | None, where: str = "recipe") -> "Recipe":
         recipe = _build(cls, data or {}, where).canonical()
-        recipe.validate()
+        recipe.validate(where)
         return recipe
 
     @classmethod
@@ -191,8 +191,11 @@ class Recipe:
                                                  if isinstance(value := getattr(e, name), str)}),
         )
 
-    def validate(self) -> None:
-        """Raise UserError for the first value out of range or inconsistent; changes nothing."""
+    def validate(self, where: str | None = None) -> None:
+        """Raise UserError for the first value out of range or inconsistent; changes nothing.
+
+        ``where``: the recipe's origin (a file name, "command line"), named in errors about a key's value."""
+        layout = layout_for(self.export.layout, f"{where}: export: layout" if where else "export.layout")
         s, c, d = self.selection, self.calibration, self.decomposition
         if s.threshold is None and s.ratio is None:
             raise UserError("give a budget: selection.ratio (--ratio) or selection.threshold (--threshold).")
@@ -200,8 +203,9 @@ class Recipe:
             raise UserError(f"ratio must be in [0, 1), got {s.ratio}.")
         if s.threshold is not None and s.threshold < 0:
             raise UserError(f"threshold must be >= 0, got {s.threshold}.")
-        if s.threshold is not None and self.export.layout == "uniform":
-            raise UserError("--threshold gives each layer its own width; use --layout padded or exact, or --ratio.")
+        if s.threshold is not None and not layout.per_layer:
+            raise UserError("--threshold gives each layer its own width; use --layout "
+                            f"{_per_layer_names()}, or --ratio.")
         for name, value, low in (
             ("calibration.samples", c.samples, 1),
             ("calibration.seq_len", c.seq_len, 2),
@@ -220,10 +224,10 @@ class Recipe:
                 raise UserError(f"{name} must be >= {low}, got {value}.")
         if d.runs > c.samples:
             raise UserError(f"{d.runs} runs need at least as many calibration samples, got {c.samples}.")
-        if self.export.layout == "uniform" and (s.protect_first or s.protect_last):
+        if not layout.per_layer and (s.protect_first or s.protect_last):
             raise UserError(
                 "the uniform layout keeps the same width in every layer, so layers cannot be protected; "
-                "use --layout padded or exact with --protect-first/--protect-last."
+                f"use --layout {_per_layer_names()} with --protect-first/--protect-last."
             )
         if c.source and c.task:
             raise UserError("give one calibration source: --calib or --calib-task, not both.")
@@ -265,6 +269,10 @@ class Recipe:
 
 
 # ---- typed construction from plain data ------------------------------------
+def _per_layer_names() -> str:
+    return " or ".join(x.name for x in LAYOUTS.values() if x.per_layer)
+
+
 def _build(cls, data: dict, where: str):
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping for {cls.__name__.lower()}.")

@@ -18,6 +18,7 @@ from fbn_prune.errors import UserError
 from fbn_prune.export.provenance import PROVENANCE_FILE, read_provenance
 from fbn_prune._runtime.dtypes import DTYPES
 from fbn_prune.models.sources import ModelSource, load_model
+from fbn_prune.config.layouts import layout_for
 
 PROBE = "Pruning keeps 80% of the FFN: naïve café, 1234 tokens, <tags> & emojis 🙂.\n\tEnd."
 
@@ -81,7 +82,7 @@ def load_checkpoint(folder: str | os.PathLike[str], dtype: str = "float32", devi
     try:
         tok = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=DTYPES[dtype], trust_remote_code=info.layout == "exact"
+            folder, dtype=DTYPES[dtype], trust_remote_code=layout_for(info.layout).remote_code
         )
     except (OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]

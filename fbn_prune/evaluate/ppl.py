@@ -21,7 +21,8 @@ from fbn_prune._io.atomic import atomic_dir
 from fbn_prune._runtime.cache import cache_dir
 from fbn_prune.errors import UserError
 from fbn_prune.models.identity import file_sha256
-from fbn_prune.texts.calibration import resolve_data_path, text_documents
+from fbn_prune.texts.calibration import resolve_data_path
+from fbn_prune.texts.files import text_documents
 
 PPL_PREFIX = "ppl:"
 """Task-name prefix for the perplexity of a local text file: ``ppl:/path/file.txt``."""

@@ -39,6 +39,7 @@ import gguf
 import numpy as np
 from safetensors import safe_open
 
+from fbn_prune.config.layouts import layout_for
 from fbn_prune._io.atomic import replacing
 from fbn_prune.errors import UserError
 from fbn_prune.export.gguf_target import check_dtype, check_output
@@ -169,7 +170,7 @@ def export_gguf(checkpoint: str | os.PathLike, out: str | os.PathLike, *, dtype:
     with replacing(target, keep_mode=False) as tmp:
         for file in {p.file for p in plan}:
             handles[file] = safe_open(file, framework="pt")
-        if ckpt.layout == "padded" and arch_name == "deci":
+        if layout_for(ckpt.layout).zero_padded and arch_name == "deci":
             check_padding(ckpt, plan, handles)
         w = gguf.GGUFWriter(path=None, arch=arch_name)
         _general(w, ckpt)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from fbn_prune.config.layouts import EXACT, PADDED, UNIFORM, layout_for
 from fbn_prune.errors import UserError
 from fbn_prune.export.provenance import PROVENANCE_FILE, Provenance, read_provenance
 
@@ -90,11 +91,11 @@ def read_model_folder(folder: str | os.PathLike) -> Checkpoint:
     n_layers = int(config["num_hidden_layers"])
     if config.get("fbn_ffn"):
         widths = [int(w) for w in config["fbn_ffn"]["widths"]]
-        return Checkpoint(path, config, family, "exact", widths, list(widths), info)
+        return Checkpoint(path, config, family, EXACT.name, widths, list(widths), info)
     stored = [int(config["intermediate_size"])] * n_layers
-    if info is not None and info.layout == "padded" and len(info.widths or []) == n_layers:
-        return Checkpoint(path, config, family, "padded", [int(w) for w in info.widths], stored, info)
-    return Checkpoint(path, config, family, "uniform", list(stored), stored, info)
+    if info is not None and info.layout == PADDED.name and len(info.widths or []) == n_layers:
+        return Checkpoint(path, config, family, PADDED.name, [int(w) for w in info.widths], stored, info)
+    return Checkpoint(path, config, family, UNIFORM.name, list(stored), stored, info)
 
 
 def target_arch(ckpt: Checkpoint, arch: str = "auto") -> str:
@@ -102,16 +103,17 @@ def target_arch(ckpt: Checkpoint, arch: str = "auto") -> str:
     if arch not in ARCH_CHOICES:
         raise UserError(f"--arch must be one of {', '.join(ARCH_CHOICES)}, not {arch!r}.")
     if arch == "auto":
-        arch = "original" if ckpt.layout == "uniform" else "deci"
+        arch = "original" if not layout_for(ckpt.layout).per_layer else "deci"
     if arch == "original":
-        if ckpt.layout == "exact":
+        if layout_for(ckpt.layout).remote_code:
             raise UserError("the exact layout has per-layer FFN widths, which only llama.cpp's deci architecture "
                             "holds; use --arch deci (or auto).")
         return ckpt.family.arch
     if not ckpt.family.deci:
         raise UserError(f"{ckpt.family.model_type} cannot be written as deci (supported: "
                         f"{', '.join(f.model_type for f in FAMILIES.values() if f.deci)}); "
-                        + ("use --arch original." if ckpt.layout != "exact" else "export a uniform or padded layout."))
+                        + ("export a uniform or padded layout." if layout_for(ckpt.layout).remote_code
+                           else "use --arch original."))
     return "deci"
 
 

@@ -29,7 +29,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from fbn_prune.models.arch import Adapter
 from fbn_prune.models.arch.base import channel_index
-from fbn_prune.export.layouts import padding_note
+from fbn_prune.export.padding import padding_note
+from fbn_prune.config.layouts import layout_for
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,11 @@ MODELING_FILE = "modeling_fbn.py"
 def target_widths(kept: list[torch.Tensor], layout: str, round_to: int, original: list[int]) -> list[int]:
     """Stored FFN width of each layer for a layout (padded: the widest kept set rounded up)."""
     counts = [k.numel() for k in kept]
-    if layout == "uniform":
+    if not layout_for(layout).per_layer:
         if len(set(counts)) != 1:
             raise ValueError("uniform layout needs equal kept counts in every layer")
         return counts
-    if layout == "padded":
+    if layout_for(layout).zero_padded:
         pad = min(max(original), math.ceil(max(counts) / round_to) * round_to)
         return [pad] * len(counts)
     return counts
@@ -77,7 +78,7 @@ def pruned_config(model, adapter: Adapter, widths: list[int], layout: str):
     """The config of the pruned model (a fresh object; the original config is untouched)."""
     data = model.config.to_dict()
     data.pop("quantization_config", None)
-    if layout in ("uniform", "padded"):
+    if not layout_for(layout).remote_code:
         return AutoConfig.for_model(**adapter.with_width(data, widths[0]))
     base_type = data.pop("model_type")
     data.update(
@@ -126,7 +127,7 @@ def build_pruned(model, adapter: Adapter, kept: list[torch.Tensor], layout: str,
     state = slice_state({**model.state_dict(), **(replace or {})}, adapter, kept, widths, original)
     dtype = dtype or next(model.parameters()).dtype
     with init_empty_weights(include_buffers=False):
-        if layout == "exact":
+        if layout_for(layout).remote_code:
             new = exact_module(config.fbn_base_model_type).FbnForCausalLM(config).to(dtype)
         else:
             new = AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 from fbn_prune.models.arch import Adapter
 from fbn_prune.models.placement import input_device
 from fbn_prune.select.compensate import removed
+from fbn_prune.config.layouts import layout_for
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def verify(original, adapter: Adapter, kept: list[torch.Tensor], folder: str, la
     with masked(original, adapter, kept, predictors):
         reference = logits(original, docs)
     # always computed in the working dtype: weights saved in lower precision are upcast exactly
-    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=working, trust_remote_code=(layout == "exact"),
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=working, trust_remote_code=layout_for(layout).remote_code,
                                                   **(load or {}))
     if not load:
         loaded.to(device)

@@ -32,6 +32,7 @@ from fbn_prune.config.recipe import Recipe
 from fbn_prune.export.surgery import MODELING_FILE
 from fbn_prune._io.targets import Place, TargetLock, check_disjoint, sweep_leftovers
 from fbn_prune.export.verify import compare_logits, logits, rounded_copy
+from fbn_prune.config.layouts import LAYOUT_NAMES, layout_for
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +91,13 @@ def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, text
     if text.texts is None:
         raise UserError("heal needs real text (a file, data:, builtin: or hf: source), not 'generated'.")
     texts = text.texts
-    layout = info.layout if info.has("layout") else "uniform"
+    layout = layout_for(info.layout if info.has("layout") else LAYOUT_NAMES[0])
     dtype = info.dtype or "float32"
 
     teacher, _ = load_model(resolve(spec), "float32", device)
     try:
         student = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32,
-                                                       trust_remote_code=(layout == "exact")).to(device)
+                                                       trust_remote_code=layout.remote_code).to(device)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     except (OSError, ValueError) as e:
         raise UserError(f"could not load checkpoint {checkpoint}: {str(e).strip().splitlines()[0]}") from e
@@ -125,7 +126,7 @@ def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, text
     def check(folder: str) -> dict:
         reference = logits(rounded_copy(healed, saved), docs)
         loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
-                                                      trust_remote_code=(layout == "exact")).to(device).eval()
+                                                      trust_remote_code=layout.remote_code).to(device).eval()
         return compare_logits(reference, logits(loaded, docs), torch.float32)
 
     files = {name: (checkpoint / name).read_text() for name in (RECIPE_FILE, MODELING_FILE)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from fbn_prune.errors import UserError
 from fbn_prune.export.provenance import PROVENANCE_FILE, Provenance
-from fbn_prune.export.layouts import padding_note
+from fbn_prune.export.padding import padding_note
 from fbn_prune.decompose.networks import ARTIFACT_FILE, Networks, read_json
+from fbn_prune.config.layouts import layout_for
 
 RESELECT = "it is damaged; write the checkpoint again (fbn-prune prune or select, --overwrite)"
 # fbn_prune.json: key -> (accepted types, what it must be); what inspect and --plot read
@@ -125,7 +126,7 @@ def _checkpoint(p: Path) -> tuple[str, dict]:
     original = info.original_widths if info.has("original_widths") else widths
     if note := padding_note(info.layout, widths, stored, original):
         lines.append(f"  WARNING        {note}")
-    if info.layout == "exact":
+    if layout_for(info.layout).remote_code:
         lines.append("  load with      AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)")
     else:
         lines.append("  load with      AutoModelForCausalLM.from_pretrained(path)")

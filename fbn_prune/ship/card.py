@@ -19,7 +19,8 @@ import re
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from fbn_prune.export.layouts import padding_note
+from fbn_prune.config.layouts import layout_for
+from fbn_prune.export.padding import padding_note
 from fbn_prune.export.provenance import Provenance
 
 # what the load snippet names until the checkpoint is pushed (`fbn-prune push` puts the repo id there)
@@ -44,26 +45,6 @@ HUB_LICENSES = {
 }
 PIPELINE_TAGS = {"text-generation", "text2text-generation", "fill-mask", "feature-extraction", "image-text-to-text"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-LOADING = {
-    "uniform": "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-    'model = AutoModelForCausalLM.from_pretrained("{repo}")\n'
-    'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-    "padded": "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-    'model = AutoModelForCausalLM.from_pretrained("{repo}")\n'
-    'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-    "exact": "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-    "# per-layer FFN widths: the checkpoint ships modeling_fbn.py\n"
-    'model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)\n'
-    "# transformers 5 reads config.json for the tokenizer too: without the flag it asks before running the code\n"
-    'tokenizer = AutoTokenizer.from_pretrained("{repo}", trust_remote_code=True)',
-}
-
-LAYOUT_TEXT = {
-    "uniform": "every layer keeps the same number of FFN channels; stock config, loads anywhere (transformers, vLLM, llama.cpp conversion).",
-    "padded": "each layer keeps its own channels, zero-padded to the widest layer; stock config, loads anywhere; the zero channels cost memory but change no output.",
-    "exact": "each layer keeps exactly its own channels; config.json lists the widths and the checkpoint ships `modeling_fbn.py` (needs `trust_remote_code=True`).",
-}
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -131,7 +112,7 @@ weights) and physically deletes them. No fine-tuning was applied.
 | calibration | {cal['source']} ({cal['documents']} documents{per_doc}, {cal['tokens']:,} tokens, sha256 `{cal['sha256'][:16]}`){cal_license} |
 | decomposition | {info.decomposition} |
 | compensation | {compensation} |
-| layout | `{info.layout}`: {LAYOUT_TEXT[info.layout]} |
+| layout | `{info.layout}`: {layout_for(info.layout).card_text} |
 | seed | {info.seed} |
 | verification | logits of this checkpoint vs the masked original: max relative difference {info.verification['relative_diff']:.2e} on {info.verification['tokens']} held-out tokens |
 | fbn_prune | {info.fbn_prune_version} |
@@ -142,7 +123,7 @@ provenance (versions, timings, the kept-neuron map) is in `fbn_prune.json`.
 ## How to load
 
 ```python
-{LOADING[info.layout].format(repo=repo)}
+{layout_for(info.layout).loading.format(repo=repo)}
 ```
 {gguf_section(info.gguf)}
 ## Per-layer FFN widths

@@ -6,6 +6,8 @@ build step (a log warning), ``inspect`` (the summary) and the model card.
 
 from __future__ import annotations
 
+from fbn_prune.config.layouts import layout_for
+
 
 def full_width_layers(kept: list[int], original: list[int]) -> list[int]:
     """Indices of the layers that kept every FFN channel."""
@@ -18,7 +20,7 @@ def padding_note(layout: str, kept: list[int], stored: list[int], original: list
     kept[i]: channels layer i keeps; stored[i]: channels written (padded: the widest kept, rounded
     up); original[i]: the model's width.
     """
-    if layout != "padded" or any(s < o for s, o in zip(stored, original)):
+    if not layout_for(layout).zero_padded or any(s < o for s, o in zip(stored, original)):
         return None
     full = full_width_layers(kept, original)
     which = (f"layer{'s' if len(full) > 1 else ''} {', '.join(map(str, full))} kept full width"
