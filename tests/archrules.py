@@ -62,6 +62,9 @@ class Package:
     def name(self) -> str:
         return self.root.name
 
+    def __repr__(self) -> str:  # short, for pytest's failure report
+        return f"Package({self.root}, {len(self.modules)} modules, {len(self.imports)} imports)"
+
 
 def _modname(root: Path, path: Path) -> str:
     parts = list(path.relative_to(root.parent).with_suffix("").parts)
@@ -97,10 +100,12 @@ def scan(root: Path | str) -> Package:
         def visit(node: ast.AST, function: str | None) -> None:
             for child in ast.iter_child_nodes(node):
                 inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
+                commented = getattr(child, "lineno", 0) in comments or getattr(child, "lineno", 0) - 1 in comments
                 if isinstance(child, (ast.Import, ast.ImportFrom)):
-                    commented = child.lineno in comments or child.lineno - 1 in comments
                     for target, internal, relative in _targets(pkg, mod, is_pkg, child):
                         pkg.imports.append(Import(mod, child.lineno, target, internal, relative, function, commented))
+                elif (dynamic := _dynamic_target(pkg, child)) is not None:  # importlib.import_module("fbn_prune.x")
+                    pkg.imports.append(Import(mod, child.lineno, dynamic, True, False, function, commented))
                 visit(child, inner)
 
         visit(tree, None)
@@ -127,6 +132,19 @@ def _targets(pkg: Package, mod: str, is_pkg: bool, node: ast.Import | ast.Import
     subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in pkg.modules]
     for t in subs or [target]:
         yield _existing(pkg, t), True, bool(node.level)
+
+
+def _dynamic_target(pkg: Package, node: ast.AST) -> str | None:
+    """The package module named by ``importlib.import_module("...")`` or ``__import__("...")``; None otherwise."""
+    if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
+        return None
+    func = ast.unparse(node.func)
+    name = node.args[0].value
+    if func not in ("importlib.import_module", "import_module", "__import__") or not isinstance(name, str):
+        return None
+    if name == pkg.name or name.startswith(pkg.name + "."):
+        return _existing(pkg, name)
+    return None
 
 
 def _existing(pkg: Package, target: str) -> str:

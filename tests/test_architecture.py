@@ -124,12 +124,17 @@ def test_package_imports_inside_functions_and_methods_are_found(tmp_path):
                     from . import a
             async def g():
                 from fakepkg import a
+            def h():
+                import importlib
+                return importlib.import_module("fakepkg.a.thing"), importlib.import_module("json")
             """),
     })
     found = rules.nested_internal_imports(pkg)
     assert found == ["fakepkg.b:3 in f(): imports fakepkg.a",
                      "fakepkg.b:6 in m(): imports fakepkg.a (relative)",
-                     "fakepkg.b:8 in g(): imports fakepkg.a"]
+                     "fakepkg.b:8 in g(): imports fakepkg.a",
+                     "fakepkg.b:11 in h(): imports fakepkg.a"]
+    assert [c.split(" (")[0] for c in rules.cycles(pkg)] == ["fakepkg.a <-> fakepkg.b"]
 
 
 def test_lazy_third_party_imports_need_the_allow_list_and_a_comment(tmp_path):
