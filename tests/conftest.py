@@ -12,14 +12,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny import sample_texts, save_tiny  # noqa: E402
 
-SHARED_DATA: Path | None = Path(os.environ["FBN_PRUNE_DATA"]).resolve() if os.environ.get("FBN_PRUNE_DATA") else None
-"""The evaluation data folder, from $FBN_PRUNE_DATA only (scripts/test.sh sets it when it has one); None without."""
+
+def _shared_data() -> Path | None:
+    """scripts/test.sh's rule: $FBN_PRUNE_DATA, else a development data folder beside the checkout
+    (../shared/data); None without either."""
+    if os.environ.get("FBN_PRUNE_DATA"):
+        return Path(os.environ["FBN_PRUNE_DATA"]).resolve()
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return beside if beside.is_dir() else None
+
+
+SHARED_DATA: Path | None = _shared_data()
+"""The evaluation data folder, the one definition every test uses (``from conftest import SHARED_DATA``)."""
 
 
 def data_files(*files: str) -> Path:
     """SHARED_DATA, or skip the calling test when it is not set or lacks one of ``files``."""
     if SHARED_DATA is None:
-        pytest.skip("needs the evaluation data folder: set FBN_PRUNE_DATA")
+        pytest.skip("needs the evaluation data folder: set FBN_PRUNE_DATA (or put it in ../shared/data)")
     missing = [f for f in files if not (SHARED_DATA / f).is_file()]
     if missing:
         pytest.skip(f"{missing[0]} is not in FBN_PRUNE_DATA={SHARED_DATA}")

@@ -92,3 +92,16 @@ def test_checkpoint_check_needs_a_passed_verification_and_weights(tmp_path):
     with pytest.raises(check_mod.NotVerified, match="did not pass"):
         check_mod.verified_checkpoint(tmp_path)
     assert check_mod.main([str(tmp_path)]) == 1
+
+
+def test_ci_lints_imports_with_the_pinned_import_linter():
+    """.ci/run's ruff step runs lint-imports after ruff; constraints.txt pins import-linter (the dev extra)."""
+    root = SCRIPTS.parent
+    ci = (root / ".ci" / "run").read_text()
+    body = ci[ci.index("do_ruff() {"):]
+    body = body[:body.index("\n}\n")]
+    assert ".venv/bin/ruff check" in body and ".venv/bin/lint-imports" in body
+    assert body.index("ruff check") < body.index("lint-imports")
+    pins = dict(line.split("==") for line in (root / "constraints.txt").read_text().splitlines() if "==" in line)
+    assert pins["import-linter"] == "2.17"
+    assert "import-linter" in (root / "pyproject.toml").read_text().split("dev = [")[1].split("]")[0]

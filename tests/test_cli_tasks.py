@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from clitools import bad, run
 from lm_eval.tasks import TaskManager
 
-DATA = Path(os.environ.get("FBN_PRUNE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-pytestmark = pytest.mark.skipif(not (DATA / "piqa" / "valid.jsonl").is_file(), reason=f"evaluation data not in {DATA}")
+from conftest import SHARED_DATA as DATA
+
+pytestmark = pytest.mark.skipif(DATA is None or not (DATA / "piqa" / "valid.jsonl").is_file(),
+                                reason=f"evaluation data not in {DATA}")
 
 
 def test_rendered_folder_loads_in_lm_eval_task_manager(tmp_path, monkeypatch):

@@ -169,11 +169,18 @@ def test_interrupted_decomposition_resumes(tiny_dir, calib_txt, tmp_path):
     r = small_recipe(tiny_dir("llama"), tmp_path / "a", calib_txt)
     art = pipeline.networks(r, tmp_path / "net", progress=False)
     first = [art.maps(i).clone() for i in range(art.n_layers)]
-    for p in list((tmp_path / "net" / "maps").glob("layer002*")):
+    maps = tmp_path / "net" / "maps"
+    lost = list(maps.glob("layer002*"))
+    assert lost, sorted(p.name for p in maps.iterdir())
+    for p in lost:
         p.unlink()  # as if killed half-way
+    kept = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in maps.iterdir()}
     art2 = pipeline.networks(r, tmp_path / "net", progress=False)
     for i in range(art.n_layers):
         torch.testing.assert_close(art2.maps(i), first[i])
+    # resumed: only the lost layer was decomposed again; every finished file is untouched
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in maps.iterdir() if p.name in kept} == kept
+    assert {p.name for p in lost} <= {p.name for p in maps.iterdir()}
 
 
 def test_input_model_is_never_modified(tiny_dir, calib_txt, tmp_path):
