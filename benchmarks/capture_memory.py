@@ -58,6 +58,7 @@ def one(args: argparse.Namespace, n_tokens: int) -> dict:
     import torch
 
     from fbn_prune._runtime import resources as res
+    from fbn_prune._runtime import sizes
     from fbn_prune.models.arch import adapter_for
     from fbn_prune.texts.calibration import CalibrationSet
     from fbn_prune.capture.activations import capture
@@ -76,7 +77,7 @@ def one(args: argparse.Namespace, n_tokens: int) -> dict:
     if args.max_ram:
         shape = model_shape(model.config, adapter.channel_widths(model), model.num_parameters(), "float32")
         per_token = res.capture_bytes_per_token(shape, args.seq_len, host_model=True)
-        batch = res.batch_under_budget(res.parse_size(args.max_ram), resident_bytes(model), per_token, args.seq_len, batch)
+        batch = res.batch_under_budget(sizes.parse_size(args.max_ram), resident_bytes(model), per_token, args.seq_len, batch)
     loaded_rss = res.current_rss()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM: the capture's own peak from here

@@ -6,6 +6,8 @@ import os
 import re
 from typing import Iterator
 
+from safetensors import SafetensorError
+
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_GATE_FAILED = 3
@@ -61,8 +63,6 @@ def writing(path) -> Iterator[None]:
     """Name ``path`` in the I/O errors raised inside the block that do not name a file themselves:
     a write to an open file (OSError without filename) or safetensors' Rust I/O error (turned into
     the OSError it wraps)."""
-    from safetensors import SafetensorError
-
     try:
         yield
     except OSError as e:

@@ -16,44 +16,54 @@ from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
+import yaml
+from tqdm.auto import tqdm
 
 from fbn_prune import __version__
-from fbn_prune.texts import calibration as calib
-from fbn_prune.texts.generated import GENERATED
-from fbn_prune.texts.records import CalibrationText
-from fbn_prune.decompose import cache as netcache
-from fbn_prune.models.arch import adapter_for
-from fbn_prune.ship.card import render_card
-from fbn_prune.ship.hub import card_license
-from fbn_prune.capture.activations import capture
+from fbn_prune._io.targets import Place, TargetLock, check_disjoint, check_replaceable, real, sweep_leftovers
+from fbn_prune._runtime import resources as res
+from fbn_prune._runtime import sizes
+from fbn_prune._runtime.cache import cache_dir
 from fbn_prune._runtime.devices import gram_device, resolve_device, resolve_ica_device, selection_device
 from fbn_prune._runtime.dtypes import DTYPES
-from fbn_prune.errors import UserError, writing
-from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
-from fbn_prune.export.provenance import add_total_time, build_provenance
-from fbn_prune.texts.calibration import CalibrationSet
-from fbn_prune.models.sources import cache_dir, input_location, load_model, resolve
-from fbn_prune._io.targets import Place, TargetLock, check_disjoint, check_replaceable, real, sweep_leftovers
-from fbn_prune.capture.activations import CaptureIndex
-from fbn_prune.models.placement import load_kwargs, onloaded
-from fbn_prune.models.identity import model_hash
+from fbn_prune.capture.activations import CaptureIndex, capture
+from fbn_prune.config.layouts import layout_for
+from fbn_prune.config.recipe import Recipe
+from fbn_prune.decompose import cache as netcache
 from fbn_prune.decompose.gram import write_grams
 from fbn_prune.decompose.jobs import resolve_jobs
 from fbn_prune.decompose.maps import decompose_all
 from fbn_prune.decompose.networks import (
-    ARTIFACT_FILE, HOLDOUT_FILE, Networks, NetworksMeta, gram_path, map_path, read_settings, write_meta,
+    ARTIFACT_FILE,
+    HOLDOUT_FILE,
+    Networks,
+    NetworksMeta,
+    gram_path,
+    map_path,
+    read_settings,
+    write_meta,
 )
 from fbn_prune.decompose.settings import check_reuse, network_settings
-from fbn_prune.config.recipe import Recipe
-from fbn_prune.select.compensate import compensate
-from fbn_prune.select.methods import THRESHOLD_RANKING, check_selection, layer_scores, method_for
-from fbn_prune.select.budget import Budget, channel_ratio_for_params, select as select_channels
+from fbn_prune.errors import UserError, writing
+from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
+from fbn_prune.export.provenance import add_total_time, build_provenance
 from fbn_prune.export.surgery import MODELING_FILE, build_pruned, modeling_source
 from fbn_prune.export.verify import held_out_tokens, verify
-from fbn_prune._runtime import resources as res
-from fbn_prune.models.placement import input_device, resident_bytes
+from fbn_prune.models.arch import adapter_for
+from fbn_prune.models.identity import model_hash
+from fbn_prune.models.placement import input_device, load_kwargs, onloaded, resident_bytes
+from fbn_prune.models.sources import input_location, load_model, resolve
 from fbn_prune.plan import model_shape
-from fbn_prune.config.layouts import layout_for
+from fbn_prune.select.budget import Budget, channel_ratio_for_params
+from fbn_prune.select.budget import select as select_channels
+from fbn_prune.select.compensate import compensate
+from fbn_prune.select.methods import THRESHOLD_RANKING, check_selection, layer_scores, method_for
+from fbn_prune.ship.card import render_card
+from fbn_prune.ship.hub import card_license
+from fbn_prune.texts import calibration as calib
+from fbn_prune.texts.calibration import CalibrationSet
+from fbn_prune.texts.generated import GENERATED
+from fbn_prune.texts.records import CalibrationText
 
 log = logging.getLogger(__name__)
 
@@ -217,15 +227,13 @@ def _check_disk(folder: Path, meta: NetworksMeta, tokens: int, progress: bool) -
     disk = (res.capture_disk(meta.widths, tokens), res.gram_disk(meta.widths),
             res.maps_disk(meta.widths, meta.runs, meta.components))
     free = res.free_disk(folder)
-    text = (f"disk: capture {res.gb(disk[0])} ({tokens:,} tokens x {sum(meta.widths):,} channels x 2 bytes) + Gram "
-            f"{res.gb(disk[1])} + maps {res.gb(disk[2])} = {res.gb(sum(disk))} in {folder} ({res.gb(free)} free)")
+    text = (f"disk: capture {sizes.gb(disk[0])} ({tokens:,} tokens x {sum(meta.widths):,} channels x 2 bytes) + Gram "
+            f"{sizes.gb(disk[1])} + maps {sizes.gb(disk[2])} = {sizes.gb(sum(disk))} in {folder} ({sizes.gb(free)} free)")
     log.info(text)
     if progress:
-        from tqdm.auto import tqdm
-
         tqdm.write(text, file=sys.stderr)
     if sum(disk) > free:
-        raise UserError(f"the networks need {res.gb(sum(disk))} of disk in {folder} but {res.gb(free)} is free; "
+        raise UserError(f"the networks need {sizes.gb(sum(disk))} of disk in {folder} but {sizes.gb(free)} is free; "
                         "free space, use fewer --calib-samples or a shorter --seq-len, or put them elsewhere "
                         "(--save-networks DIR, or FBN_PRUNE_CACHE for the networks cache).")
 
@@ -242,7 +250,7 @@ def _capture_batch(recipe: Recipe, model, adapter) -> int:
         return c.batch_size
     shape = model_shape(model.config, adapter.channel_widths(model), model.num_parameters(), recipe.dtype)
     per_token = res.capture_bytes_per_token(shape, c.seq_len, host_model=input_device(model).type == "cpu")
-    batch = res.batch_under_budget(res.parse_size(c.max_ram), resident_bytes(model), per_token, c.seq_len, c.batch_size)
+    batch = res.batch_under_budget(sizes.parse_size(c.max_ram), resident_bytes(model), per_token, c.seq_len, c.batch_size)
     if batch < c.batch_size:
         log.info("--max-ram %s: capturing %d documents per batch instead of %d", c.max_ram, batch, c.batch_size)
     return batch
@@ -258,7 +266,7 @@ def _ica_jobs(recipe: Recipe, index: CaptureIndex) -> int:
     if recipe.calibration.max_ram and jobs > 1 and device == "cpu":
         tokens = max(b - a for a, b in zip(index.run_offsets, index.run_offsets[1:]))
         per_job = res.ica_job_bytes(tokens, max(index.widths), d.components) + res.RUNTIME_BYTES
-        capped = res.jobs_under_budget(jobs, res.parse_size(recipe.calibration.max_ram), res.current_rss(), per_job)
+        capped = res.jobs_under_budget(jobs, sizes.parse_size(recipe.calibration.max_ram), res.current_rss(), per_job)
         if capped < jobs:
             log.info("--max-ram %s: %d parallel ICA jobs instead of %d", recipe.calibration.max_ram, capped, jobs)
         jobs = capped
@@ -424,6 +432,4 @@ def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, net
 
 
 def _recipe_text(recipe: Recipe) -> str:
-    import yaml
-
     return "# recipe as used by fbn_prune " + __version__ + "\n" + yaml.safe_dump(recipe.to_dict(), sort_keys=False)

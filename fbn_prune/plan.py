@@ -12,19 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from fbn_prune.decompose import cache as netcache
 from fbn_prune._runtime import resources as res
-from fbn_prune.config.recipe import Recipe
-from fbn_prune.texts import calibration as calib
-from fbn_prune.texts.generated import GENERATED
-from fbn_prune.models.arch import adapter_for
-from fbn_prune.errors import UserError
 from fbn_prune._runtime.devices import resolve_ica_device
+from fbn_prune._runtime.dtypes import DTYPE_BYTES
+from fbn_prune._runtime.sizes import gb, parse_size
+from fbn_prune.config.recipe import Recipe
+from fbn_prune.decompose import cache as netcache
 from fbn_prune.decompose.jobs import resolve_jobs
+from fbn_prune.errors import UserError
+from fbn_prune.models.arch import adapter_for
 from fbn_prune.models.sources import resolve
 from fbn_prune.select.methods import check_selection
-from fbn_prune._runtime.dtypes import DTYPE_BYTES
+from fbn_prune.texts import calibration as calib
+from fbn_prune.texts.generated import GENERATED
 
 
 def model_shape(config, widths: list[int], params: int, dtype: str) -> res.Shape:
@@ -92,24 +95,24 @@ class Plan:
         else:
             lines.append("  decomposition  none (the method needs no ICA maps)")
         lines += [
-            f"  disk           capture {res.gb(self.disk['capture'])} ({self.tokens:,} tokens x {sum(w):,} channels x 2 bytes = "
-            f"{self.disk['capture']:,} bytes) + Gram matrices {res.gb(self.disk['gram'])} + maps {res.gb(self.disk['maps'])} "
-            f"= {res.gb(total_disk)} in {self.networks_dir} ({res.gb(self.free)} free"
+            f"  disk           capture {gb(self.disk['capture'])} ({self.tokens:,} tokens x {sum(w):,} channels x 2 bytes = "
+            f"{self.disk['capture']:,} bytes) + Gram matrices {gb(self.disk['gram'])} + maps {gb(self.disk['maps'])} "
+            f"= {gb(total_disk)} in {self.networks_dir} ({gb(self.free)} free"
             + ("; NOT ENOUGH)" if total_disk > self.free else ")"),
-            f"  RAM            ~{res.gb(self.ram['peak'])} peak: runtime {res.gb(self.ram['runtime'])} + weights in host memory "
-            f"{res.gb(self.ram['weights'])} + the largest step: capture batch {res.gb(self.ram['capture'])}, "
-            f"Gram {res.gb(self.ram['gram'])}, ICA {self.workers} x {res.gb(self.ram['ica_job'])}",
+            f"  RAM            ~{gb(self.ram['peak'])} peak: runtime {gb(self.ram['runtime'])} + weights in host memory "
+            f"{gb(self.ram['weights'])} + the largest step: capture batch {gb(self.ram['capture'])}, "
+            f"Gram {gb(self.ram['gram'])}, ICA {self.workers} x {gb(self.ram['ica_job'])}",
         ]
         if self.gpu:
-            lines.append(f"  GPU memory     ~{res.gb(self.gpu['weights'] + self.gpu['capture'])}: "
-                         f"weights {res.gb(self.gpu['weights'])} "
-                         f"+ capture batch {res.gb(self.gpu['capture'])} (spread over the GPUs with a device_map)")
+            lines.append(f"  GPU memory     ~{gb(self.gpu['weights'] + self.gpu['capture'])}: "
+                         f"weights {gb(self.gpu['weights'])} "
+                         f"+ capture batch {gb(self.gpu['capture'])} (spread over the GPUs with a device_map)")
         s = self.seconds
         lines.append(f"  time           ~{_duration(sum(s.values()))} (capture {_duration(s['capture'])}, "
                      f"Gram {_duration(s['gram'])}, "
                      f"ICA {_duration(s['ica'])}, selection {_duration(s['selection'])}; rough rates, within ~2x)")
         if self.out:
-            lines.append(f"  checkpoint     {self.out} (at most {res.gb(self.params * DTYPE_BYTES[self.dtype])})")
+            lines.append(f"  checkpoint     {self.out} (at most {gb(self.params * DTYPE_BYTES[self.dtype])})")
         return "\n".join(lines)
 
 
@@ -125,9 +128,6 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     """The plan of ``fbn-prune networks`` (``networks_dir`` given) or ``prune`` (networks in a temporary
     folder unless ``networks_dir``). Raises UserError for what a real run would refuse early
     (unknown model, bad calibration, a RAM budget too small)."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
 
     method = check_selection(recipe.selection)
     if not recipe.model:
@@ -162,7 +162,7 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     host_model = device == "cpu"
     resident = res.RUNTIME_BYTES + (shape.weight_bytes if host_model else 0)
     per_token = res.capture_bytes_per_token(shape, c.seq_len, host_model)
-    max_ram = res.parse_size(c.max_ram) if c.max_ram else None
+    max_ram = parse_size(c.max_ram) if c.max_ram else None
     batch = res.batch_under_budget(max_ram, resident, per_token, c.seq_len, c.batch_size) if max_ram else c.batch_size
 
     needs_maps = method.needs.maps

@@ -25,18 +25,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fbn_prune import pipeline
+from fbn_prune._io.atomic import atomic_write
 from fbn_prune.config.gate import Gate
+from fbn_prune.config.recipe import Recipe
+from fbn_prune.decompose.networks import Networks
+from fbn_prune.errors import GateFailed, UserError
 from fbn_prune.evaluate import compare as evaluate
 from fbn_prune.evaluate import report
 from fbn_prune.evaluate.record import EvalRecord
 from fbn_prune.evaluate.settings import EvalSettings
-from fbn_prune.errors import GateFailed, UserError
 from fbn_prune.export.checkpoint import check_target
 from fbn_prune.export.provenance import PROVENANCE_FILE, read_provenance
-from fbn_prune._io.atomic import atomic_write
 from fbn_prune.models.sources import load_model, resolve
-from fbn_prune.decompose.networks import Networks
-from fbn_prune.config.recipe import Recipe
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,11 @@ LAZY_ALLOWED = frozenset({
 """Third-party packages a function may import (optional or heavy); every other third-party import sits at the
 top of its module. Each such import line carries a comment saying why (the same line or the line above)."""
 
+OPTIONAL_WRAPPERS = {"fbn_prune.export.gguf": "gguf"}
+"""Package modules that exist to use an optional extra (module -> the extra's package): the one kind of package
+import a function may make, so that every command but the one that needs the extra runs without it. The line
+carries a comment saying why, as lazy third-party imports do."""
+
 SKIP_PARTS = ("templates",)
 """Folders whose .py files are not package modules (export/templates: a loader copied into checkpoints)."""
 
@@ -213,10 +218,12 @@ def cycles(pkg: Package) -> list[str]:
     return out
 
 
-def nested_internal_imports(pkg: Package) -> list[str]:
-    """Imports of the package (absolute or relative) inside a function or method."""
+def nested_internal_imports(pkg: Package, wrappers: dict[str, str] = OPTIONAL_WRAPPERS) -> list[str]:
+    """Imports of the package (absolute or relative) inside a function or method, but for a commented import of
+    a module of ``wrappers`` (it imports an optional extra)."""
     return [f"{i.module}:{i.line} in {i.function}(): imports {i.target}" + (" (relative)" if i.relative else "")
-            for i in pkg.imports if i.function and (i.internal or i.relative)]
+            for i in pkg.imports if i.function and (i.internal or i.relative)
+            and not (i.target in wrappers and i.commented)]
 
 
 def _stdlib(name: str) -> bool:

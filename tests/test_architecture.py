@@ -137,6 +137,21 @@ def test_package_imports_inside_functions_and_methods_are_found(tmp_path):
     assert [c.split(" (")[0] for c in rules.cycles(pkg)] == ["fakepkg.a <-> fakepkg.b"]
 
 
+def test_a_module_wrapping_an_optional_extra_may_be_imported_late_with_a_reason(tmp_path):
+    pkg = fake(tmp_path, {
+        "extra.py": DOC + "import somextra\n",
+        "cli.py": DOC + textwrap.dedent("""\
+            def write():
+                from fakepkg import extra  # optional extra: only this command needs it
+            def other():
+                from fakepkg import extra
+            """),
+    })
+    assert rules.nested_internal_imports(pkg, wrappers={"fakepkg.extra": "somextra"}) == \
+        ["fakepkg.cli:5 in other(): imports fakepkg.extra"]
+    assert len(rules.nested_internal_imports(pkg, wrappers={})) == 2
+
+
 def test_lazy_third_party_imports_need_the_allow_list_and_a_comment(tmp_path):
     pkg = fake(tmp_path, {"a.py": DOC + textwrap.dedent("""\
         import yaml  # at the top: any package, no comment needed

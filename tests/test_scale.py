@@ -16,7 +16,8 @@ import torch
 from clitools import bad, run
 
 from fbn_prune import pipeline
-from fbn_prune._runtime import resources as res
+from fbn_prune._runtime import resources as res  # noqa: E402
+from fbn_prune._runtime import sizes  # noqa: E402
 from fbn_prune._runtime.devices import gram_device, selection_device
 from fbn_prune.errors import UserError
 from fbn_prune.decompose.networks import Networks
@@ -46,13 +47,13 @@ def all_maps(folder) -> list[torch.Tensor]:
 @pytest.mark.parametrize("text,expected", [("4GB", 4 * 10**9), ("4GiB", 4 * 2**30), ("512MB", 512 * 10**6),
                                            ("1.5G", 1_500_000_000), ("123", 123), (2048, 2048)])
 def test_parse_size(text, expected):
-    assert res.parse_size(text) == expected
+    assert sizes.parse_size(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "GB", "-1GB", "4 parsecs", "0"])
 def test_parse_size_refuses(text):
     with pytest.raises(UserError, match="size such as|positive"):
-        res.parse_size(text)
+        sizes.parse_size(text)
 
 
 def test_batch_under_budget():
@@ -241,7 +242,7 @@ def test_bad_scale_options(tiny_dir, tmp_path, flags, fragment):
 
 
 def test_max_memory_parsing():
-    from fbn_prune.models.placement import parse_max_memory
+    from fbn_prune._runtime.sizes import parse_max_memory
 
     assert parse_max_memory("0=70GiB, 1=70GiB,cpu=200GB") == {0: 70 * 2**30, 1: 70 * 2**30, "cpu": 200 * 10**9}
     assert parse_max_memory("16GB") == {"gpu": 16 * 10**9}

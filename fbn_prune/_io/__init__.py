@@ -1,1 +1,1 @@
-"""_io"""
+"""Safe file system writes: write-then-rename, output folders and their locks, test kill points."""

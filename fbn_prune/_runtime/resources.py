@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from fbn_prune._runtime.sizes import gb, parse_size  # noqa: F401  (re-exported)
+from fbn_prune._runtime.sizes import gb
 from fbn_prune.errors import UserError
 
 RUNTIME_BYTES = 500_000_000

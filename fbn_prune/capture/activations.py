@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
-from fbn_prune.models.arch import Adapter
-from fbn_prune.texts.calibration import CalibrationSet
-from fbn_prune.models.placement import input_device
 from fbn_prune._io.testhook import kill_point
+from fbn_prune.models.arch import Adapter
+from fbn_prune.models.placement import input_device
+from fbn_prune.texts.calibration import CalibrationSet
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ def capture(model, adapter: Adapter, cal: CalibrationSet, folder: str | Path, ba
     Only real (non-padding) token positions are recorded, in document order, so row t of
     every layer file is the same token. The LM head is skipped (only the base model runs).
     """
-    from tqdm.auto import tqdm
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     n_layers = adapter.num_layers(model)

@@ -1,1 +1,1 @@
-"""cli"""
+"""The fbn-prune command line: one module per command group, the group and entry point in main and entry."""

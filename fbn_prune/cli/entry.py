@@ -1,4 +1,6 @@
-"""The ``fbn-prune`` console entry point: sets the process environment the command runs best in, before
+"""The fbn-prune console entry point, which sets OMP_WAIT_POLICY before torch loads.
+
+The ``fbn-prune`` console entry point: sets the process environment the command runs best in, before
 torch loads, then runs the command group (fbn_prune/cli/main.py)."""
 
 import os

@@ -10,7 +10,6 @@ import importlib.util
 from pathlib import Path
 
 import click
-
 from safetensors import SafetensorError
 
 from fbn_prune._io.atomic import atomic_write

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from fbn_prune.texts.calibration import DEFAULT_SOURCE
 from fbn_prune.heal.distill import HealSettings, steps_for_tokens
 from fbn_prune.heal.run import heal, heal_summary
+from fbn_prune.texts.calibration import DEFAULT_SOURCE
 
 
 @click.command("heal")

@@ -1,4 +1,6 @@
-"""The ``fbn-prune`` command group: its error boundary (one line per user error, and its exit code),
+"""The fbn-prune command group: the error boundary, logging and the list of commands.
+
+The ``fbn-prune`` command group: its error boundary (one line per user error, and its exit code),
 logging, and the list of commands; each command lives in its own module of fbn_prune/cli/.
 
 Exit codes: 0 ok, 2 bad input, 3 evaluation gate failed, 4 verification failed.

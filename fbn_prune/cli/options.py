@@ -1,4 +1,6 @@
-"""The recipe's command-line flags: each flag names the Recipe key it overrides (``--ratio`` ->
+"""The recipe's command-line flags, each overriding one Recipe key, and the Recipe they build.
+
+The recipe's command-line flags: each flag names the Recipe key it overrides (``--ratio`` ->
 ``selection.ratio``); commands take them in groups and build their Recipe with :func:`make_recipe`."""
 
 from __future__ import annotations

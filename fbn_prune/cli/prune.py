@@ -10,16 +10,23 @@ from fbn_prune import pipeline
 from fbn_prune.cli.eval import check_after_prune, evaluate_after_prune
 from fbn_prune.cli.gguf import check_before_prune, gguf_options, write_after_prune
 from fbn_prune.cli.options import (
-    CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, EVALUATION_OPTIONS, EXPORT_OPTIONS, PLACEMENT_OPTIONS, RUN_OPTIONS,
-    SELECTION_OPTIONS, make_recipe, recipe_options,
+    CALIBRATION_OPTIONS,
+    DECOMPOSITION_OPTIONS,
+    EVALUATION_OPTIONS,
+    EXPORT_OPTIONS,
+    PLACEMENT_OPTIONS,
+    RUN_OPTIONS,
+    SELECTION_OPTIONS,
+    make_recipe,
+    recipe_options,
 )
 from fbn_prune.config.recipe import Recipe, locate
 from fbn_prune.decompose.networks import Networks, select_recipe
 from fbn_prune.errors import UserError
 from fbn_prune.export.checkpoint import RECIPE_FILE
 from fbn_prune.inspection.describe import describe_folder
-from fbn_prune.select.methods import method_for
 from fbn_prune.plan import make as make_plan
+from fbn_prune.select.methods import method_for
 
 
 @click.command("prune")

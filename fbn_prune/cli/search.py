@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
-from fbn_prune.errors import UserError
-from fbn_prune.config.recipe import Recipe
 from fbn_prune import search as searching
 from fbn_prune.config.gate import Gate
 from fbn_prune.config.limits import parse_limit
+from fbn_prune.config.recipe import Recipe
+from fbn_prune.errors import UserError
 from fbn_prune.evaluate.settings import EvalSettings
 from fbn_prune.select.methods import method_names
 

@@ -1,4 +1,6 @@
-"""Shipping commands: ``fbn-prune push`` (a verified checkpoint to the Hugging Face Hub) and
+"""The shipping commands: fbn-prune push and fbn-prune recipes.
+
+Shipping commands: ``fbn-prune push`` (a verified checkpoint to the Hugging Face Hub) and
 ``fbn-prune recipes`` (the ready recipes: package data, plus ``$FBN_PRUNE_RECIPES``; see
 :mod:`fbn_prune.config.recipe`).
 """
@@ -9,8 +11,8 @@ import os
 
 import click
 
-from fbn_prune.errors import UserError
 from fbn_prune.config.recipe import RECIPES_ENV, find_ready, ready_recipes, recipe_dirs
+from fbn_prune.errors import UserError
 from fbn_prune.ship.files import PushRefused
 from fbn_prune.ship.hub import base_license, token_source
 from fbn_prune.ship.push_plan import describe_push_plan, plan_push

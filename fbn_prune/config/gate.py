@@ -8,7 +8,6 @@ from typing import Any
 
 from fbn_prune.errors import UserError
 
-
 GATE_ON = ("point", "ci")
 
 

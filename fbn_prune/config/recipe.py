@@ -1,4 +1,6 @@
-"""The Recipe: every option of a pruning run, typed and validated, YAML in and out; and the
+"""The Recipe: every option of a pruning run, typed, validated, read from and written to YAML.
+
+The Recipe: every option of a pruning run, typed and validated, YAML in and out; and the
 ready recipes shipped in the package.
 
 A recipe has sections (calibration, decomposition, selection, export) plus a few
@@ -26,14 +28,13 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from fbn_prune.data import DEFAULT_SOURCE
+from fbn_prune._runtime.dtypes import DTYPE_NAMES
+from fbn_prune._runtime.sizes import parse_max_memory, parse_size
 from fbn_prune.config.gate import Gate
 from fbn_prune.config.layouts import LAYOUT_NAMES, LAYOUTS, layout_for
 from fbn_prune.config.limits import parse_limit
-from fbn_prune._runtime.dtypes import DTYPE_NAMES
-from fbn_prune._runtime.sizes import parse_max_memory, parse_size
+from fbn_prune.data import DEFAULT_SOURCE
 from fbn_prune.errors import UserError
-
 
 
 @dataclass

@@ -25,10 +25,11 @@ import time
 from pathlib import Path
 
 from fbn_prune import __version__
-from fbn_prune.texts.calibration import CalibrationSet
-from fbn_prune.models.sources import ModelSource, cache_dir
-from fbn_prune.config.recipe import Recipe
 from fbn_prune._io.targets import STALE_AGE_S, TargetLock
+from fbn_prune._runtime.cache import cache_dir
+from fbn_prune.config.recipe import Recipe
+from fbn_prune.models.sources import ModelSource
+from fbn_prune.texts.calibration import CalibrationSet
 
 log = logging.getLogger(__name__)
 

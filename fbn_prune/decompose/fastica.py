@@ -1,4 +1,6 @@
-"""Parallel FastICA on already-white data, the third step of ica.py's decomposition: the whitening
+"""Whitening and parallel FastICA, the last steps of the decomposition in ica.py.
+
+Parallel FastICA on already-white data, the third step of ica.py's decomposition: the whitening
 itself and two engines with the same algorithm, input and initial unmixing matrix.
 
 ``"sklearn"`` (CPU, ``sklearn.decomposition.FastICA`` with BLAS limited to one thread) and ``"torch"``

@@ -1,4 +1,6 @@
-"""The Gram matrix G = X^T X / T of each layer's captured signal X (tokens, width): the statistic that
+"""The Gram matrix of each layer's captured signal, which compensated elimination reads.
+
+The Gram matrix G = X^T X / T of each layer's captured signal X (tokens, width): the statistic that
 least-squares compensation (select/compensate.py) and compensated elimination (select/eliminate.py) read.
 Written into a networks artifact as ``gram/layer{i:03d}.safetensors`` (see networks.py)."""
 

@@ -33,8 +33,15 @@ from typing import Any
 
 from fbn_prune._io.atomic import atomic_write
 from fbn_prune._runtime.cache import cache_dir
-from fbn_prune.evaluate.harness import (LM_EVAL_SEEDS, RESULT_KEYS, TaskSpec, data_files, group_config,
-                                        lm_eval_version, task_config)
+from fbn_prune.evaluate.harness import (
+    LM_EVAL_SEEDS,
+    RESULT_KEYS,
+    TaskSpec,
+    data_files,
+    group_config,
+    lm_eval_version,
+    task_config,
+)
 from fbn_prune.evaluate.settings import EvalSettings
 from fbn_prune.models.identity import file_sha256
 

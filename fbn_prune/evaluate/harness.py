@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from fbn_prune._runtime.cache import cache_dir
+from fbn_prune.config import datadir
 from fbn_prune.errors import UserError
 from fbn_prune.evaluate import paired
 from fbn_prune.evaluate.ppl import PPL_PREFIX, ppl_task
 from fbn_prune.evaluate.settings import EvalSettings
-from fbn_prune.config import datadir
 from fbn_prune.texts.tasks import manager
 from fbn_prune.texts.tasks.registry import LOCAL_TASKS
 

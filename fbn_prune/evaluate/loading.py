@@ -1,4 +1,6 @@
-"""The two models of an evaluation: the base a checkpoint was pruned from, the checkpoint itself, and a
+"""Loading the two models of an evaluation: the base model and the pruned checkpoint.
+
+The two models of an evaluation: the base a checkpoint was pruned from, the checkpoint itself, and a
 check that both read text the same way (their tokenizers).
 
 Public API: :func:`default_base`, :func:`load_checkpoint`, :func:`load_base`, :func:`release`,
@@ -14,11 +16,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from fbn_prune._runtime.dtypes import DTYPES
+from fbn_prune.config.layouts import layout_for
 from fbn_prune.errors import UserError
 from fbn_prune.export.provenance import PROVENANCE_FILE, read_provenance
-from fbn_prune._runtime.dtypes import DTYPES
 from fbn_prune.models.sources import ModelSource, load_model
-from fbn_prune.config.layouts import layout_for
 
 PROBE = "Pruning keeps 80% of the FFN: naïve café, 1234 tokens, <tags> & emojis 🙂.\n\tEnd."
 

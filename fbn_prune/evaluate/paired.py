@@ -160,9 +160,7 @@ def mcnemar(a, b) -> tuple[float, int, int]:
     The p-value is the binomial test of ``b_only`` successes in ``a_only + b_only`` trials at 1/2;
     1.0 when no document is discordant.
     """
-    from scipy.stats import (
-        binomtest,  # scipy is heavy to import; only the report needs it
-    )
+    from scipy.stats import binomtest  # scipy.stats is heavy to import (most of a second); only the report needs it
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     a_only = int(np.sum((a == 1) & (b == 0)))

@@ -1,4 +1,6 @@
-"""The evaluation records: :class:`EvalRecord` (eval.json of one pruned checkpoint) and
+"""The typed evaluation records: what eval.json holds for one checkpoint or several.
+
+The evaluation records: :class:`EvalRecord` (eval.json of one pruned checkpoint) and
 :class:`ComparisonRecord` (eval.json of several), typed, with ``to_json()`` / ``from_json()``.
 
 eval.json of one pruned checkpoint (``format: fbn_prune.eval/2``)::

@@ -1,4 +1,6 @@
-"""The evaluation report as text: eval.md's tables (one checkpoint, or several), the model card's
+"""The evaluation report as text: eval.md's tables, the model card's section, the Hub model-index.
+
+The evaluation report as text: eval.md's tables (one checkpoint, or several), the model card's
 evaluation section, and the Hub ``model-index`` entries of the pruned model's results.
 
 Public API: :func:`table`, :func:`table_many`, :func:`markdown`, :func:`markdown_many`,

@@ -1,4 +1,6 @@
-"""The evaluation report: the records (:mod:`fbn_prune.evaluate.record`) built from a comparison, the
+"""Writing the evaluation report: eval.json, eval.md, the per-document file, the updated card.
+
+The evaluation report: the records (:mod:`fbn_prune.evaluate.record`) built from a comparison, the
 per-document lines, and the files: eval.json, eval.md, eval-docs.jsonl, and the checkpoint's README.md
 (table and Hub ``model-index``) and fbn_prune.json (an ``evaluation`` summary).
 

@@ -1,4 +1,6 @@
-"""Metric rows: one per (task, metric, filter) of the original and the pruned model, with the paired
+"""Metric rows of original against pruned, one per task, metric and filter, with paired intervals.
+
+Metric rows: one per (task, metric, filter) of the original and the pruned model, with the paired
 difference of the two (its 95% bootstrap interval and McNemar's test).
 
 Conventions. A metric is *accuracy-type* ("points") when higher is better and both values lie

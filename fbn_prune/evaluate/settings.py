@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fbn_prune._runtime.dtypes import DTYPES
 from fbn_prune.config.limits import _limit_value
 from fbn_prune.errors import UserError
 from fbn_prune.evaluate import paired
-from fbn_prune._runtime.dtypes import DTYPES
 
 
 @dataclass

@@ -1,1 +1,1 @@
-"""export"""
+"""Writing the pruned model: surgery, checkpoint files, provenance, verification, GGUF."""

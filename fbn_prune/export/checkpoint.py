@@ -20,11 +20,11 @@ from typing import Callable
 
 from transformers import GenerationConfig
 
-from fbn_prune.export.compat import make_portable
-from fbn_prune.export.provenance import PROVENANCE_FILE, Provenance
-from fbn_prune.errors import UserError, VerificationError, writing
 from fbn_prune._io.targets import check_replaceable, real, temp_prefix
 from fbn_prune._io.testhook import kill_point
+from fbn_prune.errors import UserError, VerificationError, writing
+from fbn_prune.export.compat import make_portable
+from fbn_prune.export.provenance import PROVENANCE_FILE, Provenance
 
 log = logging.getLogger(__name__)
 

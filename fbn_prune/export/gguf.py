@@ -1,4 +1,6 @@
-"""Write a checkpoint as one GGUF file for llama.cpp (llama-cpp-python, ollama, LM Studio) with the
+"""Writing a checkpoint as one GGUF file for llama.cpp, streamed and renamed into place.
+
+Write a checkpoint as one GGUF file for llama.cpp (llama-cpp-python, ollama, LM Studio) with the
 ``gguf`` library, the way llama.cpp's own ``convert_hf_to_gguf.py`` writes the same model.
 
 Layouts and the llama.cpp architecture they become:
@@ -39,12 +41,18 @@ import gguf
 import numpy as np
 from safetensors import safe_open
 
-from fbn_prune.config.layouts import layout_for
 from fbn_prune._io.atomic import replacing
+from fbn_prune.config.layouts import layout_for
 from fbn_prune.errors import UserError
 from fbn_prune.export.gguf_target import check_dtype, check_output
 from fbn_prune.export.gguf_tensors import (
-    Checkpoint, check_padding, load_tensor, plan_tensors, read_model_folder, target_arch, tensor_nbytes,
+    Checkpoint,
+    check_padding,
+    load_tensor,
+    plan_tensors,
+    read_model_folder,
+    target_arch,
+    tensor_nbytes,
 )
 from fbn_prune.export.gguf_vocab import tokenizer_folder, write_vocab
 

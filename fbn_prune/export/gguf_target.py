@@ -1,4 +1,6 @@
-"""The GGUF file ``fbn-prune export-gguf`` and ``prune --to-gguf`` may write, checked before any work (no
+"""Checking the GGUF output file and dtype before any work, without the gguf package.
+
+The GGUF file ``fbn-prune export-gguf`` and ``prune --to-gguf`` may write, checked before any work (no
 ``gguf`` package needed): an existing file only with overwrite and only when it is a GGUF, never a folder,
 never in an unwritable place; and the stored weight type.
 """

@@ -1,4 +1,6 @@
-"""The tokenizer of a GGUF file as llama.cpp reads it, written from the checkpoint's ``tokenizer.json`` the way
+"""The tokenizer of a GGUF file as llama.cpp reads it: pre-tokenizer, tokens, merges, special tokens.
+
+The tokenizer of a GGUF file as llama.cpp reads it, written from the checkpoint's ``tokenizer.json`` the way
 llama.cpp's ``convert_hf_to_gguf.py`` does: byte-level BPE as ``gpt2`` (tokens, token types, merges, and the
 pre-tokenizer name llama.cpp knows it by: :func:`pre_tokenizer_name`) or, for a byte-fallback BPE (Llama 2,
 Mistral v0.1-0.3), as ``llama`` through gguf's ``LlamaHfVocab`` with scores that keep the merge order; special

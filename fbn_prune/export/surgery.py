@@ -27,10 +27,10 @@ from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from fbn_prune.config.layouts import layout_for
+from fbn_prune.export.padding import padding_note
 from fbn_prune.models.arch import Adapter
 from fbn_prune.models.arch.base import channel_index
-from fbn_prune.export.padding import padding_note
-from fbn_prune.config.layouts import layout_for
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from contextlib import contextmanager
 import torch
 from transformers import AutoModelForCausalLM
 
+from fbn_prune.config.layouts import layout_for
 from fbn_prune.models.arch import Adapter
 from fbn_prune.models.placement import input_device
 from fbn_prune.select.compensate import removed
-from fbn_prune.config.layouts import layout_for
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""heal"""
+"""Healing a pruned checkpoint by knowledge distillation from its base model."""

@@ -18,21 +18,21 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fbn_prune.texts import calibration as calib
-from fbn_prune.ship.card import render_card
-from fbn_prune.ship.hub import card_license
-from fbn_prune.heal.distill import HealSettings, distill, token_blocks
+from fbn_prune._io.targets import Place, TargetLock, check_disjoint, sweep_leftovers
+from fbn_prune._runtime.dtypes import DTYPES
+from fbn_prune.config.layouts import LAYOUT_NAMES, layout_for
+from fbn_prune.config.recipe import Recipe
 from fbn_prune.errors import UserError
 from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
 from fbn_prune.export.provenance import Provenance, read_provenance
-from fbn_prune.models.identity import check_base, identify, model_hash
-from fbn_prune._runtime.dtypes import DTYPES
-from fbn_prune.models.sources import input_location, load_model, resolve
-from fbn_prune.config.recipe import Recipe
 from fbn_prune.export.surgery import MODELING_FILE
-from fbn_prune._io.targets import Place, TargetLock, check_disjoint, sweep_leftovers
 from fbn_prune.export.verify import compare_logits, logits, rounded_copy
-from fbn_prune.config.layouts import LAYOUT_NAMES, layout_for
+from fbn_prune.heal.distill import HealSettings, distill, token_blocks
+from fbn_prune.models.identity import check_base, identify, model_hash
+from fbn_prune.models.sources import input_location, load_model, resolve
+from fbn_prune.ship.card import render_card
+from fbn_prune.ship.hub import card_license
+from fbn_prune.texts import calibration as calib
 
 log = logging.getLogger(__name__)
 

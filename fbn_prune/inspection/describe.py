@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fbn_prune.errors import UserError
-from fbn_prune.export.provenance import PROVENANCE_FILE, Provenance
-from fbn_prune.export.padding import padding_note
-from fbn_prune.decompose.networks import ARTIFACT_FILE, Networks, read_json
 from fbn_prune.config.layouts import layout_for
+from fbn_prune.decompose.networks import ARTIFACT_FILE, Networks, read_json
+from fbn_prune.errors import UserError
+from fbn_prune.export.padding import padding_note
+from fbn_prune.export.provenance import PROVENANCE_FILE, Provenance
 
 RESELECT = "it is damaged; write the checkpoint again (fbn-prune prune or select, --overwrite)"
 # fbn_prune.json: key -> (accepted types, what it must be); what inspect and --plot read

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
+from fbn_prune.decompose.networks import ARTIFACT_FILE, Networks
 from fbn_prune.errors import UserError
 from fbn_prune.export.provenance import PROVENANCE_FILE
 from fbn_prune.inspection.describe import read_checkpoint_record
-from fbn_prune.decompose.networks import ARTIFACT_FILE, Networks
 from fbn_prune.select.scores import membership
 
 

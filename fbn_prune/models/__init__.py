@@ -1,1 +1,1 @@
-"""models"""
+"""Models in: resolving a model name, loading and placing it, identifying it, architecture adapters."""

@@ -24,10 +24,12 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from huggingface_hub import try_to_load_from_cache
+
 from fbn_prune._io.atomic import atomic_write
-from fbn_prune.models.sources import cache_dir
-from fbn_prune.models.sources import _sha256
-from fbn_prune.models.sources import EMBEDDED, EMBEDDED_ALIASES
+from fbn_prune._runtime.cache import cache_dir
+from fbn_prune.models.sources import EMBEDDED, EMBEDDED_ALIASES, _sha256
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,6 @@ def folder_hash(folder: str | os.PathLike[str]) -> str:
 def hub_snapshot(repo_id: str) -> Path | None:
     """The local snapshot folder of a Hub model, if it is in the Hugging Face cache (no network)."""
     try:
-        from huggingface_hub import try_to_load_from_cache
-
         found = try_to_load_from_cache(repo_id, "config.json")
     except Exception:  # an invalid id or an unreadable cache: nothing to hash
         return None

@@ -14,12 +14,12 @@ import contextlib
 from typing import Iterator
 
 import torch
+from accelerate.utils import align_module_device, has_offloaded_params
 from torch import nn
 
-from fbn_prune._runtime.sizes import parse_max_memory  # noqa: F401  (re-exported)
-from fbn_prune.errors import UserError
 from fbn_prune._runtime.resources import RUNTIME_BYTES, current_rss
-
+from fbn_prune._runtime.sizes import parse_max_memory
+from fbn_prune.errors import UserError
 
 
 def max_memory_map(text: str | None) -> dict[int | str, int] | None:
@@ -92,7 +92,6 @@ def onloaded(model: nn.Module) -> Iterator[nn.Module]:
     if not offloaded(model):
         yield model
         return
-    from accelerate.utils import align_module_device, has_offloaded_params
 
     with contextlib.ExitStack() as stack:
         for mod in model.modules():

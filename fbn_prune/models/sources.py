@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub import ModelCard
 from safetensors import SafetensorError
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from fbn_prune._runtime.cache import cache_dir  # noqa: F401  (re-exported)
+from fbn_prune._io.targets import is_stale, temp_prefix
+from fbn_prune._runtime.cache import cache_dir
 from fbn_prune._runtime.dtypes import DTYPES
 from fbn_prune.errors import UserError, writing
-from fbn_prune._io.targets import is_stale, temp_prefix
-from fbn_prune.models.placement import load_kwargs
 from fbn_prune.models.arch import adapter_for
+from fbn_prune.models.placement import load_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +128,10 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu",
             "0=70GiB,1=70GiB,cpu=200GiB"; see placement.py).
     """
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     try:
-        from transformers import AutoConfig
-
 
         adapter_for(AutoConfig.from_pretrained(source.path))  # unsupported types fail before any weights load
     except (OSError, ValueError) as e:
@@ -179,8 +178,6 @@ def card_license(folder: Path) -> str | None:
     if not readme.is_file():
         return None
     try:
-        from huggingface_hub import ModelCard
-
         return ModelCard.load(readme).data.to_dict().get("license")
     except Exception:  # a card we cannot parse has no licence we can trust
         return None
@@ -205,7 +202,6 @@ def _converted_gguf(gguf: Path) -> Path:
     log.info("converting %s to safetensors once (cached in %s)", gguf.name, target)
     if importlib.util.find_spec("gguf") is None:
         raise UserError("loading .gguf files needs the gguf package: pip install gguf")
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     d, f = str(gguf.parent), gguf.name
     try:  # any failure to parse the user's file is bad input; -vv shows the parser's traceback

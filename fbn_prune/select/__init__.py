@@ -1,1 +1,1 @@
-"""select"""
+"""Choosing the channels to keep: the method registry, scores, budgets and compensation."""

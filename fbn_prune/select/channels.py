@@ -1,4 +1,6 @@
-"""Per-channel views of one FFN layer that scores and compensation read: the down projection's columns,
+"""Per-channel views of one FFN layer that scores and compensation read.
+
+Per-channel views of one FFN layer that scores and compensation read: the down projection's columns,
 the energy of every weight a channel owns, and the calibration statistics of its signal."""
 
 from __future__ import annotations

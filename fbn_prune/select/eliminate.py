@@ -1,4 +1,6 @@
-"""Greedy compensated elimination: the order in which a layer's channels can be removed when
+"""Greedy compensated elimination: the order in which a layer's channels can go at least cost.
+
+Greedy compensated elimination: the order in which a layer's channels can be removed when
 every removal is followed by least-squares reconstruction from the channels that remain.
 
 With the calibration Gram matrix H = X^T X / T (+ ridge) of a layer's signal X (tokens, width)

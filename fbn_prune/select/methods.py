@@ -1,4 +1,6 @@
-"""The selection methods: one class per method, declaring what it needs from a networks artifact and
+"""The selection method registry: one class per method, with what it needs and how it scores.
+
+The selection methods: one class per method, declaring what it needs from a networks artifact and
 how it scores a layer (the maths is in scores.py and eliminate.py). Everything that lists or checks
 method names reads :data:`METHODS` (the CLI's ``--method`` choices, the recipe check
 :func:`method_for`, the artifact's contents, provenance).

@@ -1,4 +1,6 @@
-"""Channel importance scores of one layer, one function per method (higher = keep). Which method
+"""Channel importance scores of one layer, the maths behind each selection method.
+
+Channel importance scores of one layer, one function per method (higher = keep). Which method
 reads which (and what it needs from a networks artifact) is declared in methods.py.
 
 Every score is one (width,) float64 tensor per layer, so all methods share selection, surgery,

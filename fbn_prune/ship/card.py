@@ -1,4 +1,6 @@
-"""The model card (README.md) of a pruned checkpoint: Hub YAML metadata, then how it was made, how to
+"""The model card (README.md) of a pruned checkpoint, rendered from its provenance without Hub calls.
+
+The model card (README.md) of a pruned checkpoint: Hub YAML metadata, then how it was made, how to
 load it for its layout, and (after `fbn-prune eval`) the evaluation table.
 
 Metadata (the YAML front matter the Hub reads): ``base_model`` (the base model's Hub id, when known),

@@ -1,4 +1,6 @@
-"""What fbn_prune asks the Hugging Face Hub (or its local cache) outside an upload: whether the Hub may be
+"""What fbn_prune asks the Hugging Face Hub besides an upload: offline mode, the token, the base licence.
+
+What fbn_prune asks the Hugging Face Hub (or its local cache) outside an upload: whether the Hub may be
 reached at all (:func:`offline`), where a token would come from (:func:`token_source`, never the token
 itself), and the base model's licence for a model card (:func:`base_license`, :func:`card_license`).
 The upload itself is :mod:`fbn_prune.ship.upload`.

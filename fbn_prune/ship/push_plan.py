@@ -19,13 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import ModelCard
-from huggingface_hub.utils import HFValidationError, validate_repo_id as hub_validate
+from huggingface_hub.utils import HFValidationError
+from huggingface_hub.utils import validate_repo_id as hub_validate
 
 from fbn_prune.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_VERIFY_FAILED, UserError
 from fbn_prune.export.provenance import PROVENANCE_FILE, Provenance
 from fbn_prune.ship.card import for_repo, render_card, validate_card, with_license
 from fbn_prune.ship.files import (
-    REPLACED_PATTERNS, CheckedFile, PushRefused, check_file, classify, outside_link, read_checked, wanted,
+    REPLACED_PATTERNS,
+    CheckedFile,
+    PushRefused,
+    check_file,
+    classify,
+    outside_link,
+    read_checked,
+    wanted,
 )
 from fbn_prune.ship.hub import base_license, card_license
 

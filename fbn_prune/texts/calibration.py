@@ -29,10 +29,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from fbn_prune.config import datadir
-from fbn_prune.data import BUILTIN_PREFIX, DEFAULT_SOURCE
 from fbn_prune.config.datadir import DATA_PREFIX
+from fbn_prune.data import BUILTIN_PREFIX, DEFAULT_SOURCE
 from fbn_prune.errors import UserError
 from fbn_prune.texts.builtin import builtin, read_builtin
 from fbn_prune.texts.files import read_documents

@@ -1,4 +1,6 @@
-"""Text files -> documents: a .txt file (one document per paragraph) or a .jsonl file (one per line),
+"""Reading text files into documents: .txt by paragraph, .jsonl by line, gzip or not.
+
+Text files -> documents: a .txt file (one document per paragraph) or a .jsonl file (one per line),
 either gzip-compressed or not, checked to be a readable regular text file first."""
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import zlib
 from pathlib import Path
 
 from fbn_prune.errors import UserError
-
 
 MIN_WORDS = 8  # shorter paragraphs (headings, fragments) are skipped
 

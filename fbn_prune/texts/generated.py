@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from fbn_prune.models.placement import input_device
-
 
 GENERATED = "generated"
 
@@ -33,8 +33,6 @@ PROMPTS = (
 
 def generate_documents(model, tokenizer, n: int, max_new_tokens: int, seed: int, batch_size: int = 16) -> list[str]:
     """``n`` texts the model writes itself, continuing ``PROMPTS`` with seeded sampling."""
-    from tqdm.auto import tqdm
-
 
     device = input_device(model)
     gen = torch.Generator().manual_seed(seed)

@@ -1,4 +1,6 @@
-"""``hf:DATASET[:CONFIG]:SPLIT[:FIELD]``: calibration text from a Hugging Face dataset, through
+"""Calibration text from a Hugging Face dataset (hf:DATASET[:CONFIG]:SPLIT[:FIELD]).
+
+``hf:DATASET[:CONFIG]:SPLIT[:FIELD]``: calibration text from a Hugging Face dataset, through
 ``datasets.load_dataset`` (downloaded when online, read from its cache offline)."""
 
 from __future__ import annotations
@@ -6,10 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fbn_prune.errors import UserError
 from fbn_prune.texts.files import _non_empty, paragraphs
 from fbn_prune.texts.records import CalibrationText
-from fbn_prune.errors import UserError
-
 
 HF_PREFIX = "hf:"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fbn_prune.errors import UserError
 from fbn_prune.models.arch.base import Adapter
-from fbn_prune.models.arch.llama import LLAMA
 from fbn_prune.models.arch.gpt2 import GPT2
 from fbn_prune.models.arch.gpt_neox import GPT_NEOX
+from fbn_prune.models.arch.llama import LLAMA
 from fbn_prune.models.arch.opt import OPT
 from fbn_prune.models.arch.phi3 import PHI3
 

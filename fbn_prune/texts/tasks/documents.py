@@ -1,4 +1,6 @@
-"""A task's documents rendered with its own prompt format, as lm-eval shows them to the model: the
+"""A task's documents rendered in its own prompt format, used as calibration text.
+
+A task's documents rendered with its own prompt format, as lm-eval shows them to the model: the
 calibration text of ``--calib-task`` (task-specific networks).
 
 Public API: :func:`render_document`, :func:`task_documents`.

@@ -1,4 +1,6 @@
-"""The local evaluation tasks: which tasks fbn_prune runs from local files, the files each needs, and
+"""The local evaluation tasks: which tasks run offline and the data files each needs.
+
+The local evaluation tasks: which tasks fbn_prune runs from local files, the files each needs, and
 the data folder they are read from (``--data-dir`` or ``$FBN_PRUNE_DATA``).
 
 Public API: :class:`LocalTask`, :data:`LOCAL_TASKS`, :func:`missing_files`, :func:`missing_message`,

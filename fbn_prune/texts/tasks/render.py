@@ -1,4 +1,6 @@
-"""Rendering the local task templates: the YAMLs beside this module, with absolute paths to a data
+"""Rendering the local task templates into task folders that point at the data folder.
+
+Rendering the local task templates: the YAMLs beside this module, with absolute paths to a data
 folder, plus the converted data files (:mod:`fbn_prune.texts.tasks.utils`), into a cached folder
 (:func:`render`, handed to lm-eval as an include path) or a folder of the user's (:func:`render_to`).
 
