@@ -9,6 +9,7 @@ from typing import Literal
 
 import pytest
 
+from fbn_prune.select.methods import method_names
 from fbn_prune.cli import reference as ref
 from fbn_prune.config.recipe import Recipe
 
@@ -31,6 +32,7 @@ def test_types_defaults_and_flags():
     assert docs["selection.ratio"].default == "0.2"
     assert docs["selection.ratio"].flag == "--ratio"
     assert docs["export.layout"].type == "`uniform` \\| `padded` \\| `exact`"
+    assert docs["selection.method"].type == " \\| ".join(f"`{m}`" for m in method_names())
     assert docs["export.dtype"].default == "null"
     assert docs["evaluation.tasks"].type == "list of strings"
     assert docs["evaluation.tasks"].default == "[]"

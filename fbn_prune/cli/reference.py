@@ -18,7 +18,9 @@ import click
 
 from fbn_prune.cli import options
 from fbn_prune.cli.prune import prune_command
+from fbn_prune.config.layouts import LAYOUT_NAMES
 from fbn_prune.config.recipe import Recipe
+from fbn_prune.select.methods import method_names
 
 # the option tables of cli/options.py: flag name -> (recipe key, click options)
 _OPTION_TABLES = (options.CALIBRATION_OPTIONS, options.DECOMPOSITION_OPTIONS, options.SELECTION_OPTIONS,
@@ -112,8 +114,15 @@ def markdown(recipe_cls: type = Recipe) -> str:
     return "\n".join(out)
 
 
+def registry_choices() -> dict[str, tuple[str, ...]]:
+    """Recipe keys whose values a registry lists (the recipe types them as plain strings)."""
+    return {"selection.method": method_names(), "export.layout": LAYOUT_NAMES}
+
+
 def _key(key: str, f: dataclasses.Field, tp, flags: dict[str, str]) -> KeyDoc:
-    return KeyDoc(key=key, type=type_text(tp), default=default_text(f), flag=flags.get(key), help=_help(f))
+    choices = registry_choices().get(key)
+    kind = " \\| ".join(f"`{c}`" for c in choices) if choices else type_text(tp)
+    return KeyDoc(key=key, type=kind, default=default_text(f), flag=flags.get(key), help=_help(f))
 
 
 def _help(f: dataclasses.Field) -> str:
