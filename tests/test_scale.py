@@ -173,7 +173,7 @@ def slow(*args, **kwargs):  # as if each job were a real layer: time to be kille
     real(*args, **kwargs)
     time.sleep(0.4)
 maps.decompose_job = slow
-from fbn_prune.cli.main import main
+from fbn_prune.cli.entry import main
 main(sys.argv[1:])
 """
 

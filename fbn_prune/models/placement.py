@@ -17,7 +17,7 @@ import torch
 from accelerate.utils import align_module_device, has_offloaded_params
 from torch import nn
 
-from fbn_prune._runtime.resources import RUNTIME_BYTES, current_rss
+from fbn_prune._runtime import resources
 from fbn_prune._runtime.sizes import parse_max_memory
 from fbn_prune.errors import UserError
 
@@ -74,7 +74,7 @@ def resident_bytes(model: nn.Module) -> int:
     """Host RAM the process holds with ``model`` loaded: its RSS now, or runtime + host weights when
     more (safetensors weights are memory-mapped and only become resident as the first forward reads them)."""
 
-    return max(current_rss(), RUNTIME_BYTES + host_weight_bytes(model))
+    return max(resources.current_rss(), resources.RUNTIME_BYTES + host_weight_bytes(model))
 
 
 def offloaded(model: nn.Module) -> bool:
