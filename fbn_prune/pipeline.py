@@ -223,7 +223,6 @@ def _existing(folder: Path, option: str):
 
 def _check_disk(folder: Path, meta: NetworksMeta, tokens: int, progress: bool) -> None:
     """Report the disk the capture, Gram matrices and maps will take; refuse (exit 2) when it is not free."""
-
     disk = (res.capture_disk(meta.widths, tokens), res.gram_disk(meta.widths),
             res.maps_disk(meta.widths, meta.runs, meta.components))
     free = res.free_disk(folder)
@@ -244,7 +243,6 @@ def _capture_batch(recipe: Recipe, model, adapter) -> int:
     The budget counts this process's resident memory (runtime, weights in host memory) plus the
     batch's activations; UserError when not even one document fits.
     """
-
     c = recipe.calibration
     if c.max_ram is None:
         return c.batch_size
@@ -259,7 +257,6 @@ def _capture_batch(recipe: Recipe, model, adapter) -> int:
 def _ica_jobs(recipe: Recipe, index: CaptureIndex) -> int:
     """Parallel ICA workers: decomposition.jobs (auto: one per GPU, or one per CPU core), fewer when
     calibration.max_ram cannot hold that many CPU working sets."""
-
     d = recipe.decomposition
     device = resolve_ica_device(d.device)
     jobs = resolve_jobs(d.jobs, device)

@@ -128,7 +128,6 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     """The plan of ``fbn-prune networks`` (``networks_dir`` given) or ``prune`` (networks in a temporary
     folder unless ``networks_dir``). Raises UserError for what a real run would refuse early
     (unknown model, bad calibration, a RAM budget too small)."""
-
     method = check_selection(recipe.selection)
     if not recipe.model:
         raise UserError("name a model: fbn-prune prune MODEL, or `model:` in the recipe.")

@@ -48,7 +48,6 @@ def _hash_store() -> Path:
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 of a file's content, remembered by (path, size, mtime) so multi-GB weights are read once."""
-
     p = Path(path).resolve()
     st = p.stat()
     stamp = [st.st_size, st.st_mtime_ns]
@@ -127,7 +126,6 @@ class ModelIdentity:
 
 def _gguf_file(spec: str) -> Path | None:
     """The .gguf file behind a spec: the embedded model's file, or the spec itself."""
-
     key = EMBEDDED_ALIASES.get(spec.lower(), spec.lower())
     if key in EMBEDDED:
         package, filename, _ = EMBEDDED[key]
@@ -138,7 +136,6 @@ def _gguf_file(spec: str) -> Path | None:
 
 def identify(source, sha256: str | None = None) -> ModelIdentity:
     """The identity of a resolved :class:`fbn_prune.models.sources.ModelSource`; ``sha256`` when already known."""
-
     digest = sha256 or model_hash(source)
     gguf = _gguf_file(source.spec)
     if gguf is not None and gguf.is_file():

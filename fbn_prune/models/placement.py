@@ -73,7 +73,6 @@ def host_weight_bytes(model: nn.Module) -> int:
 def resident_bytes(model: nn.Module) -> int:
     """Host RAM the process holds with ``model`` loaded: its RSS now, or runtime + host weights when
     more (safetensors weights are memory-mapped and only become resident as the first forward reads them)."""
-
     return max(resources.current_rss(), resources.RUNTIME_BYTES + host_weight_bytes(model))
 
 

@@ -127,8 +127,6 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu",
         max_memory: with ``device_map``, per-device caps ("70GiB" for each GPU, or
             "0=70GiB,1=70GiB,cpu=200GiB"; see placement.py).
     """
-
-
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     try:

@@ -33,7 +33,6 @@ PROMPTS = (
 
 def generate_documents(model, tokenizer, n: int, max_new_tokens: int, seed: int, batch_size: int = 16) -> list[str]:
     """``n`` texts the model writes itself, continuing ``PROMPTS`` with seeded sampling."""
-
     device = input_device(model)
     gen = torch.Generator().manual_seed(seed)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
