@@ -348,7 +348,7 @@ def _select_into(target: Path, recipe: Recipe, artifact: Networks, *, model_bund
                             uses_network_weight=method_for(recipe.selection.method).network_weight)
     info.timings = {**artifact.meta.timings, **(timings or {}), "select_s": round(t_select, 2), "build_s": round(t_build, 2)}
 
-    files = {RECIPE_FILE: _recipe_text(recipe)}
+    files = {RECIPE_FILE: recipe_text(recipe)}
     if layout_for(layout).remote_code:
         files[MODELING_FILE] = modeling_source(model.config.model_type)
     holdout, fallback = artifact.holdout()
@@ -428,5 +428,6 @@ def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, net
     return out
 
 
-def _recipe_text(recipe: Recipe) -> str:
+def recipe_text(recipe: Recipe) -> str:
+    """recipe.yaml as written beside a checkpoint: the recipe as used, with the version that used it."""
     return "# recipe as used by fbn_prune " + __version__ + "\n" + yaml.safe_dump(recipe.to_dict(), sort_keys=False)

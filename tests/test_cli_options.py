@@ -12,7 +12,7 @@ from fbn_prune.cli.main import cli
 from fbn_prune.config.recipe import Recipe
 
 TABLES = (options.CALIBRATION_OPTIONS, options.DECOMPOSITION_OPTIONS, options.SELECTION_OPTIONS,
-          options.EXPORT_OPTIONS, options.EVALUATION_OPTIONS, options.RUN_OPTIONS)
+          options.EXPORT_OPTIONS, options.EVALUATION_OPTIONS, options.HEAL_OPTIONS, options.RUN_OPTIONS)
 
 
 def test_recipe_default_reads_the_dataclasses():

@@ -98,3 +98,53 @@ def test_bad_heal_input(pruned, tmp_path):
     bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", text, "--base", same_shape], "is not the model")
     other = save_tiny("llama", tmp_path / "other", vocab_size=300)
     bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", text, "--base", other], "--base")
+
+
+def test_prune_heal_steps_writes_the_healed_model(pruned, tmp_path):
+    """`prune --heal-steps N` prunes, heals and leaves only the healed checkpoint at --out."""
+    model, _, text = pruned
+    work = tmp_path / "work"
+    work.mkdir()
+    calib = work / "calib.txt"
+    calib.write_text("\n\n".join(sample_texts(40, seed=3)) + "\n")
+    recipe = work / "r.yaml"
+    recipe.write_text("calibration: {samples: 24, seq_len: 64, holdout: 2}\n"
+                      "decomposition: {runs: 2, components: 8, max_iter: 100}\n"
+                      "selection: {ratio: 0.4, method: wanda-sp}\n"
+                      "heal: {seq_len: 32, batch_size: 2, lora_rank: 2}\n")
+    out = work / "out"
+    r = run("prune", model, "--recipe", recipe, "--calib", calib, "--out", out, "--device", "cpu",
+            "--heal-steps", 3, "--heal-calib", text, "--no-progress")
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "fbn_prune.json").read_text())
+    assert info["healing"]["steps"] == 3 and info["healing"]["text_source"].endswith("heal.txt")
+    assert info["healing"]["from_checkpoint"] == "this run's prune (not kept)"
+    assert info["verification"]["ok"] and info["selection"]["method"] == "wanda-sp"
+    used = Recipe.load(out / "recipe.yaml")
+    assert used.out == str(out) and used.heal.steps == 3 and used.heal.texts == str(text)
+    assert sorted(p.name for p in work.iterdir()) == ["calib.txt", "out", "r.yaml"], "no temporary folder left"
+
+
+def test_prune_heal_steps_refuses_an_existing_out_before_pruning(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    bad(["prune", tiny_dir("llama"), "--out", out, "--heal-steps", 2], "out")
+    assert (out / "keep.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_heal_section_is_checked_and_sets_the_training():
+    from fbn_prune.errors import UserError
+    from fbn_prune.heal.run import heal_texts, settings_for
+
+    for bad_heal, what in (({"steps": -1}, "heal.steps"), ({"lora_rank": 0}, "heal.lora_rank"),
+                           ({"lr": 0}, "heal.lr"), ({"kl_weight": 0, "lm_weight": 0}, "nothing to train")):
+        with pytest.raises(UserError, match=what):
+            Recipe.from_dict({"heal": bad_heal})
+    full = settings_for(Recipe.from_dict({"seed": 4, "heal": {"steps": 7, "lora_rank": None}}))
+    assert (full.steps, full.lora_rank, full.lr, full.seed) == (7, None, 2e-5, 4)
+    lora = settings_for(Recipe.from_dict({"heal": {"steps": 7}}))
+    assert (lora.lora_rank, lora.lr) == (16, 5e-4)
+    assert heal_texts(Recipe.from_dict({"calibration": {"source": "a.jsonl", "field": "body"}})) == ("a.jsonl", "body")
+    assert heal_texts(Recipe.from_dict({"calibration": {"task": "piqa"}}))[0] == "builtin:wikitext2-valid"
+    assert heal_texts(Recipe.from_dict({"calibration": {"source": "generated"}}))[0] == "builtin:wikitext2-valid"

@@ -89,6 +89,15 @@ EVALUATION_OPTIONS = {
     "min_retention": ("evaluation.min_retention", dict(type=float, metavar="FRACTION",
                       help="Gate for --eval-tasks: exit 3 when a metric keeps less than FRACTION of the original.")),
 }
+HEAL_OPTIONS = {
+    "heal_steps": ("heal.steps", dict(type=int, metavar="N",
+                   help="After the prune, heal the checkpoint for N steps of distillation from the original model "
+                        "(as `fbn-prune heal` does; the recipe's heal section sets the rest) and write the healed "
+                        "model to --out.")),
+    "heal_calib": ("heal.texts", dict(type=str, metavar="SOURCE",
+                   help="Training text for --heal-steps, any calibration source, disjoint from your evaluation text "
+                        "[--calib, or the built-in text].")),
+}
 RUN_OPTIONS = {
     "seed": ("seed", dict(type=int, metavar="N", help="Seed for sampling, ICA and random baselines.")),
     "device": ("device", dict(type=str, metavar="DEV", help="auto, cpu, cuda, cuda:1 ....")),

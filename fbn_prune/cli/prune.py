@@ -14,6 +14,7 @@ from fbn_prune.cli.options import (
     DECOMPOSITION_OPTIONS,
     EVALUATION_OPTIONS,
     EXPORT_OPTIONS,
+    HEAL_OPTIONS,
     PLACEMENT_OPTIONS,
     RUN_OPTIONS,
     SELECTION_OPTIONS,
@@ -24,6 +25,7 @@ from fbn_prune.config.recipe import Recipe, locate
 from fbn_prune.decompose.networks import Networks, select_recipe
 from fbn_prune.errors import UserError
 from fbn_prune.export.checkpoint import RECIPE_FILE
+from fbn_prune.heal.run import prune_and_heal
 from fbn_prune.inspection.describe import describe_folder
 from fbn_prune.plan import make as make_plan
 from fbn_prune.select.methods import method_for
@@ -34,7 +36,8 @@ from fbn_prune.select.methods import method_for
 @click.option("--out", "-o", "out", type=str, help="Output folder for the pruned checkpoint (required here or in the recipe).")
 @click.option("--recipe", "recipe_file", type=str, metavar="NAME|FILE",
               help="A ready recipe (`fbn-prune recipes` lists them) or a YAML file; command-line flags override it.")
-@recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, SELECTION_OPTIONS, EXPORT_OPTIONS, EVALUATION_OPTIONS, RUN_OPTIONS)
+@recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, SELECTION_OPTIONS, EXPORT_OPTIONS, EVALUATION_OPTIONS, HEAL_OPTIONS,
+                RUN_OPTIONS)
 @click.option("--save-networks", type=str, metavar="DIR",
               help="Keep the networks artifact here (for `fbn-prune select`) [a cache folder, resumed after a kill, "
                    "removed on success].")
@@ -61,7 +64,8 @@ def prune_command(model, out, recipe_file, overrides, save_networks, to_gguf, gg
         return _plan(recipe, save_networks)
     check_before_prune(to_gguf, gguf_dtype, overwrite)
     _progress(not no_progress)
-    path = pipeline.prune(recipe, overwrite=overwrite, progress=not no_progress, networks_dir=save_networks)
+    run = prune_and_heal if recipe.heal.steps else pipeline.prune
+    path = run(recipe, overwrite=overwrite, progress=not no_progress, networks_dir=save_networks)
     _summary(path)
     write_after_prune(path, to_gguf, gguf_dtype, overwrite)
     if recipe.evaluation.tasks:

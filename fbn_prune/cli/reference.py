@@ -24,7 +24,8 @@ from fbn_prune.select.methods import method_names
 
 # the option tables of cli/options.py: flag name -> (recipe key, click options)
 _OPTION_TABLES = (options.CALIBRATION_OPTIONS, options.DECOMPOSITION_OPTIONS, options.SELECTION_OPTIONS,
-                  options.EXPORT_OPTIONS, options.EVALUATION_OPTIONS, options.RUN_OPTIONS)
+                  options.EXPORT_OPTIONS, options.EVALUATION_OPTIONS, options.HEAL_OPTIONS,
+                  options.RUN_OPTIONS)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,21 @@ class Evaluation:
 
 
 @dataclass
+class Heal:
+    """Healing after the prune (`prune --heal-steps N`): distillation from the original model, widths unchanged."""
+
+    steps: int = field(default=0, metadata={"help": "Optimizer steps of distillation from the original model into the pruned one, run after the prune; the healed model is what `out` holds (0: no healing). See `fbn-prune heal`."})
+    texts: str | None = field(default=None, metadata={"help": "Training text, any calibration source; keep it disjoint from your evaluation text (null: `calibration.source`, or the built-in text when the calibration is a task or `generated`)."})
+    lora_rank: int | None = field(default=16, metadata={"help": "LoRA rank, merged back after training; null: train every weight."})
+    lr: float | None = field(default=None, metadata={"help": "Peak learning rate (null: 5e-4 with LoRA, 2e-5 when every weight trains)."})
+    seq_len: int = field(default=256, metadata={"help": "Tokens per training block."})
+    batch_size: int = field(default=8, metadata={"help": "Blocks per optimizer step."})
+    kl_weight: float = field(default=1.0, metadata={"help": "Weight of KL(original || pruned) in the loss."})
+    lm_weight: float = field(default=0.0, metadata={"help": "Weight of the next-token loss."})
+    temperature: float = field(default=1.0, metadata={"help": "Distillation temperature."})
+
+
+@dataclass
 class Recipe:
     """A whole pruning run. ``Recipe.load(path)`` / ``recipe.save(path)`` round-trip through YAML."""
 
@@ -125,6 +140,7 @@ class Recipe:
     selection: Selection = field(default_factory=Selection, metadata={"help": "Which channels survive: a budget and its constraints."})
     export: Export = field(default_factory=Export, metadata={"help": "How the pruned model is written."})
     evaluation: Evaluation = field(default_factory=Evaluation, metadata={"help": "Original vs pruned with lm-eval after export, with an optional gate."})
+    heal: Heal = field(default_factory=Heal, metadata={"help": "Healing after the prune: distillation from the original model (off unless `steps` > 0)."})
 
     # ---- construction -----------------------------------------------------
     @classmethod
@@ -236,6 +252,7 @@ class Recipe:
             raise UserError(f"device (--device) must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}.")
         self._validate_scale()
         self._validate_evaluation()
+        self._validate_heal()
 
     def _validate_scale(self) -> None:
         """Memory budget, ICA device and jobs, model placement (see resources.py, jobs.py, placement.py)."""
@@ -253,6 +270,23 @@ class Recipe:
             if not self.device_map:
                 raise UserError("max_memory (--max-memory) caps the devices of a device_map; give --device-map auto too.")
             parse_max_memory(self.max_memory)
+
+    def _validate_heal(self) -> None:
+        h = self.heal
+        for name, value, low in (("heal.steps", h.steps, 0), ("heal.seq_len", h.seq_len, 2),
+                                 ("heal.batch_size", h.batch_size, 1)):
+            if value < low:
+                raise UserError(f"{name} must be >= {low}, got {value}.")
+        if h.lora_rank is not None and h.lora_rank < 1:
+            raise UserError(f"heal.lora_rank must be >= 1 (or null to train every weight), got {h.lora_rank}.")
+        for name, value in (("heal.lr", h.lr), ("heal.temperature", h.temperature)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UserError(f"{name} must be a positive number, got {value}.")
+        for name, value in (("heal.kl_weight", h.kl_weight), ("heal.lm_weight", h.lm_weight)):
+            if not (math.isfinite(value) and value >= 0):
+                raise UserError(f"{name} must be >= 0, got {value}.")
+        if h.kl_weight == 0 and h.lm_weight == 0:
+            raise UserError("heal.kl_weight and heal.lm_weight are both 0: nothing to train on.")
 
     def _validate_evaluation(self) -> None:
         e = self.evaluation

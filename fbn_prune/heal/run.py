@@ -9,7 +9,10 @@ from disk and compared with the in-memory healed model before it is moved into p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,10 +21,13 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fbn_prune._io.targets import Place, TargetLock, check_disjoint, sweep_leftovers
+from fbn_prune import pipeline
+from fbn_prune._io.targets import Place, TargetLock, check_disjoint, sweep_leftovers, temp_prefix
+from fbn_prune._runtime.devices import resolve_device
 from fbn_prune._runtime.dtypes import DTYPES
 from fbn_prune.config.layouts import LAYOUT_NAMES, layout_for
 from fbn_prune.config.recipe import Recipe
+from fbn_prune.data import DEFAULT_SOURCE
 from fbn_prune.errors import UserError
 from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
 from fbn_prune.export.provenance import Provenance, read_provenance
@@ -33,6 +39,7 @@ from fbn_prune.models.sources import input_location, load_model, resolve
 from fbn_prune.ship.card import render_card
 from fbn_prune.ship.hub import card_license
 from fbn_prune.texts import calibration as calib
+from fbn_prune.texts.generated import GENERATED
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +64,13 @@ def base_spec(checkpoint: Path, info: Provenance) -> str:
 
 def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: HealSettings, *,
          base: str | None = None, field: str = "text", data_dir: str | None = None, overwrite: bool = False,
-         progress: bool = True, device: str = "cpu") -> Path:
+         progress: bool = True, device: str = "cpu", from_checkpoint: str | None = None) -> Path:
     """Distill ``base`` into the pruned ``checkpoint`` on the documents of ``texts_source`` and write DIR.
 
     Everything that needs no weights is checked first: the checkpoint's provenance, the output
     folder, the text source. Raises UserError for bad input (exit 2) and VerificationError when
     the reloaded folder does not reproduce the healed model (exit 4; nothing is written).
+    ``from_checkpoint``: what the provenance names as the healed checkpoint (default: its path).
     """
     checkpoint = Path(checkpoint)
     info = read_provenance(checkpoint)
@@ -81,11 +89,12 @@ def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: H
         check_target(out, overwrite)  # again: a run that held the lock until now may have written it
         sweep_leftovers(target)
         return _heal_into(target, checkpoint, info, spec, texts_source, settings, field=field, data_dir=data_dir,
-                          progress=progress, device=device)
+                          progress=progress, device=device,
+                          from_checkpoint=from_checkpoint or str(checkpoint.resolve()))
 
 
 def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, texts_source: str, settings: HealSettings, *,
-               field: str, data_dir: str | None, progress: bool, device: str) -> Path:
+               field: str, data_dir: str | None, progress: bool, device: str, from_checkpoint: str) -> Path:
     """heal() once ``target`` is checked and locked."""
     text = calib.prepare(Recipe.from_dict({"calibration": {"source": texts_source, "field": field}, "data_dir": data_dir}))
     if text.texts is None:
@@ -113,7 +122,7 @@ def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, text
     del teacher
     info = info.copy()
     info.healing = {**asdict(result), "base_model": spec, "text_source": text.source, "text_license": text.license,
-                    "from_checkpoint": str(checkpoint.resolve())}
+                    "from_checkpoint": from_checkpoint}
     info.params = {**info.params, "after": healed.num_parameters()}  # type: ignore[dict-item]
     info.evaluation = None  # measured on the model before healing
     if info.timings is None:
@@ -143,3 +152,46 @@ def heal_summary(folder: Path) -> str:
     h = read_provenance(folder).healing
     return (f"{folder}: healed {h['steps']} steps ({h['tokens']:,} tokens, {h['tokens_per_s']:.0f} tokens/s)\n"
             f"  held-out KL to the original {h['heldout_kl_before']:.4f} -> {h['heldout_kl_after']:.4f}")
+
+
+def settings_for(recipe: Recipe) -> HealSettings:
+    """The recipe's ``heal`` section as HealSettings (LoRA unless ``lora_rank`` is null; the learning
+    rate defaults to the mode's: 5e-4 with LoRA, 2e-5 when every weight trains)."""
+    h = recipe.heal
+    return HealSettings(steps=h.steps, seq_len=h.seq_len, batch_size=h.batch_size,
+                        lr=h.lr or (5e-4 if h.lora_rank is not None else 2e-5), lora_rank=h.lora_rank,
+                        kl_weight=h.kl_weight, lm_weight=h.lm_weight, temperature=h.temperature, seed=recipe.seed)
+
+
+def heal_texts(recipe: Recipe) -> tuple[str, str]:
+    """(source, jsonl field) of the healing text: ``heal.texts``, else the calibration source, else the
+    built-in text (a task calibration or ``generated`` text is not a training corpus)."""
+    if recipe.heal.texts:
+        return recipe.heal.texts, "text"
+    c = recipe.calibration
+    if c.source and not c.task and c.source != GENERATED:
+        return c.source, c.field
+    return DEFAULT_SOURCE, "text"
+
+
+def prune_and_heal(recipe: Recipe, *, overwrite: bool = False, progress: bool = True,
+                   networks_dir: str | None = None) -> Path:
+    """``prune --heal-steps N``: prune into a temporary folder beside ``recipe.out``, heal that checkpoint
+    into ``recipe.out`` (its writer checks, verifies and renames into place as prune's does), then
+    remove the temporary folder. ``out`` only ever holds the healed model; a failure leaves it as it was."""
+    if not recipe.out:
+        raise UserError("name the output folder with --out (or `out:` in the recipe).")
+    out = Path(recipe.out)
+    check_target(out, overwrite)  # before the prune, not after it
+    texts, field = heal_texts(recipe)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=temp_prefix(out), dir=out.parent))
+    try:
+        pruned = pipeline.prune(dataclasses.replace(recipe, out=str(work / "pruned")), progress=progress,
+                                networks_dir=networks_dir)
+        (pruned / RECIPE_FILE).write_text(pipeline.recipe_text(recipe))  # the recipe as the user gave it
+        return heal(pruned, out, texts, settings_for(recipe), base=recipe.model, field=field,
+                    data_dir=recipe.data_dir, overwrite=overwrite, progress=progress,
+                    device=resolve_device(recipe.device), from_checkpoint="this run's prune (not kept)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
