@@ -133,6 +133,14 @@ def test_prune_heal_steps_refuses_an_existing_out_before_pruning(tiny_dir, tmp_p
     assert (out / "keep.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_prune_heal_steps_refuses_a_bad_training_text_before_pruning(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    bad(["prune", tiny_dir("llama"), "--out", out, "--heal-steps", 2, "--heal-calib", tmp_path / "missing.txt"],
+        "missing.txt")
+    bad(["prune", tiny_dir("llama"), "--out", out, "--heal-steps", 2, "--heal-calib", "generated"], "not 'generated'")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_heal_section_is_checked_and_sets_the_training():
     from fbn_prune.errors import UserError
     from fbn_prune.heal.run import heal_texts, settings_for

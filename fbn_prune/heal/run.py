@@ -40,6 +40,7 @@ from fbn_prune.ship.card import render_card
 from fbn_prune.ship.hub import card_license
 from fbn_prune.texts import calibration as calib
 from fbn_prune.texts.generated import GENERATED
+from fbn_prune.texts.records import CalibrationText
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,18 @@ def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: H
                           from_checkpoint=from_checkpoint or str(checkpoint.resolve()))
 
 
-def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, texts_source: str, settings: HealSettings, *,
-               field: str, data_dir: str | None, progress: bool, device: str, from_checkpoint: str) -> Path:
-    """heal() once ``target`` is checked and locked."""
+def training_text(texts_source: str, field: str, data_dir: str | None) -> CalibrationText:
+    """The documents healing trains on, read as calibration text is; UserError for a bad or generated source."""
     text = calib.prepare(Recipe.from_dict({"calibration": {"source": texts_source, "field": field}, "data_dir": data_dir}))
     if text.texts is None:
         raise UserError("heal needs real text (a file, data:, builtin: or hf: source), not 'generated'.")
+    return text
+
+
+def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, texts_source: str, settings: HealSettings, *,
+               field: str, data_dir: str | None, progress: bool, device: str, from_checkpoint: str) -> Path:
+    """heal() once ``target`` is checked and locked."""
+    text = training_text(texts_source, field, data_dir)
     texts = text.texts
     layout = layout_for(info.layout if info.has("layout") else LAYOUT_NAMES[0])
     dtype = info.dtype or "float32"
@@ -184,6 +191,7 @@ def prune_and_heal(recipe: Recipe, *, overwrite: bool = False, progress: bool = 
     out = Path(recipe.out)
     check_target(out, overwrite)  # before the prune, not after it
     texts, field = heal_texts(recipe)
+    training_text(texts, field, recipe.data_dir)  # a bad --heal-calib fails now, not after the prune
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=temp_prefix(out), dir=out.parent))
     try:
