@@ -75,6 +75,10 @@ class Plan:
     ram: dict[str, int] = field(default_factory=dict)
     gpu: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    ranks: int = 1
+    """torch.distributed processes; above 1, tokens, disk, RAM and time are those of the busiest rank."""
+    rank_share: dict[str, int] = field(default_factory=dict)
+    """The busiest rank's share: ``runs``, ``tokens``, ``ica_jobs``, ``layers`` (of the eliminations)."""
 
     def text(self) -> str:
         w = self.widths
@@ -89,13 +93,20 @@ class Plan:
             f"  calibration    {self.calibration}: {self.documents:,} documents, {tokens} tokens "
             f"(seq_len {self.seq_len}, batch {self.batch_size} documents)",
         ]
+        if self.ranks > 1:
+            r = self.rank_share
+            lines.append(f"  ranks          {self.ranks} processes; per rank (the busiest): capture {r['runs']} of "
+                         f"{self.runs or r['all_runs']} runs ({r['tokens']:,} tokens), {r['ica_jobs']} of {self.ica_jobs} "
+                         f"ICA jobs, {r['layers']} of {len(w)} layers' elimination; figures below are per rank, "
+                         "the networks folder must be one that every rank sees")
         if self.runs:
             lines.append(f"  decomposition  {self.runs} runs x {self.components} components: {self.ica_jobs} ICA jobs "
                          f"(layer x run), {self.engine} engine on {self.ica_device}, {self.workers} at a time")
         else:
             lines.append("  decomposition  none (the method needs no ICA maps)")
         lines += [
-            f"  disk           capture {gb(self.disk['capture'])} ({self.tokens:,} tokens x {sum(w):,} channels x 2 bytes = "
+            f"  disk           capture {gb(self.disk['capture'])} ({self.rank_share.get('tokens', self.tokens):,} tokens x "
+            f"{sum(w):,} channels x 2 bytes = "
             f"{self.disk['capture']:,} bytes) + Gram matrices {gb(self.disk['gram'])} + maps {gb(self.disk['maps'])} "
             f"= {gb(total_disk)} in {self.networks_dir} ({gb(self.free)} free"
             + ("; NOT ENOUGH)" if total_disk > self.free else ")"),
@@ -124,10 +135,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
+def make(recipe: Recipe, networks_dir: str | Path | None = None, ranks: int = 1) -> Plan:
     """The plan of ``fbn-prune networks`` (``networks_dir`` given) or ``prune`` (networks in a temporary
-    folder unless ``networks_dir``). Raises UserError for what a real run would refuse early
-    (unknown model, bad calibration, a RAM budget too small)."""
+    folder unless ``networks_dir``), for one process or ``ranks`` torch.distributed processes on one machine
+    (each with a model replica; the figures of the busiest rank). Raises UserError for what a real run would
+    refuse early (unknown model, bad calibration, a RAM budget too small)."""
+    if ranks < 1:
+        raise UserError(f"--ranks must be at least 1, got {ranks}.")
     method = check_selection(recipe.selection)
     if not recipe.model:
         raise UserError("name a model: fbn-prune prune MODEL, or `model:` in the recipe.")
@@ -168,29 +182,47 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None) -> Plan:
     runs = d.runs if needs_maps else 0
     ica_device = resolve_ica_device(d.device)
     run_tokens = -(-tokens // max(d.runs, 1))
+    share = _rank_share(ranks, d.runs, runs, run_tokens, tokens, len(widths), method.cached)
     per_job = res.ica_job_bytes(run_tokens, max(widths), d.components) if needs_maps else 0
-    workers = res.jobs_under_budget(resolve_jobs(d.jobs, ica_device), max_ram, resident, per_job + res.RUNTIME_BYTES)
-    workers = max(1, min(workers, len(widths) * runs))
+    jobs = resolve_jobs(d.jobs, ica_device)
+    if d.jobs == "auto" and ica_device == "cpu":
+        jobs = max(1, jobs // ranks)  # the ranks share the machine's cores
+    workers = res.jobs_under_budget(jobs, max_ram, resident, per_job + res.RUNTIME_BYTES)
+    workers = max(1, min(workers, max(share["ica_jobs"], 1)))
     engine = d.engine if d.engine != "auto" else ("torch" if ica_device.startswith("cuda") else "sklearn")
 
     folder = Path(networks_dir) if networks_dir else netcache.root()  # prune's networks cache
-    disk = {"capture": res.capture_disk(widths, tokens), "gram": res.gram_disk(widths),
+    disk = {"capture": res.capture_disk(widths, share["tokens"]), "gram": res.gram_disk(widths),
             "maps": res.maps_disk(widths, runs, d.components)}
     ica_host = per_job * workers if ica_device == "cpu" else 2 * run_tokens * max(widths) * workers
+    partials = share["runs"] * max(widths) ** 2 * 8 if ranks > 1 else 0  # a rank's run sums, held for the chain
     ram = {"runtime": res.RUNTIME_BYTES, "weights": resident - res.RUNTIME_BYTES, "capture": batch * c.seq_len * per_token,
-           "gram": res.gram_bytes(max(widths)), "ica_job": per_job}
+           "gram": res.gram_bytes(max(widths)) + partials, "ica_job": per_job}
     ram["peak"] = resident + max(ram["capture"], ram["gram"], ica_host)
     gpu = {}
     if not host_model:
         gpu = {"weights": shape.weight_bytes, "capture": batch * c.seq_len * res.forward_bytes_per_token(shape, c.seq_len)}
-    seconds = {"capture": res.capture_seconds(shape, tokens, device), "gram": res.gram_seconds(widths, tokens, ica_device),
-               "ica": res.ica_seconds(widths, tokens, runs, d.components, ica_device, workers) if runs else 0.0,
-               "selection": res.selection_seconds(widths, shape.hidden, ica_device, method.needs.gram,
-                                                  recipe.selection.compensate == "lstsq", recipe.selection.ratio or 0.2)}
+    selection = res.selection_seconds(widths, shape.hidden, ica_device, method.needs.gram,
+                                      recipe.selection.compensate == "lstsq", recipe.selection.ratio or 0.2)
+    seconds = {"capture": res.capture_seconds(shape, share["tokens"], device),
+               "gram": res.gram_seconds(widths, share["tokens"], ica_device),
+               "ica": (res.ica_seconds(widths, tokens, runs, d.components, ica_device, workers)
+                       * share["ica_jobs"] / max(len(widths) * runs, 1)) if runs else 0.0,
+               "selection": selection * share["layers"] / len(widths)}
     placement = f"device_map={recipe.device_map}" if recipe.device_map else f"on {device}"
     return Plan(model=source.spec, model_type=config.model_type, params=shape.params, dtype=recipe.dtype,
                 placement=placement, widths=widths, calibration=source_text, documents=documents, tokens=tokens,
                 tokens_exact=not generated, seq_len=c.seq_len, batch_size=batch, runs=runs, components=d.components,
                 ica_jobs=len(widths) * runs, workers=workers, ica_device=ica_device, engine=engine,
                 networks_dir=str(folder), out=recipe.out, disk=disk, free=res.free_disk(folder), ram=ram, gpu=gpu,
-                seconds=seconds)
+                seconds=seconds, ranks=ranks, rank_share=share)
+
+
+def _rank_share(ranks: int, all_runs: int, runs: int, run_tokens: int, tokens: int, layers: int,
+                shared_scores: bool) -> dict[str, int]:
+    """The busiest rank's share of the work (see _runtime/world.py): a contiguous block of the calibration
+    runs to capture, jobs j with j % ranks == rank of the layer x run ICA jobs, and the layers' eliminations
+    when the method's scores are shared (World.mine); rank 0 also selects and exports."""
+    block = -(-all_runs // ranks)
+    return {"all_runs": all_runs, "runs": block, "tokens": min(tokens, block * run_tokens),
+            "ica_jobs": -(-(layers * runs) // ranks), "layers": -(-layers // ranks) if shared_scores else layers}

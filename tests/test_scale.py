@@ -15,7 +15,7 @@ import pytest
 import torch
 from clitools import bad, run
 
-from fbn_prune import pipeline
+from fbn_prune import find_networks, pipeline
 from fbn_prune._runtime import resources as res  # noqa: E402
 from fbn_prune._runtime import sizes  # noqa: E402
 from fbn_prune._runtime.devices import gram_device, selection_device
@@ -85,7 +85,7 @@ def test_max_ram_lowers_the_batch_and_keeps_the_signal(tiny_dir, calib_txt, tmp_
     budget = r.override({"calibration.max_ram": str(10**9 + int(2.5 * per_doc))})
     from fbn_prune.models.arch import adapter_for
 
-    assert pipeline._capture_batch(budget, model, adapter_for(model.config)) == 2
+    assert find_networks.capture_batch(budget, model, adapter_for(model.config)) == 2
     small = pipeline.networks(budget, tmp_path / "b", model_bundle=bundle, progress=False, keep_capture=True)
     from fbn_prune.capture.activations import CaptureIndex
 

@@ -3,7 +3,8 @@
 ``FBN_PRUNE_TEST_KILL_AT=POINT`` (capture, decompose or export) makes the process SIGKILL itself
 at POINT (capture: before the second batch, the first one written; decompose: after the first
 map file; export: after the weights were written into the temporary folder), exactly as an
-out-of-memory kill or ``kill -9`` would. Unset, it costs one environment lookup.
+out-of-memory kill or ``kill -9`` would. Under torchrun ``FBN_PRUNE_TEST_KILL_RANK=K`` limits it to rank K.
+Unset, it costs one environment lookup.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import os
 import signal
 
 KILL_ENV = "FBN_PRUNE_TEST_KILL_AT"
+RANK_ENV = "FBN_PRUNE_TEST_KILL_RANK"
 _seen: dict[str, int] = {}
 
 
 def kill_point(name: str, at: int = 1) -> None:
     """SIGKILL this process on the ``at``-th call with ``name`` when $FBN_PRUNE_TEST_KILL_AT is ``name``."""
     if os.environ.get(KILL_ENV) != name:
+        return
+    if os.environ.get(RANK_ENV) not in (None, os.environ.get("RANK")):
         return
     _seen[name] = _seen.get(name, 0) + 1
     if _seen[name] >= at:

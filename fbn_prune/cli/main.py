@@ -16,6 +16,7 @@ import traceback
 import click
 
 from fbn_prune import __version__
+from fbn_prune._runtime import world
 from fbn_prune.cli.eval import eval_command
 from fbn_prune.cli.gguf import export_gguf_command
 from fbn_prune.cli.heal import heal_command
@@ -27,6 +28,9 @@ from fbn_prune.cli.tasks import tasks_command
 from fbn_prune.errors import EXIT_BAD_INPUT, GateFailed, UserError, VerificationError, disk_error_message
 
 log = logging.getLogger("fbn_prune")
+
+DISTRIBUTED_COMMANDS = ("prune", "networks")
+"""The commands that run across the processes of torchrun / accelerate launch (capture and decomposition)."""
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
@@ -67,13 +71,27 @@ class Group(click.Group):
         except click.exceptions.Abort:
             click.echo("interrupted.", err=True)
             code = 130
+        except world.Relayed as e:  # another rank failed and said so: this one stops quietly
+            code = e.exit_code
+        except world.Stopped:  # the launcher stopped this rank because another one failed
+            line = world.stopped_message()
+            if line is not None:
+                click.echo(f"error: {world.current().label()}: {line}", err=True)
+            code = 1
         except BaseException as e:  # noqa: BLE001 - sorted below; what is not a user's failure is re-raised
             line, code = _user_failure(e)
             if line is None:
+                world.record_failure(f"{type(e).__name__}: {e}")
                 raise
             if _verbosity(argv) >= 2:
                 traceback.print_exception(e)
-            click.echo(f"error: {line}", err=True)
+            if world.current().distributed and not isinstance(e, world.RankLost):  # say which rank; others stay quiet
+                line = f"{world.current().label()}: {line}"
+                world.record_failure(line)
+            if not world.echoes_shared_errors():  # before joining, every rank fails alike: rank 0 says it once
+                line = None
+            if line is not None:
+                click.echo(f"error: {line}", err=True)
         if not standalone_mode:
             return code
         sys.exit(code)
@@ -81,7 +99,7 @@ class Group(click.Group):
 
 def _user_failure(e: BaseException) -> tuple[str | None, int]:
     """(one line, exit code) for a failure the user caused, (None, 1) for anything else."""
-    if isinstance(e, (UserError, VerificationError, GateFailed)):
+    if isinstance(e, (UserError, VerificationError, GateFailed, world.RankLost)):
         return _one_line(str(e)), e.exit_code
     if isinstance(e, click.BadParameter):
         return _bad_parameter(e), e.exit_code
@@ -138,6 +156,9 @@ def cli(ctx: click.Context, verbose: int) -> None:
     """
     _setup_logging(verbose)
     ctx.obj = {"verbose": verbose}
+    if world.launched() and ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS:
+        raise UserError(f"`fbn-prune {ctx.invoked_subcommand}` runs in one process; under torchrun or accelerate "
+                        f"launch only {' and '.join(DISTRIBUTED_COMMANDS)} run (see docs/scale-out.md).")
 
 
 

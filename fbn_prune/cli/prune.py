@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fbn_prune import pipeline
+from fbn_prune._runtime import world
 from fbn_prune.cli.eval import check_after_prune, evaluate_after_prune
 from fbn_prune.cli.gguf import check_before_prune, gguf_options, write_after_prune
 from fbn_prune.cli.options import (
@@ -46,7 +47,11 @@ from fbn_prune.select.methods import method_for
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
-def prune_command(model, out, recipe_file, overrides, save_networks, to_gguf, gguf_dtype, overwrite, no_progress, dry_run):
+@click.option("--ranks", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --dry-run: plan for N torch.distributed processes on this machine (torchrun "
+                   "--nproc-per-node N), per rank [under torchrun: its number of processes].")
+def prune_command(model, out, recipe_file, overrides, save_networks, to_gguf, gguf_dtype, overwrite, no_progress, dry_run,
+                  ranks):
     """Prune MODEL (a Hub id, a local folder, a .gguf file, or `smollm2` for the embedded
     SmolLM2-135M-Instruct) and write a verified checkpoint to --out.
 
@@ -61,11 +66,17 @@ def prune_command(model, out, recipe_file, overrides, save_networks, to_gguf, gg
     if recipe.evaluation.tasks:
         check_after_prune(recipe)  # task names and data before the weights load, not after the prune
     if dry_run:
-        return _plan(recipe, save_networks)
+        return _plan(recipe, save_networks, ranks)
+    _no_ranks(ranks)
     check_before_prune(to_gguf, gguf_dtype, overwrite)
+    if recipe.heal.steps and world.launched():
+        raise UserError("--heal-steps runs in one process: prune under torchrun, then `fbn-prune heal` the checkpoint "
+                        "(in one process, or under accelerate launch).")
     _progress(not no_progress)
     run = prune_and_heal if recipe.heal.steps else pipeline.prune
     path = run(recipe, overwrite=overwrite, progress=not no_progress, networks_dir=save_networks)
+    if path is None:  # a rank other than 0 of a torch.distributed run: rank 0 writes, reports and evaluates
+        return
     _summary(path)
     write_after_prune(path, to_gguf, gguf_dtype, overwrite)
     if recipe.evaluation.tasks:
@@ -82,7 +93,10 @@ def prune_command(model, out, recipe_file, overrides, save_networks, to_gguf, gg
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
-def networks_command(model, out, recipe_file, overrides, keep_capture, no_progress, dry_run):
+@click.option("--ranks", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --dry-run: plan for N torch.distributed processes on this machine (torchrun "
+                   "--nproc-per-node N), per rank [under torchrun: its number of processes].")
+def networks_command(model, out, recipe_file, overrides, keep_capture, no_progress, dry_run, ranks):
     """Capture and decompose only: find MODEL's functional networks and save them to --out.
 
     The artifact (ICA maps, activation statistics, held-out tokens, metadata) feeds
@@ -90,9 +104,12 @@ def networks_command(model, out, recipe_file, overrides, keep_capture, no_progre
     """
     recipe = make_recipe(recipe_file, overrides, model, None)
     if dry_run:
-        return _plan(recipe, out)
+        return _plan(recipe, out, ranks)
+    _no_ranks(ranks)
     _progress(not no_progress)
     art = pipeline.networks(recipe, out, progress=not no_progress, keep_capture=keep_capture)
+    if not world.current().main:  # under torch.distributed rank 0 reports
+        return
     click.echo(f"networks: {art.folder} ({art.n_layers} layers x {art.meta.runs} runs x {art.meta.components} components, "
                f"{art.meta.calibration['tokens']:,} calibration tokens)")
 
@@ -121,9 +138,18 @@ def select_command(networks_dir, out, model, recipe_file, overrides, overwrite, 
     _summary(path)
 
 
-def _plan(recipe: Recipe, networks_dir: str | None) -> None:
-    """--dry-run: print what the run would do and need (see fbn_prune/plan.py)."""
-    click.echo(make_plan(recipe, networks_dir).text())
+def _plan(recipe: Recipe, networks_dir: str | None, ranks: int | None) -> None:
+    """--dry-run: print what the run would do and need (see fbn_prune/plan.py); under torchrun, rank 0 prints
+    the plan for the launched number of processes."""
+    plan = make_plan(recipe, networks_dir, ranks or world.launched_size())
+    if world.echoes_shared_errors():
+        click.echo(plan.text())
+
+
+def _no_ranks(ranks: int | None) -> None:
+    if ranks is not None:
+        raise UserError("--ranks plans a distributed run with --dry-run; to run one, launch it: "
+                        "torchrun --nproc-per-node N -m fbn_prune prune ... (see docs/scale-out.md).")
 
 
 def _progress(enabled: bool) -> None:

@@ -69,6 +69,9 @@ class Method:
     """Reads ``selection.network_weight`` (the membership prior's weight)."""
     threshold: ClassVar[bool] = False
     """May take ``--threshold`` (the paper's |z| rule: network-membership methods only)."""
+    cached: ClassVar[bool] = False
+    """Its per-layer scores are cached in the networks artifact (``ScoreInputs.cache``): costly enough that
+    the ranks of a distributed run share the layers (pipeline._share_scores)."""
 
     def score(self, x: ScoreInputs, layer: int) -> torch.Tensor:
         """Scores of ``layer``'s channels, higher = keep: (width,) float64."""
@@ -80,6 +83,7 @@ class Fbn(Method):
     needs = Needs(maps=True, gram=True)
     network_weight = True
     threshold = True
+    cached = True
 
     def score(self, x: ScoreInputs, layer: int) -> torch.Tensor:
         maps = x.maps_fn(layer) if x.maps_fn else None
