@@ -58,7 +58,7 @@ def test_config_is_nemotron_nas_with_block_configs(deci_out):
     assert cfg["model_type"] == "nemotron-nas" and cfg["architectures"] == ["DeciLMForCausalLM"]
     assert cfg["auto_map"] == {"AutoConfig": "modeling_fbn.DeciLMConfig", "AutoModel": "modeling_fbn.DeciLMModel",
                                "AutoModelForCausalLM": "modeling_fbn.DeciLMForCausalLM"}
-    assert (out / "modeling_fbn.py").is_file() and "fbn_ffn" not in cfg
+    assert (out / "modeling_fbn.py").is_file() and "fbn_ffn" not in cfg and cfg["fbn_base_model_type"] == "llama"
     assert cfg["rope_theta"] == cfg["rope_parameters"]["rope_theta"]  # both spellings (compat)
     assert [vllm_width(b["ffn"]["ffn_mult"], cfg["hidden_size"]) for b in cfg["block_configs"]] == info["widths"]
     assert info["widths"][0] == FFN and len(set(info["widths"])) > 1 and all(w % 256 == 0 for w in info["widths"])

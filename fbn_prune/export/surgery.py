@@ -116,9 +116,9 @@ def _exact_config(data: dict, base_type: str, adapter: Adapter, widths: list[int
 
 
 def _deci_config(data: dict, base_type: str, adapter: Adapter, widths: list[int]) -> dict:
-    """The deci layout's config: DeciLM ``block_configs`` (see export/deci.py); model type ``nemotron-nas``
-    comes with the config class."""
-    return deci_config_data(data, widths)
+    """The deci layout's config: DeciLM ``block_configs`` (see export/deci.py; model type ``nemotron-nas`` comes
+    with the config class) and ``fbn_base_model_type``, so fbn_prune reads the checkpoint as its base architecture."""
+    return {**deci_config_data(data, widths), "fbn_base_model_type": base_type}
 
 
 _REMOTE_CONFIG = {EXACT.name: _exact_config, DECI.name: _deci_config}
