@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from tiny import ARCHS, save_tiny
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+from fbn_prune.config.layouts import layout_for
 from fbn_prune.models.arch import adapter_for
 from fbn_prune.export.compat import portable_config, portable_tokenizer_config
 from fbn_prune.export.checkpoint import write_checkpoint
@@ -33,8 +34,13 @@ ONNX_PROBE = Path(__file__).with_name("onnx_probe.py")
 IDS = [0, 17, 300, 42, 5, 511, 128, 64, 9, 250, 3, 77]
 TEXT = "Anna sees the small dog near the river, and then she smiles."
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>"
-LAYOUT_KEEP = {"uniform": [72, 72, 72, 72], "padded": [88, 64, 80, 72], "exact": [96, 48, 80, 64]}
-"""Kept channels per layer (of 96); padded stores 88 in every layer, exact stores these."""
+LAYOUT_KEEP = {"uniform": [72, 72, 72, 72], "padded": [88, 64, 80, 72], "exact": [96, 48, 80, 64],
+               "deci": [768, 256, 512, 256]}
+"""Kept channels per layer (of 96; deci: of DECI_FFN); padded stores 88 in every layer, exact and deci store these."""
+DECI_FFN = 768
+"""The deci layout's tiny llama has this FFN width (widths are multiples of 256 there)."""
+LAYOUT_ARCHS = {"deci": ["llama"]}
+"""Architectures a layout writes, where not all of ARCHS (deci: Llama only)."""
 
 
 def _rope_overrides(arch: str) -> dict:
@@ -48,9 +54,9 @@ def _rope_overrides(arch: str) -> dict:
     return {"rope_parameters": new}
 
 
-def make_source(arch: str, folder: Path) -> Path:
+def make_source(arch: str, folder: Path, **overrides) -> Path:
     """A tiny model folder with a non-default rope base and a chat template (saved by transformers 5)."""
-    save_tiny(arch, folder, **_rope_overrides(arch))
+    save_tiny(arch, folder, **_rope_overrides(arch), **overrides)
     tok = AutoTokenizer.from_pretrained(folder)
     tok.chat_template = CHAT
     tok.save_pretrained(folder)
@@ -65,7 +71,7 @@ def write_pruned(source: Path, layout: str, out: Path) -> Path:
     g = torch.Generator().manual_seed(0)
     kept = [torch.randperm(w, generator=g)[:n].sort().values for w, n in zip(adapter.channel_widths(model), LAYOUT_KEEP[layout])]
     pruned = build_pruned(model, adapter, kept, layout, round_to=8)
-    files = {MODELING_FILE: modeling_source(model.config.model_type)} if layout == "exact" else {}
+    files = {MODELING_FILE: modeling_source(model.config.model_type)} if layout_for(layout).remote_code else {}
     return write_checkpoint(pruned, tok, out, files=files, info=Provenance(layout=layout), max_shard_size="1GB",
                             verify=lambda _: {"ok": True}, card=lambda _: "test card\n")
 
@@ -82,10 +88,12 @@ def sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("compat_src")
     made: dict[str, Path] = {}
 
-    def get(arch: str) -> Path:
-        if arch not in made:
-            made[arch] = make_source(arch, root / arch)
-        return made[arch]
+    def get(arch: str, layout: str | None = None) -> Path:
+        """The source for ``arch`` (for the deci layout: FFN width DECI_FFN)."""
+        key = f"{arch}-{DECI_FFN}" if layout == "deci" else arch
+        if key not in made:
+            made[key] = make_source(arch, root / key, **({"intermediate_size": DECI_FFN} if layout == "deci" else {}))
+        return made[key]
 
     return get
 
@@ -164,6 +172,29 @@ def test_exact_layout_builds_through_automodel_from_config(arch, sources, tmp_pa
     assert (logits - ref).abs().max().item() < 1e-5
 
 
+def test_deci_layout_builds_through_automodel_from_config(sources, tmp_path):
+    """The deci config reads like vLLM's nemotron_nas.py reads it (attributes of block_configs entries), and the
+    AutoModel route (vLLM's Transformers backend) builds every layer at the width vLLM derives from ffn_mult."""
+    out = write_pruned(sources("llama", "deci"), "deci", tmp_path / "ck")
+    config = AutoConfig.from_pretrained(out, trust_remote_code=True)
+    assert type(config).__name__ == "DeciLMConfig" and config.model_type == "nemotron-nas"
+    block = config.block_configs[1]
+    assert not block.attention.no_op and config.num_attention_heads // block.attention.n_heads_in_group == 2
+    assert hasattr(block.ffn, "ffn_mult") and not hasattr(block.ffn, "intermediate_size")  # vLLM's branch
+    assert [c.ffn.ffn_mult * config.hidden_size * 2 / 3 for c in config.block_configs] == LAYOUT_KEEP["deci"]
+    base = AutoModel.from_config(config, trust_remote_code=True, dtype=torch.float32).eval()
+    assert type(base).__name__ == "DeciLMModel" and type(base).is_backend_compatible()
+    causal = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, trust_remote_code=True).eval()
+    assert adapter_for(causal.config).channel_widths(causal) == LAYOUT_KEEP["deci"]
+    prefix = base.base_model_prefix + "."
+    state = {k[len(prefix):]: v for k, v in load_file(out / "model.safetensors").items() if k.startswith(prefix)}
+    base.load_state_dict(state, strict=True)
+    x = torch.tensor([IDS])
+    with torch.no_grad():
+        diff = (causal.get_output_embeddings()(base(x).last_hidden_state) - causal(x).logits).abs().max().item()
+    assert diff < 1e-5
+
+
 # ----------------------------------------------------------------------------- transformers 4.57
 ONNX_PINS = TF4_PINS + ("optimum-onnx==0.1.0", "optimum==2.1.0", "onnx==1.23.2", "onnxruntime==1.32.0")
 
@@ -218,12 +249,13 @@ def run_tf4(folders: list[tuple[Path, bool]], tmp_path: Path) -> dict:
     return report["results"]
 
 
-@pytest.mark.parametrize("layout", ["uniform", "padded", "exact"])
+@pytest.mark.parametrize("layout", ["uniform", "padded", "exact", "deci"])
 def test_transformers4_reads_the_same_checkpoint(layout, sources, tmp_path):
-    """Every architecture, written by transformers 5: transformers 4.57 computes the same logits
-    (max abs diff < 1e-4), tokenizes and renders the chat template the same; exact also via AutoModel."""
-    trust = layout == "exact"
-    folders = {arch: write_pruned(sources(arch), layout, tmp_path / arch) for arch in ARCHS}
+    """Every architecture (deci: llama), written by transformers 5: transformers 4.57 computes the same logits
+    (max abs diff < 1e-4), tokenizes and renders the chat template the same; exact and deci also via AutoModel."""
+    trust = layout_for(layout).remote_code
+    base_class = {"exact": "FbnModel", "deci": "DeciLMModel"}.get(layout)
+    folders = {arch: write_pruned(sources(arch, layout), layout, tmp_path / arch) for arch in LAYOUT_ARCHS.get(layout, ARCHS)}
     results = run_tf4([(p, trust) for p in folders.values()], tmp_path)
     problems = []
     for arch, folder in folders.items():
@@ -236,7 +268,7 @@ def test_transformers4_reads_the_same_checkpoint(layout, sources, tmp_path):
             problems.append(f"{arch}: {got['tokenizer_class']} encodes differently")
         if got["chat"] != tok.apply_chat_template([{"role": "user", "content": TEXT}], tokenize=False):
             problems.append(f"{arch}: chat template renders {got['chat']!r}")
-        if trust and not (got["automodel_class"] == "FbnModel" and got["automodel_diff"] < 1e-5):
+        if trust and not (got["automodel_class"] == base_class and got["automodel_diff"] < 1e-5):
             problems.append(f"{arch}: AutoModel {got['automodel_class']} differs by {got['automodel_diff']:.3g}")
     assert not problems, f"transformers 4.57, {layout} layout: " + "; ".join(problems)
 
@@ -245,7 +277,7 @@ def test_transformers4_reads_the_same_checkpoint(layout, sources, tmp_path):
 def test_onnx_export_through_optimum_matches(sources, tmp_path):
     """optimum's ONNX export run in ONNX Runtime: same logits (< 1e-4) and top-1 as transformers 5 on every layout
     (exact: trust_remote_code and the base architecture's ONNX config, see docs/serving.md)."""
-    folders = {layout: write_pruned(sources("llama"), layout, tmp_path / layout) for layout in LAYOUT_KEEP}
+    folders = {layout: write_pruned(sources("llama"), layout, tmp_path / layout) for layout in ("uniform", "padded", "exact")}
     jobs = {"ids": IDS, "work": str(tmp_path / "onnx"), "folders": [str(f) for f in folders.values()]}
     results = run_probe("onnx-venv", ONNX_PINS, ONNX_PROBE, jobs, tmp_path)["results"]
     for layout, folder in folders.items():

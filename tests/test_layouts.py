@@ -63,9 +63,14 @@ def test_the_layout_registry_is_the_one_list():
                .metadata["help"] for name in LAYOUT_NAMES)
     # what each flag promises: one width for all, or per layer; zero padding; the shipped loader
     assert [(x.per_layer, x.zero_padded, x.remote_code) for x in LAYOUTS.values()] == \
-        [(False, False, False), (True, True, False), (True, False, True)]
-    with pytest.raises(UserError, match="bad.yaml: export: layout must be one of uniform, padded, exact, got 'x'"):
+        [(False, False, False), (True, True, False), (True, False, True), (True, False, True)]
+    with pytest.raises(UserError, match="bad.yaml: export: layout must be one of uniform, padded, exact, deci, got 'x'"):
         Recipe.from_dict({"export": {"layout": "x"}}, where="bad.yaml")
-    with pytest.raises(UserError, match="use --layout padded or exact"):
+    with pytest.raises(UserError, match="use --layout padded or exact or deci"):
         Recipe.from_dict({"selection": {"threshold": 1.0}})
     assert layout_for("exact").remote_code
+    # deci: widths in steps of 256 (vLLM's DeciLM formula), Llama only
+    assert layout_for("deci").width_step == 256 and layout_for("deci").model_types == ("llama",)
+    with pytest.raises(UserError, match="give --round-to and --min-width as multiples of it .e.g. 256., got 128 and 256"):
+        Recipe.from_dict({"export": {"layout": "deci"}, "selection": {"round_to": 128, "min_width": 256}})
+    Recipe.from_dict({"export": {"layout": "deci"}, "selection": {"round_to": 512, "min_width": 256}})

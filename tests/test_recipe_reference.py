@@ -31,7 +31,7 @@ def test_types_defaults_and_flags():
     assert docs["selection.ratio"].type == "number or null"
     assert docs["selection.ratio"].default == "0.2"
     assert docs["selection.ratio"].flag == "--ratio"
-    assert docs["export.layout"].type == "`uniform` \\| `padded` \\| `exact`"
+    assert docs["export.layout"].type == "`uniform` \\| `padded` \\| `exact` \\| `deci`"
     assert docs["selection.method"].type == " \\| ".join(f"`{m}`" for m in method_names())
     assert docs["export.dtype"].default == "null"
     assert docs["evaluation.tasks"].type == "list of strings"

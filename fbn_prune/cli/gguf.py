@@ -51,8 +51,8 @@ def _check_dtype(dtype: str) -> str:
                    "rows not a multiple of 32).")
 @click.option("--arch", "arch", default="auto", show_default=True, metavar="auto|original|deci",
               help="llama.cpp architecture: auto writes uniform as the original one (llama, qwen2, qwen3) and "
-                   "padded/exact as deci with per-layer FFN widths (padded without its zero padding); original keeps "
-                   "a padded checkpoint padded.")
+                   "padded/exact/deci layouts as deci with per-layer FFN widths (padded without its zero padding); "
+                   "original keeps a padded checkpoint padded.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT file.")
 def export_gguf_command(checkpoint, out, dtype, arch, overwrite):
     """Write CHECKPOINT (a pruned checkpoint or a Llama / Mistral / Qwen2 / Qwen3 folder) to OUT.gguf

@@ -29,6 +29,12 @@ class Layout:
         help: one line for ``--help`` and the recipe reference.
         card_text: the model card's description of the layout.
         loading: the model card's Python snippet (``{repo}`` is the repository id).
+        architecture: the causal LM class in the shipped ``modeling_fbn.py`` (config.json's
+            ``architectures``); None for a stock config.
+        width_step: every stored FFN width is a multiple of this (so are ``selection.round_to`` and
+            ``selection.min_width``).
+        model_types: the base ``model_type``s the layout can write; empty: every supported architecture.
+        serving: the model card's and ``inspect``'s line on serving with vLLM (``{repo}``: repository id).
     """
 
     name: str
@@ -38,6 +44,17 @@ class Layout:
     help: str
     card_text: str
     loading: str = _STOCK_LOADING
+    architecture: str | None = None
+    width_step: int = 1
+    model_types: tuple[str, ...] = ()
+    serving: str = "vllm serve {repo}"
+
+    def check_rounding(self, round_to: int, min_width: int) -> None:
+        """UserError unless the selection's ``round_to`` and ``min_width`` keep widths multiples of ``width_step``."""
+        if round_to % self.width_step or min_width % self.width_step:
+            raise UserError(f"--layout {self.name} stores every FFN width as a multiple of {self.width_step}: give "
+                            f"--round-to and --min-width as multiples of it (e.g. {self.width_step}), got "
+                            f"{round_to} and {min_width}.")
 
 
 UNIFORM = Layout(
@@ -50,18 +67,29 @@ PADDED = Layout(
     help="per-layer selection, zero-padded to the widest layer",
     card_text="each layer keeps its own channels, zero-padded to the widest layer; stock config, loads anywhere; "
               "the zero channels cost memory but change no output.")
+_REMOTE_LOADING = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                   "# per-layer FFN widths: the checkpoint ships modeling_fbn.py\n"
+                   'model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)\n'
+                   "# transformers 5 reads config.json for the tokenizer too: without the flag it asks before running "
+                   "the code\n"
+                   'tokenizer = AutoTokenizer.from_pretrained("{repo}", trust_remote_code=True)')
 EXACT = Layout(
     "exact", per_layer=True, zero_padded=False, remote_code=True,
     help="per-layer widths, loaded with `trust_remote_code=True`",
     card_text="each layer keeps exactly its own channels; config.json lists the widths and the checkpoint ships "
               "`modeling_fbn.py` (needs `trust_remote_code=True`).",
-    loading=("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-             "# per-layer FFN widths: the checkpoint ships modeling_fbn.py\n"
-             'model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)\n'
-             "# transformers 5 reads config.json for the tokenizer too: without the flag it asks before running the code\n"
-             'tokenizer = AutoTokenizer.from_pretrained("{repo}", trust_remote_code=True)'))
+    loading=_REMOTE_LOADING, architecture="FbnForCausalLM",
+    serving="vllm serve {repo} --trust-remote-code --model-impl transformers  # vLLM's Transformers backend")
+DECI = Layout(
+    "deci", per_layer=True, zero_padded=False, remote_code=True,
+    help="per-layer widths (multiples of 256) as DeciLM / Nemotron-NAS, served natively by vLLM; Llama only",
+    card_text="each layer keeps exactly its own channels, stored as a DeciLM / Nemotron-NAS checkpoint "
+              "(`DeciLMForCausalLM`, per-layer `block_configs`) that vLLM serves natively; transformers loads it "
+              "through the shipped `modeling_fbn.py` (needs `trust_remote_code=True`).",
+    loading=_REMOTE_LOADING, architecture="DeciLMForCausalLM", width_step=256, model_types=("llama",),
+    serving="vllm serve {repo} --trust-remote-code  # vLLM's native DeciLMForCausalLM")
 
-LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (UNIFORM, PADDED, EXACT)}
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (UNIFORM, PADDED, EXACT, DECI)}
 """Every layout by name, in the order help and docs list them (the first is the default)."""
 
 LAYOUT_NAMES: tuple[str, ...] = tuple(LAYOUTS)

@@ -242,10 +242,9 @@ class Recipe:
         if d.runs > c.samples:
             raise UserError(f"{d.runs} runs need at least as many calibration samples, got {c.samples}.")
         if not layout.per_layer and (s.protect_first or s.protect_last):
-            raise UserError(
-                "the uniform layout keeps the same width in every layer, so layers cannot be protected; "
-                f"use --layout {_per_layer_names()} with --protect-first/--protect-last."
-            )
+            raise UserError("the uniform layout keeps the same width in every layer, so layers cannot be protected; "
+                            f"use --layout {_per_layer_names()} with --protect-first/--protect-last.")
+        layout.check_rounding(s.round_to, s.min_width)
         if c.source and c.task:
             raise UserError("give one calibration source: --calib or --calib-task, not both.")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):

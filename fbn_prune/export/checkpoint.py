@@ -2,7 +2,7 @@
 
 Folder contents: sharded safetensors (+ index), config.json, generation_config.json, the
 tokenizer, README.md (model card), recipe.yaml, fbn_prune.json (provenance and the
-kept-neuron map) and, for the exact layout, modeling_fbn.py.
+kept-neuron map) and, for the exact and deci layouts, modeling_fbn.py.
 """
 
 from __future__ import annotations

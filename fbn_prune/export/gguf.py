@@ -12,6 +12,8 @@ Layouts and the llama.cpp architecture they become:
 - ``exact``: ``deci``, llama.cpp's architecture for Llama-family blocks of per-layer shape
   (``feed_forward_length``, ``attention.head_count`` and ``attention.head_count_kv`` are per-layer
   arrays).
+- ``deci`` (a DeciLM / Nemotron-NAS config, Llama blocks): ``deci`` as exact, each width derived from
+  ``block_configs[i].ffn.ffn_mult`` the way vLLM derives it (export/deci.py).
 
 As in the converter: tensor names come from gguf's ``TensorNameMap``; for the architectures whose
 rotary embedding llama.cpp applies to adjacent pairs (``llama``, ``deci``) the rows of the Q and K

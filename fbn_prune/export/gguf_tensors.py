@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from fbn_prune.config.layouts import EXACT, PADDED, UNIFORM, layout_for
+from fbn_prune.config.layouts import DECI, EXACT, PADDED, UNIFORM, layout_for
 from fbn_prune.errors import UserError
+from fbn_prune.export.deci import DECI_MODEL_TYPE, deci_widths
 from fbn_prune.export.provenance import PROVENANCE_FILE, Provenance, read_provenance
 
 ARCH_CHOICES = ("auto", "original", "deci")
@@ -84,11 +85,18 @@ def read_model_folder(folder: str | os.PathLike) -> Checkpoint:
         raise UserError(f"{folder} is not a model folder (no config.json).")
     config = json.loads((path / "config.json").read_text())
     info = read_provenance(path) if (path / PROVENANCE_FILE).is_file() else None
-    model_type = config.get("fbn_base_model_type") or config.get("model_type")
+    deci = config.get("model_type") == DECI_MODEL_TYPE  # DeciLM / Nemotron-NAS: Llama blocks, per-layer widths
+    model_type = "llama" if deci else config.get("fbn_base_model_type") or config.get("model_type")
     family = FAMILIES.get(model_type)
     if family is None:
         raise UserError(f"GGUF export supports {', '.join(FAMILIES)} models; {folder} is {model_type!r}.")
     n_layers = int(config["num_hidden_layers"])
+    if deci:
+        try:
+            widths = deci_widths(config)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{folder}: a DeciLM config fbn_prune cannot write as GGUF ({e}).") from e
+        return Checkpoint(path, config, family, DECI.name, widths, list(widths), info)
     if config.get("fbn_ffn"):
         widths = [int(w) for w in config["fbn_ffn"]["widths"]]
         return Checkpoint(path, config, family, EXACT.name, widths, list(widths), info)
@@ -106,8 +114,8 @@ def target_arch(ckpt: Checkpoint, arch: str = "auto") -> str:
         arch = "original" if not layout_for(ckpt.layout).per_layer else "deci"
     if arch == "original":
         if layout_for(ckpt.layout).remote_code:
-            raise UserError("the exact layout has per-layer FFN widths, which only llama.cpp's deci architecture "
-                            "holds; use --arch deci (or auto).")
+            raise UserError(f"the {ckpt.layout} layout has per-layer FFN widths, which only llama.cpp's deci "
+                            "architecture holds; use --arch deci (or auto).")
         return ckpt.family.arch
     if not ckpt.family.deci:
         raise UserError(f"{ckpt.family.model_type} cannot be written as deci (supported: "

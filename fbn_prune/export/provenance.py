@@ -68,7 +68,7 @@ class Provenance:
     base_model_identity: dict[str, Any] | None = None  # models.identity.ModelIdentity.to_dict()
     weights_format: str | None = None  # "safetensors" or "pickle"
     license: str | None = None  # the base model's, when known at pruning time
-    layout: str | None = None  # "uniform", "padded" or "exact"
+    layout: str | None = None  # a name in config/layouts.py: "uniform", "padded", "exact" or "deci"
     seed: int | None = None
     calibration: dict[str, Any] | None = None
     decomposition: str | None = None  # in words

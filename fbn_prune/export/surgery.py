@@ -8,6 +8,9 @@ Layouts (see README):
   act(0) * 0 = 0 (SwiGLU) or act(0) = 0 through a zero column (ReLU/GELU MLPs).
 - ``exact``: every layer has its own width; config.json lists them and names the
   shipped ``modeling_fbn.py`` (loads with ``trust_remote_code=True``).
+- ``deci`` (Llama only): every layer has its own width, a multiple of 256, stated as a DeciLM /
+  Nemotron-NAS config (export/deci.py) that vLLM serves natively; transformers loads it through the
+  same shipped ``modeling_fbn.py`` (its ``DeciLM*`` classes).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from fbn_prune.config.layouts import layout_for
+from fbn_prune.config.layouts import DECI, EXACT, Layout, layout_for
+from fbn_prune.errors import UserError
+from fbn_prune.export.deci import deci_config_data
 from fbn_prune.export.padding import padding_note
 from fbn_prune.models.arch import Adapter
 from fbn_prune.models.arch.base import channel_index
@@ -74,22 +79,58 @@ def slice_state(state: dict[str, torch.Tensor], adapter: Adapter, kept: list[tor
     return out
 
 
+def check_fits(layout: str, model_type: str, widths: list[int], original: list[int]) -> None:
+    """UserError (one line) when ``layout`` cannot write this model: a model type it does not support, or a
+    stored width that is not a multiple of its ``width_step``."""
+    record = layout_for(layout)
+    if record.model_types and model_type not in record.model_types:
+        raise UserError(f"--layout {record.name} writes {' or '.join(record.model_types)} models only (what vLLM's "
+                        f"{record.architecture} serves); this model is {model_type!r}: use --layout exact.")
+    bad = [i for i, w in enumerate(widths) if w % record.width_step]
+    if bad:
+        full = " (unpruned layers keep the model's own width)" if any(widths[i] == original[i] for i in bad) else ""
+        raise UserError(f"--layout {record.name} stores every FFN width as a multiple of {record.width_step}; "
+                        f"layer{'s' * (len(bad) > 1)} {', '.join(map(str, bad))} would keep "
+                        f"{', '.join(str(widths[i]) for i in bad)}{full}: use --layout exact, or --round-to and "
+                        f"--min-width multiples of {record.width_step} on a model whose FFN width is one.")
+
+
 def pruned_config(model, adapter: Adapter, widths: list[int], layout: str):
     """The config of the pruned model (a fresh object; the original config is untouched)."""
     data = model.config.to_dict()
     data.pop("quantization_config", None)
-    if not layout_for(layout).remote_code:
+    record = layout_for(layout)
+    if not record.remote_code:
         return AutoConfig.for_model(**adapter.with_width(data, widths[0]))
     base_type = data.pop("model_type")
-    data.update(
-        fbn_base_model_type=base_type,
-        fbn_ffn={"layers": adapter.layers, "rows": list(adapter.rows), "down": adapter.down,
-                 "parts": adapter.fused_parts, "conv1d": adapter.conv1d, "widths": [int(w) for w in widths]},
-        architectures=["FbnForCausalLM"],
-        auto_map={"AutoConfig": "modeling_fbn.FbnConfig", "AutoModel": "modeling_fbn.FbnModel",
-                  "AutoModelForCausalLM": "modeling_fbn.FbnForCausalLM"},
-    )
-    return exact_module(base_type).FbnConfig(**data)
+    data = _REMOTE_CONFIG[record.name](data, base_type, adapter, [int(w) for w in widths])
+    data.update(architectures=[record.architecture], auto_map=_auto_map(record))
+    return getattr(exact_module(base_type), record.architecture).config_class(**data)
+
+
+def _exact_config(data: dict, base_type: str, adapter: Adapter, widths: list[int]) -> dict:
+    """The exact layout's config: the base config plus ``fbn_base_model_type`` and ``fbn_ffn`` (FFN paths, widths)."""
+    return {**data, "fbn_base_model_type": base_type,
+            "fbn_ffn": {"layers": adapter.layers, "rows": list(adapter.rows), "down": adapter.down,
+                        "parts": adapter.fused_parts, "conv1d": adapter.conv1d, "widths": widths}}
+
+
+def _deci_config(data: dict, base_type: str, adapter: Adapter, widths: list[int]) -> dict:
+    """The deci layout's config: DeciLM ``block_configs`` (see export/deci.py; model type ``nemotron-nas`` comes
+    with the config class) and ``fbn_base_model_type``, so fbn_prune reads the checkpoint as its base architecture."""
+    return {**deci_config_data(data, widths), "fbn_base_model_type": base_type}
+
+
+_REMOTE_CONFIG = {EXACT.name: _exact_config, DECI.name: _deci_config}
+"""The config writer of each layout that ships modeling_fbn.py, by layout name."""
+
+
+def _auto_map(record: Layout) -> dict[str, str]:
+    """auto_map of a remote-code layout: its ``<Prefix>Config``, ``<Prefix>Model`` (what vLLM's Transformers
+    backend builds) and ``<Prefix>ForCausalLM`` in the shipped modeling file."""
+    module, prefix = Path(MODELING_FILE).stem, record.architecture.removesuffix("ForCausalLM")
+    return {"AutoConfig": f"{module}.{prefix}Config", "AutoModel": f"{module}.{prefix}Model",
+            "AutoModelForCausalLM": f"{module}.{record.architecture}"}
 
 
 def modeling_source(base_model_type: str) -> str:
@@ -121,6 +162,7 @@ def build_pruned(model, adapter: Adapter, kept: list[torch.Tensor], layout: str,
     """
     original = adapter.channel_widths(model)
     widths = target_widths(kept, layout, round_to, original)
+    check_fits(layout, model.config.model_type, widths, original)
     if note := padding_note(layout, [k.numel() for k in kept], widths, original):
         log.warning(note)
     config = pruned_config(model, adapter, widths, layout)
@@ -128,7 +170,7 @@ def build_pruned(model, adapter: Adapter, kept: list[torch.Tensor], layout: str,
     dtype = dtype or next(model.parameters()).dtype
     with init_empty_weights(include_buffers=False):
         if layout_for(layout).remote_code:
-            new = exact_module(config.fbn_base_model_type).FbnForCausalLM(config).to(dtype)
+            new = getattr(exact_module(model.config.model_type), layout_for(layout).architecture)(config).to(dtype)
         else:
             new = AutoModelForCausalLM.from_config(config, dtype=dtype)
     state = {k: v.to("cpu", dtype) if v.is_floating_point() else v.to("cpu") for k, v in state.items()}

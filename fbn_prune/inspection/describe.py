@@ -130,6 +130,7 @@ def _checkpoint(p: Path) -> tuple[str, dict]:
         lines.append("  load with      AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)")
     else:
         lines.append("  load with      AutoModelForCausalLM.from_pretrained(path)")
+    lines.append("  serve with     " + layout_for(info.layout).serving.format(repo="path"))
     return "\n".join(lines), info.to_dict()
 
 

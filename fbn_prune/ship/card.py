@@ -127,6 +127,12 @@ provenance (versions, timings, the kept-neuron map) is in `fbn_prune.json`.
 ```python
 {layout_for(info.layout).loading.format(repo=repo)}
 ```
+
+Serve it with vLLM:
+
+```bash
+{layout_for(info.layout).serving.format(repo=repo)}
+```
 {gguf_section(info.gguf)}
 ## Per-layer FFN widths
 
