@@ -147,27 +147,37 @@ def capture_folder(folder: Path, w: world.World) -> Path:
 def _capture_share(recipe: Recipe, folder: Path, meta: NetworksMeta, cal: CalibrationSet, model, adapter: Adapter,
                    tok, progress: bool, resume: bool) -> tuple[CaptureIndex, CaptureSet]:
     """This rank's capture (its contiguous block of runs; every run for one process), resumed when an
-    interrupted run left it, and every rank's captures as one CaptureSet. UserError (on every rank) when
-    a rank cannot see another's capture: the networks folder is not shared."""
+    interrupted run left it, and every rank's captures as one CaptureSet. UserError (on every rank), before
+    anything is captured, when the ranks do not see each other's files: the networks folder is not shared."""
     w = world.current()
     runs = list(w.block(len(cal.runs)))
     cap_dir = capture_folder(folder, w)
+    everyone = [capture_folder(folder, world.World(k, w.size)) for k in range(w.size)]
+    if w.distributed:
+        cap_dir.mkdir(parents=True, exist_ok=True)
+        (cap_dir / ".here").touch()
+        world.barrier("checking that every rank sees the networks folder")
+        _all_visible([f / ".here" for f in everyone], folder)
     done = cap_dir / "capture.json"
     if resume and done.is_file() and "runs" in json.loads(done.read_text()):
         index = CaptureIndex.open(cap_dir)  # an interrupted run left its capture (same settings): resume from it
     else:
-        shutil.rmtree(cap_dir, ignore_errors=True)
+        for stale in cap_dir.glob("layer_*.f16"):
+            stale.unlink()
         _check_disk(folder, meta, sum(len(d) for r in runs for d in cal.runs[r]), progress)
         batch = capture_batch(recipe, model, adapter)
         index = capture(model, adapter, cal, cap_dir, batch, tok.pad_token_id or 0, progress, runs=runs)
     world.barrier("waiting for the other ranks' capture")
-    others = [capture_folder(folder, world.World(k, w.size)) for k in range(w.size)]
-    seen = all((f / "capture.json").is_file() for f in others)
-    if not world.all_ok(seen, "checking that every rank sees every capture"):
-        raise UserError(f"the ranks do not all see each other's captures in {folder / 'capture'}: under torchrun on "
-                        "several machines the networks folder must be on a filesystem every rank shares "
-                        "(--save-networks DIR, or FBN_PRUNE_CACHE for the networks cache).")
-    return index, CaptureSet([CaptureIndex.open(f) for f in others])
+    _all_visible([f / "capture.json" for f in everyone], folder)
+    return index, CaptureSet([CaptureIndex.open(f) for f in everyone])
+
+
+def _all_visible(files: list[Path], folder: Path) -> None:
+    """UserError on every rank unless every rank sees all ``files`` (one per rank)."""
+    if not world.all_ok(all(f.is_file() for f in files), "checking that every rank sees every rank's files"):
+        raise UserError(f"the ranks do not all see each other's files in {folder}: under torchrun on several "
+                        "machines the networks folder must be on a filesystem every rank shares (--save-networks "
+                        "DIR, or FBN_PRUNE_CACHE for the networks cache).")
 
 
 def _save_atomic(tensors: dict, path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,61 @@ def test_blocks_and_shares_cover_every_item_once():
             assert sum(blocks, []) == list(range(n))  # contiguous, in rank order: sums in run order
             shares = [[j for j in range(n) if world.World(k, size).mine(j)] for k in range(size)]
             assert sorted(sum(shares, [])) == list(range(n))
+
+
+def test_accelerate_launch_writes_the_same_checkpoint(tiny_dir, calib_txt, tmp_path, one_process):
+    out = tmp_path / "pruned"
+    env = {**os.environ, "FBN_PRUNE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "fbn_prune", "prune",
+           str(tiny_dir("llama")), "--out", str(out), "--calib", str(calib_txt), "--ratio", "0.25", *ARGS]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert weights(out) == weights(one_process)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_without_a_shared_folder_stop_before_the_capture(tiny_dir, calib_txt, tmp_path):
+    """Two torchrun "nodes" on this machine, each with its own networks cache: one line per node, nothing captured."""
+    port = str(_free_port())
+    procs = []
+    for node in (0, 1):
+        env = {**os.environ, "FBN_PRUNE_CACHE": str(tmp_path / f"cache{node}"), "HF_HUB_OFFLINE": "1",
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank",
+               str(node), "--master-addr", "127.0.0.1", "--master-port", port, "-m", "fbn_prune", "prune",
+               str(tiny_dir("llama")), "--out", str(tmp_path / "out"), "--calib", str(calib_txt), *ARGS]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for node, p in enumerate(procs):
+        _, err = p.communicate(timeout=600)
+        ours = [line for line in err.splitlines() if line.startswith("error:")]
+        assert p.returncode != 0 and len(ours) == 1, err
+        assert f"rank {node} of 2" in ours[0] and "shares" in ours[0]
+    assert not list(tmp_path.rglob("*.f16"))
+
+
+def test_selection_does_not_depend_on_the_thread_count():
+    """torchrun gives each rank one thread; one process has all the cores. LAPACK's last bits depend on the
+    thread count, so elimination and compensation factorize on one thread (threads.lapack_threads)."""
+    from fbn_prune.select.compensate import predictor
+    from fbn_prune.select.eliminate import elimination_scores
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3072, 1536, generator=gen, dtype=torch.float64)
+    g, cols = x.T @ x / 3072, torch.randn(1536, 64, generator=gen, dtype=torch.float64)
+    keep = torch.arange(0, 1536, 2)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append((elimination_scores(g, cols, block=256), predictor(g, keep)))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

@@ -1,7 +1,7 @@
 """The processes of one run under torch.distributed: rank, size, the collectives the pipeline uses, failures.
 
 A run launched by ``torchrun`` or ``accelerate launch`` (``WORLD_SIZE`` > 1 in the environment) joins
-the process group (:func:`join`: gloo on the CPU, NCCL with CUDA); any other run is one process,
+the process group (:func:`join`); any other run is one process,
 ``World(0, 1)``, and every helper here is then the identity: the same code path, no process group.
 
 Why several processes give the same bytes as one:
@@ -89,8 +89,9 @@ def launched_size() -> int:
 
 
 def join(device: str = "cpu", timeout_s: float = 1800.0) -> World:
-    """Join the process group the launcher describes (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...), once:
-    gloo for CPU runs, NCCL when ``device`` is CUDA (each rank on GPU ``LOCAL_RANK``). One process: World(0, 1)."""
+    """Join the process group the launcher describes (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...), once. One
+    process: World(0, 1). The group is gloo whatever the device: what the ranks exchange are CPU tensors (float64
+    running sums, small records); the heavy work stays on each rank's device (with CUDA, GPU ``LOCAL_RANK``)."""
     global _world
     if _world.distributed or not launched():
         return _world
@@ -99,14 +100,14 @@ def join(device: str = "cpu", timeout_s: float = 1800.0) -> World:
     if cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
     _world = World(dist.get_rank(), dist.get_world_size(), local_rank,
                    int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     peers: list = [None] * _world.size
     dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
     _peers[:] = peers
     signal.signal(signal.SIGTERM, _on_sigterm)
-    log.info("joined the process group as %s (%s)", _world.label(), "nccl" if cuda else "gloo")
+    log.info("joined the process group as %s (gloo%s)", _world.label(), f", cuda:{local_rank}" if cuda else "")
     return _world
 
 

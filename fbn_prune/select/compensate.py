@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fbn_prune._runtime.threads import lapack_threads
 from fbn_prune.decompose.networks import Networks
 from fbn_prune.select.channels import activation_stats, down_columns
 
@@ -41,7 +42,8 @@ def predictor(g: torch.Tensor, keep: torch.Tensor, ridge: float = DEFAULT_RIDGE)
     rem = removed(keep, g.shape[0])
     gkk = g[keep][:, keep]
     reg = ridge * gkk.diagonal().mean().clamp_min(1e-12) * torch.eye(len(keep), dtype=g.dtype)
-    return torch.linalg.solve(gkk + reg, g[keep][:, rem]).float()
+    with lapack_threads(g.device):
+        return torch.linalg.solve(gkk + reg, g[keep][:, rem]).float()
 
 
 def compensated_columns(columns: torch.Tensor, keep: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ import math
 
 import torch
 
+from fbn_prune._runtime.threads import lapack_threads
 from fbn_prune.select.compensate import DEFAULT_RIDGE
 
 
@@ -49,7 +50,8 @@ def elimination_scores(g: torch.Tensor, columns: torch.Tensor, ridge: float = DE
     dev = torch.device(device)
     h = g.to(dev, torch.float64)
     h = h + ridge * h.diagonal().mean().clamp_min(1e-12) * torch.eye(n, dtype=torch.float64, device=dev)
-    hinv = torch.cholesky_inverse(torch.linalg.cholesky(h))  # (m, m) over the m surviving channels; h is SPD
+    with lapack_threads(dev):
+        hinv = torch.cholesky_inverse(torch.linalg.cholesky(h))  # (m, m) over the m surviving channels; h is SPD
     del h
     w = columns.to(dev, torch.float64)  # (m, hidden)
     hidden = w.shape[1]
@@ -66,7 +68,8 @@ def elimination_scores(g: torch.Tensor, columns: torch.Tensor, ridge: float = DE
         keep = torch.ones(idx.numel(), dtype=torch.bool, device=dev)
         keep[r] = False
         # exact joint removal of rows r: W_k -= H^-1_kr (H^-1_rr)^-1 W_r ; H^-1_kk -= H^-1_kr (H^-1_rr)^-1 H^-1_rk
-        solve = torch.linalg.solve(hinv[r][:, r], torch.cat([w[r], hinv[r][:, keep]], dim=1))  # (b, hidden + m')
+        with lapack_threads(dev):
+            solve = torch.linalg.solve(hinv[r][:, r], torch.cat([w[r], hinv[r][:, keep]], dim=1))  # (b, hidden + m')
         cross = hinv[keep][:, r]  # (m', b)
         w = w[keep] - cross @ solve[:, :hidden]
         hinv = hinv[keep][:, keep] - cross @ solve[:, hidden:]
