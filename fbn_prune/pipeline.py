@@ -59,8 +59,18 @@ def _load(recipe: Recipe, model_spec: str | None = None):
     if not spec:
         raise UserError("name a model: fbn-prune prune MODEL, or `model:` in the recipe.")
     source = resolve(spec)
-    model, tok = load_model(source, recipe.dtype, resolve_device(recipe.device), recipe.device_map, recipe.max_memory)
+    layout = layout_for(recipe.export.layout)
+    model, tok = load_model(source, recipe.dtype, resolve_device(recipe.device), recipe.device_map, recipe.max_memory,
+                            check_config=lambda config: layout.check_model_type(config.model_type))
     return source, model, tok
+
+
+def _check_layout_fits(recipe: Recipe, model, adapter) -> None:
+    """UserError (one line) when the recipe's layout cannot write this model: its type (also checked from the
+    config before the weights load) or an original FFN width off the layout's step. Runs before any capture."""
+    layout = layout_for(recipe.export.layout)
+    layout.check_model_type(model.config.model_type)
+    layout.check_original_widths(adapter.channel_widths(model))
 
 
 def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress: bool = True,
@@ -139,6 +149,7 @@ def _select_into(target: Path, recipe: Recipe, artifact: Networks, *, model_bund
     """select() once ``target`` is checked and locked."""
     source, model, tok = model_bundle or _load(recipe, recipe.model or artifact.meta.model)  # --model, else recorded
     adapter = adapter_for(model.config)
+    _check_layout_fits(recipe, model, adapter)  # before the scoring
     artifact.check_model(adapter.channel_widths(model), model_hash(source), source.spec)  # never a foreign artifact
     s = recipe.selection
     t0 = time.perf_counter()
@@ -262,6 +273,7 @@ def prune(recipe: Recipe, *, overwrite: bool = False, progress: bool = True, net
 
         world.on_main(take_locks)
         bundle = _load(recipe)
+        _check_layout_fits(recipe, bundle[1], adapter_for(bundle[1].config))  # before the capture and the ICA
         load_s = time.perf_counter() - start
         t0 = time.perf_counter()
         cal = load_calibration(recipe, bundle[1], bundle[2], text)

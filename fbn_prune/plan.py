@@ -19,6 +19,7 @@ from fbn_prune._runtime import resources as res
 from fbn_prune._runtime.devices import resolve_ica_device
 from fbn_prune._runtime.dtypes import DTYPE_BYTES
 from fbn_prune._runtime.sizes import gb, parse_size
+from fbn_prune.config.layouts import layout_for
 from fbn_prune.config.recipe import Recipe
 from fbn_prune.decompose import cache as netcache
 from fbn_prune.decompose.jobs import resolve_jobs
@@ -152,10 +153,13 @@ def make(recipe: Recipe, networks_dir: str | Path | None = None, ranks: int = 1)
     except (OSError, ValueError) as e:
         raise UserError(f"could not read model {source.spec!r}: {str(e).strip().splitlines()[0]}") from e
     adapter = adapter_for(config)
+    layout = layout_for(recipe.export.layout)
+    layout.check_model_type(config.model_type)  # what prune refuses before the weights load
     with init_empty_weights():
         empty = AutoModelForCausalLM.from_config(config)
     empty.tie_weights()  # not done on meta tensors by from_config; counts a tied LM head once
     widths = adapter.channel_widths(empty)
+    layout.check_original_widths(widths)  # what prune refuses before the capture
     shape = model_shape(config, widths, empty.num_parameters(), recipe.dtype)
     del empty
     if tok.pad_token is None:

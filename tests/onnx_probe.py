@@ -3,9 +3,9 @@
 Usage: python onnx_probe.py JOBS.json  -> one JSON object on stdout.
 JOBS.json: {"ids": [...], "work": DIR, "folders": [path, ...]}. Each folder is exported with
 optimum's ``main_export`` (task text-generation, float32) and run with ONNX Runtime's
-ORTModelForCausalLM (the exact layout with trust_remote_code and the base architecture's ONNX
-config as ``custom_onnx_configs``); the result per folder is the logits of ``ids`` (shape (len(ids), vocab)),
-or the export error's first line. Imports nothing from fbn_prune.
+ORTModelForCausalLM (the exact and deci layouts, whose config.json names ``fbn_base_model_type``, with
+trust_remote_code and the base architecture's ONNX config as ``custom_onnx_configs``); the result per
+folder is the logits of ``ids`` (shape (len(ids), vocab)), or the export error's first line. Imports nothing from fbn_prune.
 """
 
 import json
@@ -23,7 +23,7 @@ def probe(folder: str, out: Path, ids: list[int]) -> dict:
     config = json.loads((Path(folder) / "config.json").read_text())
     extra = {}
     base = config.get("fbn_base_model_type")
-    if base:  # exact layout: remote code, exported with the base architecture's ONNX config
+    if base:  # exact and deci layouts: remote code, exported with the base architecture's ONNX config
         constructor = TasksManager.get_exporter_config_constructor(
             exporter="onnx", model_type=base, task="text-generation", library_name="transformers")
         cfg = AutoConfig.from_pretrained(folder, trust_remote_code=True)

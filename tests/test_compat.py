@@ -276,14 +276,16 @@ def test_transformers4_reads_the_same_checkpoint(layout, sources, tmp_path):
 # ----------------------------------------------------------------------------- ONNX (optimum, on transformers 4.57)
 def test_onnx_export_through_optimum_matches(sources, tmp_path):
     """optimum's ONNX export run in ONNX Runtime: same logits (< 1e-4) and top-1 as transformers 5 on every layout
-    (exact: trust_remote_code and the base architecture's ONNX config, see docs/serving.md)."""
-    folders = {layout: write_pruned(sources("llama"), layout, tmp_path / layout) for layout in ("uniform", "padded", "exact")}
+    (exact and deci: trust_remote_code and the base architecture's ONNX config, see docs/serving.md)."""
+    folders = {layout: write_pruned(sources("llama", layout), layout, tmp_path / layout)
+               for layout in ("uniform", "padded", "exact", "deci")}
     jobs = {"ids": IDS, "work": str(tmp_path / "onnx"), "folders": [str(f) for f in folders.values()]}
     results = run_probe("onnx-venv", ONNX_PINS, ONNX_PROBE, jobs, tmp_path)["results"]
     for layout, folder in folders.items():
         got = results[str(folder)]
         assert "error" not in got, f"{layout}: {got.get('error')}"
-        ref = logits5(folder, layout == "exact")
+        ref = logits5(folder, layout_for(layout).remote_code)
         onnx = torch.tensor(got["logits"])
+        print(f"ONNX {layout}: {(onnx - ref).abs().max().item():.2g}")
         assert (onnx - ref).abs().max().item() < 1e-4, layout
         assert torch.equal(onnx.argmax(-1), ref.argmax(-1)), layout

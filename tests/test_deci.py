@@ -113,16 +113,51 @@ def test_export_gguf_writes_deci(deci_out, tmp_path):
     bad(["export-gguf", out, tmp_path / "o.gguf", "--arch", "original"], "the deci layout has per-layer FFN widths")
 
 
-def test_refusals(tiny_dir, calib_txt, tmp_path):
-    """One-line errors: round_to/min_width not multiples of 256, a width that is not one, a non-llama model."""
+def _forbid(monkeypatch, *names):
+    """Make each ``module.attr`` in ``names`` raise when called: the refusal must come before it."""
+    for name in names:
+
+        def refuse(*_a, _what=name, **_k):
+            raise AssertionError(f"{_what} ran before the refusal")
+
+        monkeypatch.setattr(name, refuse)
+
+
+class _NoWeights:
+    """Stands in for AutoModelForCausalLM in fbn_prune.models.sources: loading weights is a test failure."""
+
+    @staticmethod
+    def from_pretrained(*_a, **_k):
+        raise AssertionError("the weights loaded before the refusal")
+
+
+def test_refusals(tiny_dir, calib_txt, tmp_path, monkeypatch):
+    """One-line errors before any capture or ICA: round_to/min_width not multiples of 256 (recipe), a non-llama
+    model (from config.json, before the weights load), an original FFN width that is not a multiple of 256
+    (before the calibration is read); also under --dry-run. surgery's late check still guards direct callers."""
     common = ["--calib", calib_txt, "--calib-samples", 16, "--seq-len", 64, "--runs", 1, "--components", 4, "--method",
               "magnitude", "--compensate", "none", "--layout", "deci", "--ratio", 0.3, "--no-progress", "--device", "cpu"]
+    r256 = ["--round-to", 256, "--min-width", 256]
+    qwen = save_tiny("qwen2", tmp_path / "qwen", intermediate_size=FFN)
+    tiny_dir("llama")  # saved before the weights loader is forbidden
+    _forbid(monkeypatch, "fbn_prune.pipeline.load_calibration", "fbn_prune.pipeline.build_networks",
+            "fbn_prune.pipeline.layer_scores")
     bad(["prune", tiny_dir("llama"), "--out", tmp_path / "a", *common],
         "--layout deci stores every FFN width as a multiple of 256: give --round-to and --min-width")
-    r = bad(["prune", tiny_dir("llama"), "--out", tmp_path / "b", *common, "--round-to", 256, "--min-width", 256],
-            "would keep 96, 96, 96, 96 (unpruned layers keep the model's own width): use --layout exact")
+    r = bad(["prune", tiny_dir("llama"), "--out", tmp_path / "b", *common, *r256],
+            "--layout deci stores every FFN width as a multiple of 256; this model's FFN width 96 is not (unpruned "
+            "layers keep it): use --layout exact.")
     assert len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "b").exists()
+    for dry in ([], ["--dry-run"]):
+        bad(["prune", tiny_dir("llama"), "--out", tmp_path / "c", *common, *r256, *dry], "FFN width 96 is not")
+    monkeypatch.setattr("fbn_prune.models.sources.AutoModelForCausalLM", _NoWeights)
+    for dry in ([], ["--dry-run"]):
+        r = bad(["prune", qwen, "--out", tmp_path / "d", *common, *r256, *dry],
+                "--layout deci writes llama models only (what vLLM's DeciLMForCausalLM serves); this model is 'qwen2': "
+                "use --layout exact.")
+        assert len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
     model = tiny_model("qwen2", intermediate_size=FFN)
     adapter = adapter_for(model.config)
     with pytest.raises(UserError, match=r"--layout deci writes llama models only .*this model is 'qwen2'"):

@@ -59,6 +59,50 @@ def test_heal_lowers_heldout_kl_and_keeps_widths(pruned, tmp_path, mode):
     assert not (out / "adapter_config.json").exists()  # LoRA merged, plain weights
 
 
+@pytest.fixture(scope="module")
+def pruned_deci(tmp_path_factory):
+    """A tiny llama with FFN 512 and its deci-layout checkpoint (per-layer widths, multiples of 256)."""
+    root = tmp_path_factory.mktemp("heal_deci")
+    calib = root / "calib.txt"
+    calib.write_text("\n\n".join(sample_texts(40, seed=3)) + "\n")
+    model = save_tiny("llama", root / "src", intermediate_size=512)
+    recipe = Recipe.from_dict({
+        "model": str(model), "out": str(root / "pruned"), "device": "cpu",
+        "calibration": {"source": str(calib), "samples": 16, "seq_len": 64, "holdout": 2},
+        "decomposition": {"runs": 1, "components": 4},
+        "selection": {"ratio": 0.3, "round_to": 256, "min_width": 256, "method": "magnitude", "protect_first": 1},
+        "export": {"layout": "deci"},
+    })
+    pipeline.prune(recipe, progress=False)
+    text = root / "heal.txt"
+    text.write_text("\n\n".join(sample_texts(30, seed=11)) + "\n")
+    return root / "pruned", text
+
+
+def test_heal_deci_checkpoint_reloads_as_the_healed_model(pruned_deci, tmp_path):
+    """`heal` on a deci checkpoint: the healed folder is still DeciLM (same block_configs, widths, shipped
+    modeling_fbn.py) and reloads with the in-memory healed model's logits (heal's own verification)."""
+    ckpt, text = pruned_deci
+    out = tmp_path / "healed"
+    r = run("heal", ckpt, "--out", out, "--calib", text, "--steps", 6, "--seq-len", 32, "--batch-size", 2,
+            "--no-progress", "--lora", "4", "--lr", "1e-2")
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "fbn_prune.json").read_text())
+    before_info = json.loads((ckpt / "fbn_prune.json").read_text())
+    v = info["verification"]
+    print(f"healed deci reload vs in-memory healed: {v['max_abs_diff']:.2g} / top-1 {v['top1_agreement']:.0%}")
+    assert v["ok"] and v["max_abs_diff"] < 1e-4 and v["top1_agreement"] == 1.0
+    assert info["layout"] == "deci" and info["widths"] == before_info["widths"] and info["healing"]["steps"] == 6
+    cfg, before_cfg = (json.loads((p / "config.json").read_text()) for p in (out, ckpt))
+    assert cfg["model_type"] == "nemotron-nas" and cfg["block_configs"] == before_cfg["block_configs"]
+    assert (out / "modeling_fbn.py").read_text() == (ckpt / "modeling_fbn.py").read_text()
+    before = AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True)
+    after = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    assert type(after).__name__ == "DeciLMForCausalLM"
+    assert {k: v.shape for k, v in after.state_dict().items()} == {k: v.shape for k, v in before.state_dict().items()}
+    assert any("mlp" in k and not torch.equal(v, before.state_dict()[k]) for k, v in after.state_dict().items())
+
+
 def test_heal_is_deterministic(pruned, tmp_path):
     _, ckpt, text = pruned
     outs = []

@@ -1,11 +1,13 @@
-"""PEFT LoRA on every layout: attach (FFN + attention), merge, save, reload give the same logits."""
+"""PEFT LoRA on every layout (deci: llama): attach (FFN + attention), merge, save, reload give the same logits."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_compat import IDS, make_source, write_pruned
+from test_compat import DECI_FFN, IDS, LAYOUT_ARCHS, make_source, write_pruned
 from transformers import AutoModelForCausalLM
+
+from fbn_prune.config.layouts import LAYOUT_NAMES, layout_for
 
 peft = pytest.importorskip("peft")
 
@@ -15,12 +17,17 @@ def _logits(model) -> torch.Tensor:
         return model(torch.tensor([IDS])).logits[0]
 
 
-@pytest.mark.parametrize("arch,targets", [("llama", ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]),
-                                          ("gpt2", ["c_attn", "c_fc", "c_proj"])])
-@pytest.mark.parametrize("layout", ["uniform", "padded", "exact"])
-def test_lora_attach_merge_save_reload(arch, targets, layout, tmp_path):
-    trust = layout == "exact"
-    folder = write_pruned(make_source(arch, tmp_path / "src"), layout, tmp_path / "ck")
+TARGETS = {"llama": ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"], "gpt2": ["c_attn", "c_fc", "c_proj"]}
+CASES = [(arch, layout) for layout in LAYOUT_NAMES for arch in TARGETS if arch in LAYOUT_ARCHS.get(layout, [arch])]
+"""(arch, layout): llama and gpt2 on every layout that writes them (deci: llama only)."""
+
+
+@pytest.mark.parametrize("arch,layout", CASES)
+def test_lora_attach_merge_save_reload(arch, layout, tmp_path):
+    targets = TARGETS[arch]
+    trust = layout_for(layout).remote_code
+    source = make_source(arch, tmp_path / "src", **({"intermediate_size": DECI_FFN} if layout == "deci" else {}))
+    folder = write_pruned(source, layout, tmp_path / "ck")
     load = {"dtype": torch.float32, "trust_remote_code": trust}
     base = AutoModelForCausalLM.from_pretrained(folder, **load).eval()
     plain = _logits(base)
@@ -34,7 +41,14 @@ def test_lora_attach_merge_save_reload(arch, targets, layout, tmp_path):
     assert (_logits(merged) - adapted).abs().max() < 1e-4
     merged.save_pretrained(tmp_path / "merged")
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", **load).eval()
-    assert (_logits(again) - adapted).abs().max() < 1e-4
+    if layout == "deci":  # the merged model is still the shipped DeciLM class, at the per-layer widths
+        assert type(again).__name__ == "DeciLMForCausalLM"
+    again_logits = _logits(again)
+    d_merged = (again_logits - adapted).abs().max().item()
+    top1 = (again_logits.argmax(-1) == adapted.argmax(-1)).float().mean().item()
+    assert d_merged < 1e-4
     fresh = AutoModelForCausalLM.from_pretrained(folder, **load).eval()
     reloaded = peft.PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
-    assert (_logits(reloaded) - adapted).abs().max() < 1e-5
+    d_adapter = (_logits(reloaded) - adapted).abs().max().item()
+    print(f"{arch} {layout}: merged+saved+reloaded {d_merged:.2g} / top-1 {top1:.0%}, adapter reloaded {d_adapter:.2g}")
+    assert d_adapter < 1e-5

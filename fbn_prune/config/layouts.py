@@ -56,6 +56,26 @@ class Layout:
                             f"--round-to and --min-width as multiples of it (e.g. {self.width_step}), got "
                             f"{round_to} and {min_width}.")
 
+    def check_model_type(self, model_type: str) -> None:
+        """UserError (one line) unless the layout can write a model of ``model_type`` (config.json's ``model_type``).
+
+        Cheap (config only): runs before the weights load, so an unsupported model fails before any capture."""
+        if self.model_types and model_type not in self.model_types:
+            raise UserError(f"--layout {self.name} writes {' or '.join(self.model_types)} models only (what vLLM's "
+                            f"{self.architecture} serves); this model is {model_type!r}: use --layout exact.")
+
+    def check_original_widths(self, widths: list[int]) -> None:
+        """UserError (one line) unless every original FFN width (one per layer) is a multiple of ``width_step``.
+
+        Unpruned layers, and pruned ones that keep every channel, store their original width; with ``round_to``
+        and ``min_width`` multiples of ``width_step`` (check_rounding) every other stored width is one. Runs once
+        the model's widths are known, before any capture."""
+        bad = sorted({w for w in widths if w % self.width_step})
+        if bad:
+            raise UserError(f"--layout {self.name} stores every FFN width as a multiple of {self.width_step}; this "
+                            f"model's FFN width{'s' * (len(bad) > 1)} {', '.join(map(str, bad))} "
+                            f"{'are' if len(bad) > 1 else 'is'} not (unpruned layers keep it): use --layout exact.")
+
 
 UNIFORM = Layout(
     "uniform", per_layer=False, zero_padded=False, remote_code=False,

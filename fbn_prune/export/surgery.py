@@ -83,9 +83,7 @@ def check_fits(layout: str, model_type: str, widths: list[int], original: list[i
     """UserError (one line) when ``layout`` cannot write this model: a model type it does not support, or a
     stored width that is not a multiple of its ``width_step``."""
     record = layout_for(layout)
-    if record.model_types and model_type not in record.model_types:
-        raise UserError(f"--layout {record.name} writes {' or '.join(record.model_types)} models only (what vLLM's "
-                        f"{record.architecture} serves); this model is {model_type!r}: use --layout exact.")
+    record.check_model_type(model_type)  # pipeline checks both before the capture; this guards direct callers
     bad = [i for i, w in enumerate(widths) if w % record.width_step]
     if bad:
         full = " (unpruned layers keep the model's own width)" if any(widths[i] == original[i] for i in bad) else ""

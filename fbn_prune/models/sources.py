@@ -14,13 +14,14 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from huggingface_hub import ModelCard
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 from fbn_prune._io.targets import is_stale, temp_prefix
 from fbn_prune._runtime.cache import cache_dir
@@ -117,7 +118,7 @@ def input_location(spec: str) -> tuple[Path, str, bool] | None:
 
 
 def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu", device_map: str | None = None,
-               max_memory: str | None = None):
+               max_memory: str | None = None, check_config: Callable[[PretrainedConfig], None] | None = None):
     """Load (model, tokenizer) in eval mode. The model is never written back anywhere.
 
     Args:
@@ -126,14 +127,18 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu",
             (e.g. "auto" for accelerate's multi-GPU / CPU-offload placement).
         max_memory: with ``device_map``, per-device caps ("70GiB" for each GPU, or
             "0=70GiB,1=70GiB,cpu=200GiB"; see placement.py).
+        check_config: called with the model's config before the tokenizer and the weights load (raises
+            UserError for a model the run cannot use, e.g. a layout's model types).
     """
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     try:
-
-        adapter_for(AutoConfig.from_pretrained(source.path))  # unsupported types fail before any weights load
+        config = AutoConfig.from_pretrained(source.path)
+        adapter_for(config)  # unsupported types fail before any weights load
     except (OSError, ValueError) as e:
         raise UserError(f"could not load model {source.spec!r}: {_first_line(e)}") from e
+    if check_config is not None:
+        check_config(config)
     if source.local and source.weights_format is None and Path(source.path).is_dir():
         raise UserError(f"model folder {source.spec} has config.json but no weights (model.safetensors, or "
                         "model-*.safetensors with their index); copy the weight files into it.")
