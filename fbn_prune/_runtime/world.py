@@ -19,6 +19,7 @@ same machine, which report it in one line (:func:`lost_message`).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -80,7 +81,7 @@ def current() -> World:
 
 def launched() -> bool:
     """True when a launcher (torchrun, accelerate launch, Slurm with torchrun) started several processes."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return launched_size() > 1
 
 
 def launched_size() -> int:
@@ -107,6 +108,7 @@ def join(device: str = "cpu", timeout_s: float = 1800.0) -> World:
     dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
     _peers[:] = peers
     signal.signal(signal.SIGTERM, _on_sigterm)
+    atexit.register(leave)
     log.info("joined the process group as %s (gloo%s)", _world.label(), f", cuda:{local_rank}" if cuda else "")
     return _world
 
@@ -131,10 +133,11 @@ def leave() -> None:
 
 
 class Relayed(Exception):
-    """Rank 0 failed in a step every rank waited for; rank 0 reports it, the others stop quietly with its code."""
+    """Another rank failed and reported it itself (rank 0 in :func:`on_main`, or a rank that recorded its
+    error); this rank stops quietly with ``exit_code``."""
 
     def __init__(self, exit_code: int):
-        super().__init__(f"rank 0 failed (exit code {exit_code})")
+        super().__init__(f"another rank failed (exit code {exit_code})")
         self.exit_code = exit_code
 
 
