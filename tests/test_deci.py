@@ -113,6 +113,30 @@ def test_export_gguf_writes_deci(deci_out, tmp_path):
     bad(["export-gguf", out, tmp_path / "o.gguf", "--arch", "original"], "the deci layout has per-layer FFN widths")
 
 
+@pytest.mark.slow
+def test_llama_cpp_runs_the_deci_gguf(deci_out, tmp_path):
+    """llama.cpp itself (llama-cpp-python) on the deci checkpoint's GGUF: same tokens, top-1 agreement >= 99% (f32)."""
+    pytest.importorskip("gguf")
+    from test_gguf_export import _llama_cpp, hf_logits, llama_cpp_run
+    from tiny import sample_texts
+    from transformers import AutoTokenizer
+
+    from fbn_prune.export.gguf import export_gguf
+
+    if _llama_cpp() is None:
+        pytest.skip("no llama.cpp binding (llama-cpp-python or llama-cpp-py-sync) installed")
+    _, out = deci_out
+    path = export_gguf(out, tmp_path / "m.gguf", dtype="f32").path
+    text = " ".join(sample_texts(3, seed=7))[:700]
+    ids, got = llama_cpp_run(path, text)
+    assert ids == AutoTokenizer.from_pretrained(out, trust_remote_code=True)(text)["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, trust_remote_code=True).eval()
+    ref = hf_logits(model, torch.tensor([ids])).numpy()
+    agreement = float((got.argmax(-1) == ref.argmax(-1)).mean())
+    print(f"deci in llama.cpp: {len(ids)} tokens, top-1 agreement {agreement:.4f}, max abs diff {abs(got - ref).max():.3g}")
+    assert len(ids) > 100 and agreement >= 0.99 and abs(got - ref).max() < 1e-2
+
+
 def _forbid(monkeypatch, *names):
     """Make each ``module.attr`` in ``names`` raise when called: the refusal must come before it."""
     for name in names:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import gguf
 from transformers import AutoTokenizer
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from fbn_prune.errors import UserError
 
@@ -55,17 +56,22 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def tokenizer_folder(folder: Path, config: dict, into: Path) -> Path:
     """The tokenizer files of the model ``folder`` (whose config.json is ``config``) in ``into``, next to a
-    config.json holding only the special token ids.
+    config.json holding only the special token ids and, for a stock architecture, its ``model_type``.
 
     Tokenizer readers (transformers' AutoTokenizer, gguf's LlamaHfVocab and SpecialVocab) also read
-    config.json; the exact layout's names remote code (``auto_map``), which would make them ask for
-    trust_remote_code. The tokenizer never needs that code.
+    config.json; the exact and deci layouts' names remote code (``auto_map``), which would make them ask
+    for trust_remote_code. The tokenizer never needs that code. The stock ``model_type`` stays because
+    transformers 5 picks the tokenizer class by it, and a class may bring its own pre-tokenizer
+    (``qwen2`` splits digits one by one whatever tokenizer.json says): the GGUF file must split text as
+    ``AutoTokenizer.from_pretrained(folder)`` does.
     """
     for name in TOKENIZER_FILES:
         if (folder / name).is_file():
             shutil.copyfile(folder / name, into / name)
-    ids = {k: v for k, v in config.items() if k.endswith("_token_id") and v is not None}
-    (into / "config.json").write_text(json.dumps(ids))
+    stub = {k: v for k, v in config.items() if k.endswith("_token_id") and v is not None}
+    if config.get("model_type") in CONFIG_MAPPING and not config.get("auto_map"):
+        stub["model_type"] = config["model_type"]
+    (into / "config.json").write_text(json.dumps(stub))
     return into
 
 
@@ -100,7 +106,7 @@ def write_vocab(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
     else:
         tokens, types = _bpe_tokens(tok, n_vocab)
         w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre(pre_tokenizer_name(tok, tj))
+        w.add_tokenizer_pre(pre_tokenizer_name(tok, json.loads(tok.backend_tokenizer.to_str())))
         w.add_token_list(tokens)
         w.add_token_types(types)
         special = gguf.SpecialVocab(folder, load_merges=True)
@@ -153,7 +159,8 @@ def _bpe_tokens(tok, n_vocab: int) -> tuple[list[str], list[int]]:
 
 
 def pre_tokenizer_name(tok, tokenizer_json: dict) -> str:
-    """llama.cpp's name for the tokenizer's pre-tokenization (``tokenizer.ggml.pre``).
+    """llama.cpp's name for the tokenizer's pre-tokenization (``tokenizer.ggml.pre``). ``tokenizer_json``: the
+    tokenizer as loaded (its backend's JSON), which may differ from the file (see :func:`tokenizer_folder`).
 
     Known tokenizers by the converter's hash of a probe text's token ids; else by structure: a plain
     GPT-2 byte-level pre-tokenizer is ``gpt-2``, a known splitting regex before a byte-level step is
