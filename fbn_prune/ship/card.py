@@ -167,8 +167,9 @@ llm = Llama(model_path="{gguf['file']}")
 
 
 def for_repo(text: str, repo_id: str) -> str:
-    """The card with its load snippet naming the Hub repository instead of the local placeholder."""
-    return text.replace(f'from_pretrained("{PLACEHOLDER_REPO}"', f'from_pretrained("{repo_id}"')
+    """The card with its load snippet and serve command naming the Hub repository instead of the local placeholder."""
+    text = text.replace(f'from_pretrained("{PLACEHOLDER_REPO}"', f'from_pretrained("{repo_id}"')
+    return text.replace(f"vllm serve {PLACEHOLDER_REPO}", f"vllm serve {repo_id}")
 
 
 def with_license(text: str, license: str) -> str:
@@ -231,6 +232,6 @@ def validate_card(text: str) -> tuple[list[str], list[str]]:
     tag = meta.get("pipeline_tag")
     if tag is not None and tag not in PIPELINE_TAGS:
         warnings.append(f"pipeline_tag {tag!r} is unusual for a causal language model")
-    if f'from_pretrained("{PLACEHOLDER_REPO}"' in card.text:
-        warnings.append(f"the load snippet still names {PLACEHOLDER_REPO!r}")
+    if f'from_pretrained("{PLACEHOLDER_REPO}"' in card.text or f"vllm serve {PLACEHOLDER_REPO}" in card.text:
+        warnings.append(f"the load snippet or serve command still names {PLACEHOLDER_REPO!r}")
     return errors, warnings
