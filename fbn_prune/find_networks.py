@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -21,6 +20,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from fbn_prune import __version__
+from fbn_prune._io.atomic import replacing
 from fbn_prune._runtime import resources as res
 from fbn_prune._runtime import sizes, world
 from fbn_prune._runtime.devices import gram_device, resolve_ica_device
@@ -122,7 +122,8 @@ def build(recipe: Recipe, folder: Path, model_bundle, *, progress: bool = True,
     meta.timings["capture_s"] = round(time.perf_counter() - t1, 2)
     stats = total_stats(index, cal.n_tokens)
     if stats is not None:  # rank 0
-        _save_atomic(stats, folder / "stats.safetensors")
+        with replacing(folder / "stats.safetensors") as tmp:
+            save_file(stats, str(tmp))
         write_meta(folder, meta)
     t2 = time.perf_counter()
     write_grams(index, folder, cal.n_tokens, progress, device=gram_device(d.device))
@@ -178,12 +179,6 @@ def _all_visible(files: list[Path], folder: Path) -> None:
         raise UserError(f"the ranks do not all see each other's files in {folder}: under torchrun on several "
                         "machines the networks folder must be on a filesystem every rank shares (--save-networks "
                         "DIR, or FBN_PRUNE_CACHE for the networks cache).")
-
-
-def _save_atomic(tensors: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
 
 
 def _existing(folder: Path, option: str):

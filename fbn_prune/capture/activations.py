@@ -10,7 +10,7 @@ _runtime/world.py); :class:`CaptureSet` reads run r's rows from whichever captur
 
 Per-channel statistics (sum, sum of squares, sum of |x|) go to ``stats.safetensors`` per run, in
 float64: ``layer.{i}`` of shape (runs held, 3, width_i). The networks artifact's totals are their sum in
-run order (pipeline, :func:`fbn_prune._runtime.world.ordered_sum`), the same bits for one process or several.
+run order (find_networks, :func:`fbn_prune._runtime.world.ordered_sum`), the same bits for one process or several.
 
 The model may be spread over several devices (accelerate ``device_map``): each hook reduces
 its layer's rows where they were computed (statistics in float64 there) and moves only the
@@ -62,10 +62,12 @@ class CaptureIndex:
         """Memory-mapped signal of one layer: (tokens, width) float16, or only run ``run``'s rows."""
         m = np.memmap(Path(self.folder) / f"layer_{layer:03d}.f16", dtype=np.float16, mode="r",
                       shape=(self.n_tokens, self.widths[layer]))
-        if run is None:
-            return m
+        return m if run is None else m[slice(*self.run_rows(run))]
+
+    def run_rows(self, run: int) -> tuple[int, int]:
+        """(first, end) row of run ``run`` (a global run number this capture holds) in its files."""
         k = self.held.index(run)
-        return m[self.run_offsets[k] : self.run_offsets[k + 1]]
+        return self.run_offsets[k], self.run_offsets[k + 1]
 
     def run_stats(self, layer: int) -> torch.Tensor:
         """Per-run sums of one layer, (runs held, 3, width) float64: sum, sum of squares, sum of |x|."""
@@ -98,9 +100,8 @@ class CaptureSet:
         return self._shard(run).signal(layer, run)
 
     def run_tokens(self, run: int) -> int:
-        s = self._shard(run)
-        k = s.held.index(run)
-        return s.run_offsets[k + 1] - s.run_offsets[k]
+        first, end = self._shard(run).run_rows(run)
+        return end - first
 
 
 def _batches(docs: list[list[int]], batch_size: int) -> list[list[list[int]]]:
