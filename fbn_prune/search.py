@@ -116,6 +116,12 @@ def _save_history(path: Path, fingerprint: str, steps: dict[float, Step]) -> Non
     atomic_write(path, json.dumps(data, indent=1))
 
 
+def work_folder(out: str | os.PathLike) -> Path:
+    """Where a search for ``out`` keeps its networks, steps and history: ``.<name>.search`` beside it."""
+    out = Path(out)
+    return out.parent / f".{out.name}.search"
+
+
 def _step_folder(work: Path, ratio: float) -> Path:
     return work / "steps" / f"ratio-{ratio:.4f}"
 
@@ -139,7 +145,8 @@ def _probe(recipe: Recipe, artifact: Networks, bundle, settings: EvalSettings, g
 
 
 def search(recipe: Recipe, settings: EvalSettings, gate: Gate, grid: Grid, *, out: str | os.PathLike,
-           overwrite: bool = False, progress: bool = True, echo=None) -> SearchResult:
+           overwrite: bool = False, progress: bool = True, echo=None, history: str | os.PathLike | None = None
+           ) -> SearchResult:
     """Find the largest grid ratio whose checkpoint holds ``gate`` and write that checkpoint to ``out``.
 
     One networks artifact (``recipe``'s calibration and method), then bisection over ``grid`` through
@@ -147,8 +154,12 @@ def search(recipe: Recipe, settings: EvalSettings, gate: Gate, grid: Grid, *, ou
     come from the evaluation cache after the first step). ``echo(text)`` reports each step.
 
     Returns the :class:`SearchResult`; when no ratio holds, ``best`` is None and nothing is written to
-    ``out`` (the history stays for a later run). Raises UserError for bad input (before any work
-    where possible), including a gate that no evaluated metric falls under.
+    ``out`` (the history stays for a later run). ``history``: the folder for the search's networks,
+    steps and history [``.<out name>.search`` beside ``out``]; a caller that writes ``out`` somewhere
+    temporary (``search`` then heal) names the final one's, so an interrupted search still resumes,
+    and removes it itself (a search removes only its own default folder).
+    Raises UserError for bad input (before any work where possible), including a gate that no
+    evaluated metric falls under.
     """
     if gate is None:
         raise UserError("a search needs a gate: --max-drop or --min-retention.")
@@ -157,7 +168,7 @@ def search(recipe: Recipe, settings: EvalSettings, gate: Gate, grid: Grid, *, ou
     ratios = grid.ratios()
     settings.check()
     target = check_target(out, overwrite)
-    work = target.parent / f".{target.name}.search"
+    work = Path(history) if history is not None else work_folder(target)
     work.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(recipe, settings, gate, ratios)
     steps = _load_history(work / HISTORY_FILE, fingerprint)
@@ -209,12 +220,12 @@ def search(recipe: Recipe, settings: EvalSettings, gate: Gate, grid: Grid, *, ou
     view = evaluate.compare(recipe.model, folder, settings)  # cached: no model runs
     report.write(best_record, folder, report.doc_lines(["original", "pruned"], [view.original, view.pruned_results]))
     report.update_checkpoint(folder, best_record, folder)
-    atomic_write(folder / CURVE_JSON, json.dumps(curve, indent=1))
-    _plot(curve, folder / CURVE_PNG)
+    _write_curve(curve, folder)
     if target.exists():
         shutil.rmtree(target)
     os.replace(folder, target)
-    shutil.rmtree(work, ignore_errors=True)
+    if history is None:  # a caller that named the folder removes it when its own job is done
+        shutil.rmtree(work, ignore_errors=True)
     return SearchResult(best, target, ordered, ratios)
 
 
@@ -227,8 +238,33 @@ def _curve(ratios: list[float], steps: list[Step], best: float | None, recipe: R
     }
 
 
+def _write_curve(curve: dict, folder: Path) -> None:
+    atomic_write(folder / CURVE_JSON, json.dumps(curve, indent=1))
+    _plot(curve, folder / CURVE_PNG)
+
+
+def report_healed(folder: str | os.PathLike, recipe: Recipe, settings: EvalSettings, gate: Gate) -> EvalRecord:
+    """After ``search`` then heal: evaluate the healed checkpoint in ``folder`` against the original on the
+    search's documents (the original from the cache), write its eval report into the folder, and the
+    curve (search.json / search.png) with the healed model's rows under ``healed``. The search itself
+    (``search`` in fbn_prune.json) gated the checkpoint before healing; the returned record says whether
+    the healed one holds the gate too."""
+    folder = Path(folder)
+    comparison = evaluate.compare(recipe.model, folder, settings)
+    record = report.build(comparison, gate)
+    report.write(record, folder, report.doc_lines(["original", "pruned"], [comparison.original, comparison.pruned_results]))
+    report.update_checkpoint(folder, record, folder)
+    info = read_provenance(folder)
+    curve = {"model": recipe.model, "method": recipe.selection.method, **(info.search or {}),
+             "healed": {"steps": (info.healing or {}).get("steps"), "passed": record.passed,
+                        "metrics": [{k: row.get(k) for k in ROW_KEYS} for row in record.metrics]}}
+    _write_curve(curve, folder)
+    return record
+
+
 def _plot(curve: dict, path: Path) -> None:
-    """Ratio vs each metric of the pruned model (points with their 95% paired interval), the original dashed."""
+    """Ratio vs each metric of the pruned model (points with their 95% paired interval), the original dashed,
+    the healed checkpoint (``search`` then heal) as a star at the chosen ratio."""
     import matplotlib  # heavy; only the search's picture needs it
 
     matplotlib.use("Agg")
@@ -254,6 +290,11 @@ def _plot(curve: dict, path: Path) -> None:
         ax.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, color="tab:blue", label="pruned (95% paired CI)")
         for x, y, p in zip(xs, ys, points):
             ax.plot([x], [y], "o", color="tab:green" if p[2] else "tab:red")
+        healed = next((row for row in (curve.get("healed") or {}).get("metrics", [])
+                       if (row["task"], row["metric"]) == (task, metric) and row["pruned"] is not None), None)
+        if healed is not None and curve["best"] is not None:
+            ax.plot([curve["best"]], [scale * healed["pruned"]], "*", ms=11, color="tab:purple",
+                    label=f"healed ({curve['healed']['steps']} steps)")
         ax.axhline(scale * points[0][1]["original"], ls="--", color="gray", label="original")
         if curve["best"] is not None:
             ax.axvline(curve["best"], ls=":", color="tab:green")
@@ -277,4 +318,5 @@ def raise_if_failed(result: SearchResult) -> None:
         raise GateFailed(describe_failure(result))
 
 
-__all__ = ["CURVE_JSON", "CURVE_PNG", "Grid", "SearchResult", "Step", "describe_failure", "raise_if_failed", "search"]
+__all__ = ["CURVE_JSON", "CURVE_PNG", "Grid", "SearchResult", "Step", "describe_failure", "raise_if_failed", "report_healed",
+           "search", "work_folder"]

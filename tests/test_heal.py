@@ -200,3 +200,34 @@ def test_heal_section_is_checked_and_sets_the_training():
     assert heal_texts(Recipe.from_dict({"calibration": {"source": "a.jsonl", "field": "body"}})) == ("a.jsonl", "body")
     assert heal_texts(Recipe.from_dict({"calibration": {"task": "piqa"}}))[0] == "builtin:wikitext2-valid"
     assert heal_texts(Recipe.from_dict({"calibration": {"source": "generated"}}))[0] == "builtin:wikitext2-valid"
+
+
+def test_select_heals_as_the_networks_recipe_says(pruned, tmp_path):
+    """`networks` keeps the recipe's heal section for `select`, which heals (no flag needed); `--heal-steps 0`
+    turns it off, `--heal-steps N` sets it; only the healed checkpoint is left at --out."""
+    model, _, text = pruned
+    work = tmp_path / "work"
+    work.mkdir()
+    calib = work / "calib.txt"
+    calib.write_text("\n\n".join(sample_texts(40, seed=3)) + "\n")
+    recipe = work / "r.yaml"
+    recipe.write_text(f"heal: {{steps: 2, seq_len: 32, batch_size: 2, lora_rank: 2, texts: {json.dumps(str(text))}}}\n")
+    net = work / "net"
+    r = run("networks", model, "--recipe", recipe, "--calib", calib, "--calib-samples", 24, "--seq-len", 64,
+            "--runs", 2, "--components", 8, "--device", "cpu", "--out", net, "--no-progress")
+    assert r.exit_code == 0, r.output
+    r = run("select", net, "--out", work / "healed", "--ratio", 0.3, "--method", "wanda-sp", "--no-progress")
+    assert r.exit_code == 0, r.output
+    h = json.loads((work / "healed" / "fbn_prune.json").read_text())["healing"]
+    assert h["steps"] == 2 and h["from_checkpoint"] == "this run's select (not kept)" and h["text_source"].endswith("heal.txt")
+    r = run("select", net, "--out", work / "plain", "--ratio", 0.3, "--method", "wanda-sp", "--heal-steps", 0,
+            "--no-progress")
+    assert r.exit_code == 0, r.output
+    plain = json.loads((work / "plain" / "fbn_prune.json").read_text())
+    assert "healing" not in plain or plain["healing"] is None
+    assert plain["widths"] == json.loads((work / "healed" / "fbn_prune.json").read_text())["widths"]
+    r = run("select", net, "--out", work / "three", "--ratio", 0.3, "--method", "wanda-sp", "--heal-steps", 3,
+            "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert json.loads((work / "three" / "fbn_prune.json").read_text())["healing"]["steps"] == 3
+    assert sorted(p.name for p in work.iterdir()) == ["calib.txt", "healed", "net", "plain", "r.yaml", "three"]

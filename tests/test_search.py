@@ -93,3 +93,53 @@ def test_search_end_to_end(env, tiny_dir, calib_txt):
     assert not (env / "none").exists()
     bad(_args(tiny_dir, calib_txt, env, "--out", env / "x"), "needs a gate")
     bad(_args(tiny_dir, calib_txt, env, "--max-drop", "1", "--out", out), "already exists")
+
+
+def test_search_then_heal_writes_the_healed_model_and_resumes(env, tiny_dir, calib_txt, monkeypatch):
+    """`search --heal-steps N`: the chosen checkpoint is healed into --out and evaluated again on the search's
+    documents; a heal killed midway keeps the search's history, so the next run probes nothing again."""
+    from fbn_prune.heal import run as healing
+
+    text = env / "heal.txt"
+    text.write_text("\n\n".join(sample_texts(60, seed=11)) + "\n")
+    recipe = env / "r.yaml"
+    recipe.write_text("heal: {seq_len: 32, batch_size: 2, lora_rank: 2}\n")
+    out = env / "found"
+    args = _args(tiny_dir, calib_txt, env, "--recipe", recipe, "--min-retention", "0.01", "--step", "0.4",
+                 "--max-ratio", "0.8", "--heal-steps", "2", "--heal-calib", text, "--out", out)
+    real_distill = healing.distill
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(healing, "distill", killed)
+    assert run(*args).exit_code == 130
+    assert not out.exists() and (env / ".found.search" / "history.json").is_file()
+    assert sorted(p.name for p in env.iterdir() if p.name.startswith(".found") or p.name.startswith("found")) \
+        == [".found.search"], "no temporary folder left"
+
+    monkeypatch.setattr(healing, "distill", real_distill)
+    probed: list[float] = []
+    real_probe = searching._probe
+
+    def probe(*a):
+        probed.append(a[5])
+        return real_probe(*a)
+
+    monkeypatch.setattr(searching, "_probe", probe)
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert probed == [0.8], "only the chosen checkpoint is rebuilt (its folder went with the killed heal)"
+    assert "largest ratio that holds the gate: 0.80" in r.output and "healed 2 steps" in r.output
+    info = json.loads((out / "fbn_prune.json").read_text())
+    assert info["healing"]["steps"] == 2 and info["healing"]["from_checkpoint"] == "the search's chosen checkpoint (not kept)"
+    assert info["search"]["best"] == 0.8 and info["evaluation"]["gate"]["passed"]
+    record = json.loads((out / "eval.json").read_text())
+    assert record["pruned"]["path"] == str(out.resolve()) and record["gate"]["passed"]
+    curve = json.loads((out / "search.json").read_text())
+    assert curve["healed"]["steps"] == 2 and curve["healed"]["passed"] and curve["best"] == 0.8
+    healed_ppl = next(m for m in curve["healed"]["metrics"] if m["metric"] == "word_perplexity")["pruned"]
+    before_ppl = next(m for m in curve["steps"][-1]["metrics"] if m["metric"] == "word_perplexity")["pruned"]
+    assert healed_ppl != before_ppl, "the report is the healed model's"
+    assert (out / "search.png").is_file()
+    assert sorted(p.name for p in env.iterdir() if "found" in p.name) == ["found"]

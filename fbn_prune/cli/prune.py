@@ -26,7 +26,7 @@ from fbn_prune.config.recipe import Recipe, locate
 from fbn_prune.decompose.networks import Networks, select_recipe
 from fbn_prune.errors import UserError
 from fbn_prune.export.checkpoint import RECIPE_FILE
-from fbn_prune.heal.run import prune_and_heal
+from fbn_prune.heal.run import prune_and_heal, select_and_heal
 from fbn_prune.inspection.describe import describe_folder
 from fbn_prune.plan import make as make_plan
 from fbn_prune.select.methods import method_for
@@ -120,7 +120,7 @@ def networks_command(model, out, recipe_file, overrides, keep_capture, no_progre
 @click.option("--model", "model", type=str, help="The model the networks were found in [as recorded in the artifact].")
 @click.option("--recipe", "recipe_file", type=str, metavar="FILE",
               help="YAML recipe [the artifact's own recipe.yaml]; command-line flags override it.")
-@recipe_options(SELECTION_OPTIONS, EXPORT_OPTIONS, PLACEMENT_OPTIONS)
+@recipe_options(SELECTION_OPTIONS, EXPORT_OPTIONS, HEAL_OPTIONS, PLACEMENT_OPTIONS)
 @click.option("--overwrite", is_flag=True, help="Replace an earlier fbn_prune checkpoint at --out.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def select_command(networks_dir, out, model, recipe_file, overrides, overwrite, no_progress):
@@ -134,7 +134,10 @@ def select_command(networks_dir, out, model, recipe_file, overrides, overwrite, 
     _progress(not no_progress)
     if method_for(recipe.selection.method).needs.maps and artifact.meta.runs == 0:
         raise UserError(f"{networks_dir} holds no ICA maps; choose a baseline --method or rerun `fbn-prune networks`.")
-    path = pipeline.select(recipe, artifact, overwrite=overwrite)
+    if recipe.heal.steps:
+        path = select_and_heal(recipe, artifact, overwrite=overwrite, progress=not no_progress)
+    else:
+        path = pipeline.select(recipe, artifact, overwrite=overwrite)
     _summary(path)
 
 

@@ -5,6 +5,8 @@ Exit codes: 0 found (the checkpoint is in --out), 2 bad input, 3 no ratio on the
 
 from __future__ import annotations
 
+import functools
+import shutil
 from pathlib import Path
 
 import click
@@ -13,8 +15,9 @@ from fbn_prune import search as searching
 from fbn_prune.config.gate import Gate
 from fbn_prune.config.limits import parse_limit
 from fbn_prune.config.recipe import Recipe
-from fbn_prune.errors import UserError
+from fbn_prune.errors import GateFailed, UserError
 from fbn_prune.evaluate.settings import EvalSettings
+from fbn_prune.heal.run import heal_after, heal_summary
 from fbn_prune.select.methods import method_names
 
 
@@ -42,17 +45,25 @@ from fbn_prune.select.methods import method_names
 @click.option("--include-path", multiple=True, metavar="DIR", help="A folder of extra lm-eval task YAMLs.")
 @click.option("--data-dir", type=str, metavar="DIR", help="Folder with local task data.")
 @click.option("--device", type=str, metavar="DEV", help="auto, cpu, cuda ... [the recipe's: auto].")
+@click.option("--heal-steps", type=int, metavar="N",
+              help="Then heal the chosen checkpoint for N steps of distillation from the original (as `fbn-prune heal` "
+                   "does; the recipe's heal section sets the rest) and write the healed model to --out, with its own "
+                   "eval report [the recipe's heal.steps: 0].")
+@click.option("--heal-calib", type=str, metavar="SOURCE",
+              help="Training text for --heal-steps, disjoint from the evaluation text [--calib, or the built-in text].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_retention, gate_metrics, gate_on, method,
                    calib, calib_task, calib_samples, step, max_ratio, batch_size, include_path, data_dir, device,
-                   overwrite, no_progress):
+                   heal_steps, heal_calib, overwrite, no_progress):
     """Find the largest ratio of FFN channels MODEL can lose while its checkpoint holds the gate.
 
     One networks artifact, then bisection over the ratio (a grid of --step) through select + eval on
     the same documents, the original evaluated once. The best checkpoint goes to --out with its eval
     report, the search in its fbn_prune.json, and search.json / search.png (ratio vs each metric).
-    An interrupted search continues from its finished steps when started again.
+    An interrupted search continues from its finished steps when started again. With --heal-steps
+    (or the recipe's heal section) the chosen checkpoint is then healed; --out holds the healed
+    model, evaluated again on the same documents (exit 3 if healing broke the gate).
 
     \b
     Example:
@@ -70,7 +81,8 @@ def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_ret
         recipe.calibration.source = None
     recipe = recipe.override({"model": model, "selection.method": method, "calibration.source": calib,
                               "calibration.task": calib_task, "calibration.samples": calib_samples,
-                              "data_dir": data_dir, "device": device})
+                              "data_dir": data_dir, "device": device, "heal.steps": heal_steps,
+                              "heal.texts": heal_calib})
     if not recipe.model:
         raise UserError("name the model to search (MODEL or `model:` in the recipe).")
     e = recipe.evaluation  # the recipe's evaluation section supplies what the flags leave out
@@ -85,8 +97,33 @@ def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_ret
                             num_fewshot=e.num_fewshot, batch_size=batch_size or e.batch_size,
                             device=recipe.device, dtype=recipe.dtype,
                             include_path=list(include_path) or list(e.include_path), data_dir=recipe.data_dir)
-    result = searching.search(recipe, settings, gate, searching.Grid(step, max_ratio), out=out, overwrite=overwrite,
-                              progress=not no_progress, echo=lambda text: click.echo(text, err=True))
-    searching.raise_if_failed(result)
-    click.echo(f"largest ratio that holds the gate: {result.best:.2f} -> {result.checkpoint}")
-    click.echo(f"curve: {Path(result.checkpoint) / searching.CURVE_JSON}, {Path(result.checkpoint) / searching.CURVE_PNG}")
+    run = functools.partial(searching.search, recipe, settings, gate, searching.Grid(step, max_ratio),
+                            overwrite=overwrite, progress=not no_progress, echo=lambda text: click.echo(text, err=True))
+    if not recipe.heal.steps:
+        result = run(out=out)
+        searching.raise_if_failed(result)
+        _found(result.best, result.checkpoint)
+        return
+
+    found: list = []
+
+    def searched(folder: Path) -> Path:
+        result = run(out=folder, history=searching.work_folder(out))
+        searching.raise_if_failed(result)  # nothing to heal: out stays as it was
+        found.append(result.best)
+        return result.checkpoint
+
+    healed = heal_after(recipe.override({"out": out}), searched, what="the search's chosen checkpoint",
+                        overwrite=overwrite, progress=not no_progress)
+    shutil.rmtree(searching.work_folder(out), ignore_errors=True)  # kept until now: a killed heal resumes the search
+    record = searching.report_healed(healed, recipe, settings, gate)
+    click.echo(heal_summary(healed))
+    _found(found[0], healed)
+    if not record.passed:
+        raise GateFailed(f"the healed checkpoint in {healed} fails the gate the checkpoint before healing held "
+                         f"({record.gate['summary'].split(': ', 1)[-1]}); see its eval.md.")
+
+
+def _found(best: float, folder) -> None:
+    click.echo(f"largest ratio that holds the gate: {best:.2f} -> {folder}")
+    click.echo(f"curve: {Path(folder) / searching.CURVE_JSON}, {Path(folder) / searching.CURVE_PNG}")

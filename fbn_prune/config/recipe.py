@@ -110,7 +110,7 @@ class Evaluation:
 
 @dataclass
 class Heal:
-    """Healing after the prune (`prune --heal-steps N`): distillation from the original model, widths unchanged."""
+    """Healing after the prune (`prune`, `select` and `search` --heal-steps N): distillation from the original model, widths unchanged."""
 
     steps: int = field(default=0, metadata={"help": "Optimizer steps of distillation from the original model into the pruned one, run after the prune; the healed model is what `out` holds (0: no healing). See `fbn-prune heal`."})
     texts: str | None = field(default=None, metadata={"help": "Training text, any calibration source; keep it disjoint from your evaluation text (null: `calibration.source`, or the built-in text when the calibration is a task or `generated`)."})

@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from fbn_prune._runtime.dtypes import DTYPES
 from fbn_prune.config.layouts import LAYOUT_NAMES, layout_for
 from fbn_prune.config.recipe import Recipe
 from fbn_prune.data import DEFAULT_SOURCE
+from fbn_prune.decompose.networks import Networks
 from fbn_prune.errors import UserError
 from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
 from fbn_prune.export.provenance import Provenance, read_provenance
@@ -181,11 +183,14 @@ def heal_texts(recipe: Recipe) -> tuple[str, str]:
     return DEFAULT_SOURCE, "text"
 
 
-def prune_and_heal(recipe: Recipe, *, overwrite: bool = False, progress: bool = True,
-                   networks_dir: str | None = None) -> Path:
-    """``prune --heal-steps N``: prune into a temporary folder beside ``recipe.out``, heal that checkpoint
-    into ``recipe.out`` (its writer checks, verifies and renames into place as prune's does), then
-    remove the temporary folder. ``out`` only ever holds the healed model; a failure leaves it as it was."""
+def heal_after(recipe: Recipe, produce: Callable[[Path], Path], *, what: str, overwrite: bool = False,
+               progress: bool = True) -> Path:
+    """Make a pruned checkpoint with ``produce(folder)`` in a temporary folder beside ``recipe.out``, heal
+    it into ``recipe.out`` with the recipe's ``heal`` section (its writer checks, verifies and renames
+    into place as prune's does), then remove the temporary folder. ``out`` only ever holds the healed
+    model; a failure leaves it as it was. ``what`` names the step for the provenance (``from_checkpoint``).
+
+    ``produce`` receives the folder to write (it does not exist yet) and returns the checkpoint it wrote."""
     if not recipe.out:
         raise UserError("name the output folder with --out (or `out:` in the recipe).")
     out = Path(recipe.out)
@@ -195,11 +200,24 @@ def prune_and_heal(recipe: Recipe, *, overwrite: bool = False, progress: bool = 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=temp_prefix(out), dir=out.parent))
     try:
-        pruned = pipeline.prune(dataclasses.replace(recipe, out=str(work / "pruned")), progress=progress,
-                                networks_dir=networks_dir)
+        pruned = produce(work / "pruned")
         (pruned / RECIPE_FILE).write_text(pipeline.recipe_text(recipe))  # the recipe as the user gave it
         return heal(pruned, out, texts, settings_for(recipe), base=recipe.model, field=field,
                     data_dir=recipe.data_dir, overwrite=overwrite, progress=progress,
-                    device=resolve_device(recipe.device), from_checkpoint="this run's prune (not kept)")
+                    device=resolve_device(recipe.device), from_checkpoint=f"{what} (not kept)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def prune_and_heal(recipe: Recipe, *, overwrite: bool = False, progress: bool = True,
+                   networks_dir: str | None = None) -> Path:
+    """``prune --heal-steps N``: :func:`heal_after` around :func:`fbn_prune.pipeline.prune`."""
+    return heal_after(recipe, lambda folder: pipeline.prune(dataclasses.replace(recipe, out=str(folder)),
+                                                            progress=progress, networks_dir=networks_dir),
+                      what="this run's prune", overwrite=overwrite, progress=progress)
+
+
+def select_and_heal(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, progress: bool = True) -> Path:
+    """``select --heal-steps N``: :func:`heal_after` around :func:`fbn_prune.pipeline.select`."""
+    return heal_after(recipe, lambda folder: pipeline.select(dataclasses.replace(recipe, out=str(folder)), artifact),
+                      what="this run's select", overwrite=overwrite, progress=progress)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Paired comparison of fbn, FLAP and Wanda-sp at equal size on SmolLM2-135M-Instruct, through the
+# user's own commands: one networks artifact (`fbn-prune networks`), one checkpoint per method and
+# ratio from it (`fbn-prune select`, uniform layout, the same kept width per layer for every method),
+# then one `fbn-prune eval` per ratio that scores the original and the three checkpoints on the same
+# documents and prints paired intervals between every pair (eval.md in each report folder).
+#
+#   bash benchmarks/methods_paired.sh [CALIB=task|generic] [RATIOS="0.3 0.2 0.4"] [TASKS=arc_easy] \
+#        [WORK=/tmp/methods-paired] [DTYPE=bfloat16] [LIMIT=]
+#
+# CALIB=task calibrates on ARC-Easy train (the task's own documents, `--calib-task arc_easy`);
+# generic on WikiText-2 validation (data:wikitext2/valid.txt). Evaluation data come from
+# $FBN_PRUNE_DATA (full test sets unless LIMIT is given, e.g. LIMIT=arc_easy=500). Every step is
+# skipped when its output exists, so an interrupted run resumes; the original's results come from
+# the eval cache after the first ratio. Checkpoints are kept in WORK, so more tasks can be added
+# later without a new selection (their earlier tasks come from the cache).
+set -euo pipefail
+calib=${1:-task}
+ratios=${2:-"0.3 0.2 0.4"}
+tasks=${3:-arc_easy}
+work=${4:-/tmp/methods-paired}
+dtype=${5:-bfloat16}
+limit=${6:-}
+: "${FBN_PRUNE_DATA:?set FBN_PRUNE_DATA to the evaluation data folder}"
+export OMP_WAIT_POLICY=PASSIVE
+mkdir -p "$work"
+net="$work/networks-$calib"
+case "$calib" in
+  task) calib_args=(--calib-task arc_easy) ;;
+  generic) calib_args=(--calib data:wikitext2/valid.txt) ;;
+  *) echo "CALIB is task or generic" >&2; exit 2 ;;
+esac
+if [ ! -f "$net/networks.json" ]; then
+  /usr/bin/time -f "networks: %e s, peak RSS %M kB" fbn-prune networks smollm2 "${calib_args[@]}" \
+    --out "$net" --no-progress > "$work/networks-$calib.log" 2>&1
+  tail -1 "$work/networks-$calib.log"
+fi
+for ratio in $ratios; do
+  pruned=()
+  for method in fbn flap wanda-sp; do
+    ckpt="$work/$calib-$method-$ratio"
+    if [ ! -f "$ckpt/fbn_prune.json" ]; then
+      fbn-prune select "$net" --out "$ckpt" --method "$method" --ratio "$ratio" --layout uniform \
+        --overwrite --no-progress > "$work/select-$calib-$method-$ratio.log" 2>&1
+    fi
+    pruned+=(--pruned "$ckpt")
+  done
+  report="$work/report-$calib-$ratio"
+  args=(--base smollm2 "${pruned[@]}" --tasks "$tasks" --dtype "$dtype" --batch-size 32 --max-length 2048
+        --data-dir "$FBN_PRUNE_DATA" --out "$report")
+  [ -n "$limit" ] && args+=(--limit "$limit")
+  /usr/bin/time -f "eval $calib $ratio: %e s, peak RSS %M kB" fbn-prune eval "${args[@]}" \
+    > "$work/eval-$calib-$ratio.log" 2>&1 || true   # exit 1 only means a gate failed; there is none here
+  tail -1 "$work/eval-$calib-$ratio.log"
+  sed -n '/^| task | metric | comparison/,$p' "$report/eval.md"
+done
