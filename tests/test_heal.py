@@ -231,3 +231,29 @@ def test_select_heals_as_the_networks_recipe_says(pruned, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((work / "three" / "fbn_prune.json").read_text())["healing"]["steps"] == 3
     assert sorted(p.name for p in work.iterdir()) == ["calib.txt", "healed", "net", "plain", "r.yaml", "three"]
+
+
+def test_compute_bfloat16_autocast_trains_and_is_recorded(pruned, tmp_path):
+    """--compute bfloat16 runs the products under autocast (other numbers than float32, the KL still falls);
+    the record says what was used; auto resolves by the hardware."""
+    from fbn_prune._runtime.dtypes import autocast_dtype, native_bfloat16
+
+    model, ckpt, text = pruned
+    kl = {}
+    for compute in ("float32", "bfloat16"):
+        out = tmp_path / compute
+        r = run("heal", ckpt, "--out", out, "--calib", text, "--steps", 80, "--seq-len", 32, "--batch-size", 4,
+                "--lr", "1e-2", "--compute", compute, "--no-progress")
+        assert r.exit_code == 0, r.output
+        h = json.loads((out / "fbn_prune.json").read_text())["healing"]
+        assert h["settings"]["compute"] == compute
+        assert h["settings"]["autocast"] == (None if compute == "float32" else "bfloat16")
+        assert h["heldout_kl_after"] < h["heldout_kl_before"], h
+        kl[compute] = h["heldout_kl_after"]
+    assert kl["float32"] != kl["bfloat16"], "autocast changed nothing: it was not applied"
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if native_bfloat16(cpu) else None)
+    assert autocast_dtype("float32", cpu) is None and autocast_dtype("bfloat16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="compute"):
+        autocast_dtype("fp8", cpu)
+    bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", text, "--compute", "fp8"], "compute")

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from fbn_prune._runtime.dtypes import autocast_dtype
+
 log = logging.getLogger(__name__)
 
 # the linear layers LoRA adapts, by module name suffix (all projections of attention and FFN)
@@ -40,6 +42,9 @@ class HealSettings:
     ``lora_rank``: LoRA rank (adapters merged back afterwards); ``None`` trains every weight.
     ``heldout_fraction``: share of the documents (at least one) kept out of training to measure
     the held-out KL before and after.
+    ``compute``: the training's matrix products in float32, or under bfloat16 autocast (weights,
+    optimizer state and the loss stay float32; about twice as fast on a CPU with AVX512-BF16);
+    auto: bfloat16 where the device has it in hardware. The held-out KL is always float32.
     """
 
     steps: int = 250
@@ -55,6 +60,7 @@ class HealSettings:
     heldout_fraction: float = 0.1
     max_heldout_blocks: int = 16
     seed: int = 0
+    compute: str = "auto"
 
 
 @dataclass
@@ -174,6 +180,11 @@ def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progr
     gen = torch.Generator().manual_seed(settings.seed)
     order = _order(len(blocks.train), settings.steps * settings.batch_size, gen)
     device = _device(model)
+    amp = autocast_dtype(settings.compute, device)
+
+    def fast():
+        return torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
+
     losses: list[float] = []
     every = max(1, settings.steps // 100)
     window: list[float] = []
@@ -182,9 +193,11 @@ def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progr
     bar = tqdm(range(settings.steps), desc="heal", unit="step", disable=not progress)
     for step in bar:
         ids = blocks.train[order[step * settings.batch_size : (step + 1) * settings.batch_size]].to(device)
-        with torch.no_grad():
+        with torch.no_grad(), fast():
             teacher_logits = teacher(input_ids=ids.to(_device(teacher))).logits.to(device)
-        loss = distill_loss(model(input_ids=ids).logits, teacher_logits, ids, settings)
+        with fast():
+            student_logits = model(input_ids=ids).logits
+        loss = distill_loss(student_logits, teacher_logits, ids, settings)  # float32
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -203,7 +216,7 @@ def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progr
     log.info("healed %d steps (%d tokens) in %.1f s: held-out KL %.4f -> %.4f", settings.steps, tokens, seconds,
              before, after)
     result = HealResult(
-        settings=_settings_record(settings), steps=settings.steps, tokens=tokens, seconds=round(seconds, 2),
+        settings=_settings_record(settings, amp), steps=settings.steps, tokens=tokens, seconds=round(seconds, 2),
         tokens_per_s=round(tokens / seconds, 1) if seconds else 0.0,
         heldout_kl_before=round(before, 6), heldout_kl_after=round(after, 6),
         heldout_tokens=int(blocks.heldout.numel()), loss_curve=losses, loss_every=every,
@@ -213,9 +226,10 @@ def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progr
     return healed, result
 
 
-def _settings_record(settings: HealSettings) -> dict:
+def _settings_record(settings: HealSettings, amp: torch.dtype | None = None) -> dict:
     rec = asdict(settings)
     rec["mode"] = "full" if settings.lora_rank is None else "lora"
+    rec["autocast"] = str(amp).removeprefix("torch.") if amp is not None else None  # what "auto" became
     return rec
 
 

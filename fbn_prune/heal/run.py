@@ -169,7 +169,8 @@ def settings_for(recipe: Recipe) -> HealSettings:
     h = recipe.heal
     return HealSettings(steps=h.steps, seq_len=h.seq_len, batch_size=h.batch_size,
                         lr=h.lr or (5e-4 if h.lora_rank is not None else 2e-5), lora_rank=h.lora_rank,
-                        kl_weight=h.kl_weight, lm_weight=h.lm_weight, temperature=h.temperature, seed=recipe.seed)
+                        kl_weight=h.kl_weight, lm_weight=h.lm_weight, temperature=h.temperature, seed=recipe.seed,
+                        compute=h.compute)
 
 
 def heal_texts(recipe: Recipe) -> tuple[str, str]:
