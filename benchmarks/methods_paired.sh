@@ -6,8 +6,10 @@
 # documents and prints paired intervals between every pair (eval.md in each report folder).
 #
 #   bash benchmarks/methods_paired.sh [CALIB=task|generic] [RATIOS="0.3 0.2 0.4"] [TASKS=arc_easy] \
-#        [WORK=/tmp/methods-paired] [DTYPE=bfloat16] [LIMIT=]
+#        [WORK=/tmp/methods-paired] [DTYPE=bfloat16] [LIMIT=] [METHODS="fbn flap wanda-sp"]
 #
+# A METHODS entry METHOD@LAYOUT selects with that layout instead of uniform, e.g. fbn@exact (fbn's
+# per-layer widths: the same number of FFN channels in all, spread over the layers by the scores).
 # CALIB=task calibrates on ARC-Easy train (the task's own documents, `--calib-task arc_easy`);
 # generic on WikiText-2 validation (data:wikitext2/valid.txt). Evaluation data come from
 # $FBN_PRUNE_DATA (full test sets unless LIMIT is given, e.g. LIMIT=arc_easy=500). Every step is
@@ -21,6 +23,7 @@ tasks=${3:-arc_easy}
 work=${4:-/tmp/methods-paired}
 dtype=${5:-bfloat16}
 limit=${6:-}
+methods=${7:-"fbn flap wanda-sp"}
 : "${FBN_PRUNE_DATA:?set FBN_PRUNE_DATA to the evaluation data folder}"
 export OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$work"
@@ -37,11 +40,15 @@ if [ ! -f "$net/networks.json" ]; then
 fi
 for ratio in $ratios; do
   pruned=()
-  for method in fbn flap wanda-sp; do
-    ckpt="$work/$calib-$method-$ratio"
+  for spec in $methods; do
+    method=${spec%@*}
+    layout=uniform
+    name="$method"
+    if [[ "$spec" == *@* ]]; then layout=${spec#*@}; name="$method-$layout"; fi
+    ckpt="$work/$calib-$name-$ratio"
     if [ ! -f "$ckpt/fbn_prune.json" ]; then
-      fbn-prune select "$net" --out "$ckpt" --method "$method" --ratio "$ratio" --layout uniform \
-        --overwrite --no-progress > "$work/select-$calib-$method-$ratio.log" 2>&1
+      fbn-prune select "$net" --out "$ckpt" --method "$method" --ratio "$ratio" --layout "$layout" \
+        --overwrite --no-progress > "$work/select-$calib-$name-$ratio.log" 2>&1
     fi
     pruned+=(--pruned "$ckpt")
   done
