@@ -101,6 +101,18 @@ def networks(recipe: Recipe, folder: str | Path, *, model_bundle=None, progress:
                               keep_capture=keep_capture, option=option, text=text)
 
 
+def text_places(source: str | None, data_dir: str | None, role: str) -> list[Place]:
+    """The file a text source (calibration or healing text) reads, as a Place; none for generated,
+    builtin:, hf: or a source that does not name an existing file (refused when the text is read)."""
+    if not source or source == GENERATED:
+        return []
+    try:
+        path = Path(calib.resolve_data_path(source, data_dir)).expanduser()
+    except UserError:  # reported when the text is read
+        return []
+    return [Place(path, role, is_file=True)] if path.is_file() else []
+
+
 def input_places(recipe: Recipe, model_spec: str | None, networks_folder: Path | None = None) -> list[Place]:
     """What a run reads, and so must not write over: the model's folder, the networks folder, the
     calibration file, the data folder and fbn_prune's cache (outputs may lie inside the last two)."""
@@ -110,13 +122,8 @@ def input_places(recipe: Recipe, model_spec: str | None, networks_folder: Path |
     if networks_folder is not None:
         places.append(Place(networks_folder, "the networks folder"))
     c = recipe.calibration
-    if c.source and c.source != GENERATED and not c.task:
-        try:
-            path = Path(calib.resolve_data_path(c.source, recipe.data_dir)).expanduser()
-        except UserError:  # reported when the calibration is read
-            path = None
-        if path is not None and path.is_file():  # anything else is refused when the calibration is read
-            places.append(Place(path, "the calibration file", is_file=True))
+    if not c.task:
+        places += text_places(c.source, recipe.data_dir, "the calibration file")
     for data in (recipe.data_dir, os.environ.get("FBN_PRUNE_DATA")):  # tasks.DATA_ENV (that module imports lm_eval)
         if data and Path(data).expanduser().is_dir():
             places.append(Place(Path(data), "the data folder", nest_ok=True))

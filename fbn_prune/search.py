@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fbn_prune import pipeline
 from fbn_prune._io.atomic import atomic_write
+from fbn_prune._io.targets import Place, check_disjoint
 from fbn_prune.config.gate import Gate
 from fbn_prune.config.recipe import Recipe
 from fbn_prune.decompose.networks import Networks
@@ -34,7 +35,7 @@ from fbn_prune.evaluate import compare as evaluate
 from fbn_prune.evaluate import report
 from fbn_prune.evaluate.record import EvalRecord
 from fbn_prune.evaluate.settings import EvalSettings
-from fbn_prune.export.checkpoint import check_target
+from fbn_prune.export.checkpoint import check_target, move_into_place
 from fbn_prune.export.provenance import PROVENANCE_FILE, read_provenance
 from fbn_prune.models.sources import load_model, resolve
 
@@ -90,6 +91,7 @@ class SearchResult:
 def _fingerprint(recipe: Recipe, settings: EvalSettings, gate: Gate, grid: list[float]) -> str:
     r = recipe.to_dict()
     r.pop("out", None)
+    r.pop("heal", None)  # healing comes after the search: it shapes no probe
     r["selection"].pop("ratio", None)
     s = asdict(settings)
     s.pop("cache", None)
@@ -167,6 +169,7 @@ def search(recipe: Recipe, settings: EvalSettings, gate: Gate, grid: Grid, *, ou
         raise UserError("a search varies --ratio; remove --threshold.")
     ratios = grid.ratios()
     settings.check()
+    check_disjoint([Place(out, "--out")], pipeline.input_places(recipe, recipe.model))
     target = check_target(out, overwrite)
     work = Path(history) if history is not None else work_folder(target)
     work.mkdir(parents=True, exist_ok=True)
@@ -221,9 +224,7 @@ def search(recipe: Recipe, settings: EvalSettings, gate: Gate, grid: Grid, *, ou
     report.write(best_record, folder, report.doc_lines(["original", "pruned"], [view.original, view.pruned_results]))
     report.update_checkpoint(folder, best_record, folder)
     _write_curve(curve, folder)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(folder, target)
+    move_into_place(folder, target)
     if history is None:  # a caller that named the folder removes it when its own job is done
         shutil.rmtree(work, ignore_errors=True)
     return SearchResult(best, target, ordered, ratios)

@@ -257,3 +257,30 @@ def test_compute_bfloat16_autocast_trains_and_is_recorded(pruned, tmp_path):
     with pytest.raises(ValueError, match="compute"):
         autocast_dtype("fp8", cpu)
     bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", text, "--compute", "fp8"], "compute")
+
+
+def test_chained_healing_never_writes_over_an_input(pruned, tmp_path, calib_txt):
+    """--out holding the networks artifact, the calibration file or the healing text is refused before any
+    work, with --heal-steps as without (--overwrite included)."""
+    import shutil
+
+    model, ckpt, text = pruned
+    net = tmp_path / "net"
+    r = run("networks", model, "--calib", calib_txt, "--calib-samples", 24, "--seq-len", 64, "--runs", 2,
+            "--components", 8, "--device", "cpu", "--out", net, "--no-progress")
+    assert r.exit_code == 0, r.output
+    ck = tmp_path / "ck"
+    shutil.copytree(ckpt, ck)
+    shutil.copytree(net, ck / "net")
+    shutil.copy(calib_txt, ck / "calib.txt")
+    shutil.copy(text, ck / "heal.txt")
+    listing = sorted(p.name for p in ck.iterdir())
+    heal_args = ["--heal-steps", 2, "--heal-calib", text]
+    bad(["select", ck / "net", "--out", ck, "--overwrite", "--ratio", 0.3, *heal_args], "networks folder")
+    bad(["select", net, "--out", ck, "--overwrite", "--ratio", 0.3, "--heal-steps", 2, "--heal-calib", ck / "heal.txt"],
+        "healing text")
+    bad(["prune", model, "--out", ck, "--overwrite", "--calib", ck / "calib.txt", "--device", "cpu", *heal_args],
+        "calibration file")
+    assert sorted(p.name for p in ck.iterdir()) == listing
+    assert (ck / "net" / "networks.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "net"], "no temporary folder left"

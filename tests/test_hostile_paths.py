@@ -193,14 +193,14 @@ def test_leftovers_of_killed_runs_are_removed(model, calib_txt, tmp_path):
 
 
 def test_replacing_an_output_is_one_atomic_exchange(tmp_path):
-    from fbn_prune.export.checkpoint import _move_into_place
+    from fbn_prune.export.checkpoint import move_into_place
 
     target, new = tmp_path / "o", tmp_path / ".o.tmp-1-x"
     target.mkdir()
     (target / "old.safetensors").write_text("old")
     new.mkdir()
     (new / "new.safetensors").write_text("new")
-    _move_into_place(new, target)
+    move_into_place(new, target)
     assert sorted(os.listdir(target)) == ["new.safetensors"] and sorted(os.listdir(tmp_path)) == ["o"]
 
 

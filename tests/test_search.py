@@ -9,6 +9,7 @@ from clitools import bad, run
 from tiny import sample_texts
 
 from fbn_prune import search as searching
+from fbn_prune.config.recipe import Recipe
 from fbn_prune.errors import UserError
 
 
@@ -97,7 +98,8 @@ def test_search_end_to_end(env, tiny_dir, calib_txt):
 
 def test_search_then_heal_writes_the_healed_model_and_resumes(env, tiny_dir, calib_txt, monkeypatch):
     """`search --heal-steps N`: the chosen checkpoint is healed into --out and evaluated again on the search's
-    documents; a heal killed midway keeps the search's history, so the next run probes nothing again."""
+    documents. A heal or an evaluation killed midway leaves --out untouched and keeps the search's history, so
+    the next run probes nothing again, even with other healing settings (they shape no probe)."""
     from fbn_prune.heal import run as healing
 
     text = env / "heal.txt"
@@ -106,19 +108,7 @@ def test_search_then_heal_writes_the_healed_model_and_resumes(env, tiny_dir, cal
     recipe.write_text("heal: {seq_len: 32, batch_size: 2, lora_rank: 2}\n")
     out = env / "found"
     args = _args(tiny_dir, calib_txt, env, "--recipe", recipe, "--min-retention", "0.01", "--step", "0.4",
-                 "--max-ratio", "0.8", "--heal-steps", "2", "--heal-calib", text, "--out", out)
-    real_distill = healing.distill
-
-    def killed(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(healing, "distill", killed)
-    assert run(*args).exit_code == 130
-    assert not out.exists() and (env / ".found.search" / "history.json").is_file()
-    assert sorted(p.name for p in env.iterdir() if p.name.startswith(".found") or p.name.startswith("found")) \
-        == [".found.search"], "no temporary folder left"
-
-    monkeypatch.setattr(healing, "distill", real_distill)
+                 "--max-ratio", "0.8", "--heal-calib", text, "--out", out)
     probed: list[float] = []
     real_probe = searching._probe
 
@@ -126,20 +116,60 @@ def test_search_then_heal_writes_the_healed_model_and_resumes(env, tiny_dir, cal
         probed.append(a[5])
         return real_probe(*a)
 
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
     monkeypatch.setattr(searching, "_probe", probe)
-    r = run(*args)
-    assert r.exit_code == 0, r.output
+    monkeypatch.setattr(healing, "distill", killed)
+    assert run(*args, "--heal-steps", "2").exit_code == 130
+    assert probed == [0.4, 0.8]
+    assert not out.exists() and (env / ".found.search" / "history.json").is_file()
+    assert sorted(p.name for p in env.iterdir() if "found" in p.name) == [".found.search"], "no temporary folder left"
+    monkeypatch.undo()
+
+    real_report = searching.report_healed
+    monkeypatch.setattr(searching, "_probe", probe)
+    monkeypatch.setattr(searching, "report_healed", killed)
+    probed.clear()
+    assert run(*args, "--heal-steps", "3").exit_code == 130  # killed while evaluating the healed model
     assert probed == [0.8], "only the chosen checkpoint is rebuilt (its folder went with the killed heal)"
-    assert "largest ratio that holds the gate: 0.80" in r.output and "healed 2 steps" in r.output
+    assert not out.exists() and (env / ".found.search" / "history.json").is_file()
+
+    monkeypatch.setattr(searching, "report_healed", real_report)
+    probed.clear()
+    r = run(*args, "--heal-steps", "3")
+    assert r.exit_code == 0, r.output
+    assert probed == [0.8]
+    assert "largest ratio that holds the gate: 0.80" in r.output and "healed 3 steps" in r.output
     info = json.loads((out / "fbn_prune.json").read_text())
-    assert info["healing"]["steps"] == 2 and info["healing"]["from_checkpoint"] == "the search's chosen checkpoint (not kept)"
+    assert info["healing"]["steps"] == 3 and info["healing"]["from_checkpoint"] == "the search's chosen checkpoint (not kept)"
     assert info["search"]["best"] == 0.8 and info["evaluation"]["gate"]["passed"]
+    assert Recipe.load(out / "recipe.yaml").selection.ratio == 0.8, "recipe.yaml reproduces the chosen ratio"
     record = json.loads((out / "eval.json").read_text())
     assert record["pruned"]["path"] == str(out.resolve()) and record["gate"]["passed"]
     curve = json.loads((out / "search.json").read_text())
-    assert curve["healed"]["steps"] == 2 and curve["healed"]["passed"] and curve["best"] == 0.8
+    assert curve["healed"]["steps"] == 3 and curve["healed"]["passed"] and curve["best"] == 0.8
     healed_ppl = next(m for m in curve["healed"]["metrics"] if m["metric"] == "word_perplexity")["pruned"]
     before_ppl = next(m for m in curve["steps"][-1]["metrics"] if m["metric"] == "word_perplexity")["pruned"]
     assert healed_ppl != before_ppl, "the report is the healed model's"
     assert (out / "search.png").is_file()
     assert sorted(p.name for p in env.iterdir() if "found" in p.name) == ["found"]
+
+
+def test_search_refuses_an_out_that_is_an_input(env, tiny_dir, calib_txt):
+    """--out over the model (even with --overwrite) or over the healing text is refused before any work."""
+    ck = env / "ck"
+    r = run("prune", tiny_dir("llama"), "--out", ck, "--calib", calib_txt, "--calib-samples", 16, "--ratio", 0.1,
+            "--method", "magnitude", "--device", "cpu", "--no-progress")
+    assert r.exit_code == 0, r.output
+    before = (ck / "fbn_prune.json").read_text()
+    common = ["--ppl", env / "notes.txt", "--method", "magnitude", "--calib", calib_txt, "--calib-samples", "16",
+              "--device", "cpu", "--no-progress", "--min-retention", "0.01", "--step", "0.4", "--max-ratio", "0.8"]
+    bad(["search", ck, *common, "--out", ck, "--overwrite"], "--out")
+    bad(["search", ck, *common, "--out", ck, "--overwrite", "--heal-steps", "2"], "--out")
+    inside = ck / "heal.txt"
+    inside.write_text("\n\n".join(sample_texts(20, seed=2)) + "\n")
+    bad(["search", tiny_dir("llama"), *common, "--out", ck, "--overwrite", "--heal-steps", "2", "--heal-calib", inside],
+        "healing text")
+    assert (ck / "fbn_prune.json").read_text() == before and inside.is_file()
+    assert not (env / ".ck.search").exists()

@@ -91,7 +91,7 @@ EVALUATION_OPTIONS = {
 }
 HEAL_OPTIONS = {
     "heal_steps": ("heal.steps", dict(type=int, metavar="N",
-                   help="After the prune, heal the checkpoint for N steps of distillation from the original model "
+                   help="Then heal the checkpoint for N steps of distillation from the original model "
                         "(as `fbn-prune heal` does; the recipe's heal section sets the rest) and write the healed "
                         "model to --out.")),
     "heal_calib": ("heal.texts", dict(type=str, metavar="SOURCE",

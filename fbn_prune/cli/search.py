@@ -1,6 +1,7 @@
 """``fbn-prune search``: the largest pruning ratio whose checkpoint holds an evaluation gate.
 
-Exit codes: 0 found (the checkpoint is in --out), 2 bad input, 3 no ratio on the grid holds the gate.
+Exit codes: 0 found (the checkpoint is in --out), 2 bad input, 3 no ratio on the grid holds the gate
+(nothing written), or with --heal-steps the healed checkpoint fails it (it is in --out with its report).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import click
 
+from fbn_prune import pipeline
 from fbn_prune import search as searching
+from fbn_prune.cli.options import HEAL_OPTIONS, recipe_options
 from fbn_prune.config.gate import Gate
 from fbn_prune.config.limits import parse_limit
 from fbn_prune.config.recipe import Recipe
@@ -45,17 +48,12 @@ from fbn_prune.select.methods import method_names
 @click.option("--include-path", multiple=True, metavar="DIR", help="A folder of extra lm-eval task YAMLs.")
 @click.option("--data-dir", type=str, metavar="DIR", help="Folder with local task data.")
 @click.option("--device", type=str, metavar="DEV", help="auto, cpu, cuda ... [the recipe's: auto].")
-@click.option("--heal-steps", type=int, metavar="N",
-              help="Then heal the chosen checkpoint for N steps of distillation from the original (as `fbn-prune heal` "
-                   "does; the recipe's heal section sets the rest) and write the healed model to --out, with its own "
-                   "eval report [the recipe's heal.steps: 0].")
-@click.option("--heal-calib", type=str, metavar="SOURCE",
-              help="Training text for --heal-steps, disjoint from the evaluation text [--calib, or the built-in text].")
+@recipe_options(HEAL_OPTIONS)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_retention, gate_metrics, gate_on, method,
                    calib, calib_task, calib_samples, step, max_ratio, batch_size, include_path, data_dir, device,
-                   heal_steps, heal_calib, overwrite, no_progress):
+                   overrides, overwrite, no_progress):
     """Find the largest ratio of FFN channels MODEL can lose while its checkpoint holds the gate.
 
     One networks artifact, then bisection over the ratio (a grid of --step) through select + eval on
@@ -70,7 +68,8 @@ def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_ret
       fbn-prune search smollm2 --tasks arc_easy --limit 200 --max-drop 2 --gate-on ci --out smollm2-searched
 
     \b
-    Exit codes: 0 found, 2 bad input, 3 no ratio on the grid holds the gate.
+    Exit codes: 0 found, 2 bad input, 3 no ratio on the grid holds the gate
+    (nothing written) or the healed checkpoint fails it (written, with its report).
     """
     if calib and calib_task:
         raise UserError("give --calib or --calib-task, not both.")
@@ -81,8 +80,7 @@ def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_ret
         recipe.calibration.source = None
     recipe = recipe.override({"model": model, "selection.method": method, "calibration.source": calib,
                               "calibration.task": calib_task, "calibration.samples": calib_samples,
-                              "data_dir": data_dir, "device": device, "heal.steps": heal_steps,
-                              "heal.texts": heal_calib})
+                              "data_dir": data_dir, "device": device, **overrides})
     if not recipe.model:
         raise UserError("name the model to search (MODEL or `model:` in the recipe).")
     e = recipe.evaluation  # the recipe's evaluation section supplies what the flags leave out
@@ -107,16 +105,20 @@ def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_ret
 
     found: list = []
 
-    def searched(folder: Path) -> Path:
+    def searched(folder: Path) -> tuple[Path, Recipe]:
         result = run(out=folder, history=searching.work_folder(out))
         searching.raise_if_failed(result)  # nothing to heal: out stays as it was
         found.append(result.best)
-        return result.checkpoint
+        return result.checkpoint, recipe.override({"selection.ratio": result.best})
+
+    def evaluated(folder: Path) -> None:  # before the move: the expensive part, then cached
+        searching.report_healed(folder, recipe, settings, gate)
 
     healed = heal_after(recipe.override({"out": out}), searched, what="the search's chosen checkpoint",
+                        inputs=pipeline.input_places(recipe, recipe.model), finish=evaluated,
                         overwrite=overwrite, progress=not no_progress)
+    record = searching.report_healed(healed, recipe, settings, gate)  # in place: paths in the report are out's
     shutil.rmtree(searching.work_folder(out), ignore_errors=True)  # kept until now: a killed heal resumes the search
-    record = searching.report_healed(healed, recipe, settings, gate)
     click.echo(heal_summary(healed))
     _found(found[0], healed)
     if not record.passed:

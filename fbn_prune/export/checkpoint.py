@@ -89,7 +89,7 @@ def write_checkpoint(model, tokenizer, target: Path, *, files: dict[str, str], i
                 f"{result['relative_diff']:.3g} (tolerance {result['tolerance']:.0e}); nothing was written to {target}."
             )
         _publish_modes(tmp)
-        _move_into_place(tmp, target)
+        move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -105,7 +105,7 @@ def _publish_modes(folder: Path) -> None:
         os.chmod(f, 0o666 & ~umask)
 
 
-def _move_into_place(tmp: Path, target: Path) -> None:
+def move_into_place(tmp: Path, target: Path) -> None:
     """Rename the finished folder to ``target``. An existing target is exchanged with it in one atomic
     step (Linux renameat2 RENAME_EXCHANGE), so ``target`` is at every moment either the whole old
     folder or the whole new one; the old one, now under the temporary name, is then deleted. Where

@@ -31,7 +31,7 @@ from fbn_prune.config.recipe import Recipe
 from fbn_prune.data import DEFAULT_SOURCE
 from fbn_prune.decompose.networks import Networks
 from fbn_prune.errors import UserError
-from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, write_checkpoint
+from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, move_into_place, write_checkpoint
 from fbn_prune.export.provenance import Provenance, read_provenance
 from fbn_prune.export.surgery import MODELING_FILE
 from fbn_prune.export.verify import compare_logits, logits, rounded_copy
@@ -184,41 +184,62 @@ def heal_texts(recipe: Recipe) -> tuple[str, str]:
     return DEFAULT_SOURCE, "text"
 
 
-def heal_after(recipe: Recipe, produce: Callable[[Path], Path], *, what: str, overwrite: bool = False,
-               progress: bool = True) -> Path:
-    """Make a pruned checkpoint with ``produce(folder)`` in a temporary folder beside ``recipe.out``, heal
-    it into ``recipe.out`` with the recipe's ``heal`` section (its writer checks, verifies and renames
-    into place as prune's does), then remove the temporary folder. ``out`` only ever holds the healed
-    model; a failure leaves it as it was. ``what`` names the step for the provenance (``from_checkpoint``).
+def heal_after(recipe: Recipe, produce: Callable[[Path], tuple[Path, Recipe]], *, what: str, inputs: list[Place],
+               overwrite: bool = False, progress: bool = True, finish: Callable[[Path], object] | None = None) -> Path:
+    """Make a pruned checkpoint with ``produce(folder)``, heal it with the recipe's ``heal`` section, and
+    move the healed checkpoint to ``recipe.out``.
 
-    ``produce`` receives the folder to write (it does not exist yet) and returns the checkpoint it wrote."""
+    ``produce`` receives a folder to write (it does not exist yet, and lies in a temporary folder beside
+    ``out``) and returns the checkpoint it wrote with the recipe that reproduces it (its ``recipe.yaml``).
+    ``inputs``: what the run reads (``pipeline.input_places``); ``out`` is checked against them and the
+    healing text before any work, and locked for the run. ``finish(folder)`` runs on the healed
+    checkpoint before it is moved into place (``search`` evaluates it there). ``out`` only ever holds
+    the whole healed model; a failure leaves it as it was. ``what`` names the healed step for the
+    provenance (``from_checkpoint``).
+    """
     if not recipe.out:
         raise UserError("name the output folder with --out (or `out:` in the recipe).")
     out = Path(recipe.out)
-    check_target(out, overwrite)  # before the prune, not after it
     texts, field = heal_texts(recipe)
+    check_disjoint([Place(out, "--out")], [*inputs, *pipeline.text_places(texts, recipe.data_dir, "the healing text")])
+    target = check_target(out, overwrite)  # before the prune, not after it
     training_text(texts, field, recipe.data_dir)  # a bad --heal-calib fails now, not after the prune
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=temp_prefix(out), dir=out.parent))
-    try:
-        pruned = produce(work / "pruned")
-        (pruned / RECIPE_FILE).write_text(pipeline.recipe_text(recipe))  # the recipe as the user gave it
-        return heal(pruned, out, texts, settings_for(recipe), base=recipe.model, field=field,
-                    data_dir=recipe.data_dir, overwrite=overwrite, progress=progress,
-                    device=resolve_device(recipe.device), from_checkpoint=f"{what} (not kept)")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with TargetLock(target, "--out"):
+        check_target(out, overwrite)  # again: a run that held the lock until now may have written it
+        sweep_leftovers(target)
+        work = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
+        try:
+            pruned, used = produce(work / "pruned")
+            (pruned / RECIPE_FILE).write_text(pipeline.recipe_text(used))  # the recipe as the user gave it
+            healed = heal(pruned, work / "healed", texts, settings_for(recipe), base=recipe.model, field=field,
+                          data_dir=recipe.data_dir, progress=progress, device=resolve_device(recipe.device),
+                          from_checkpoint=f"{what} (not kept)")
+            if finish is not None:
+                finish(healed)
+            move_into_place(healed, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
 
 
 def prune_and_heal(recipe: Recipe, *, overwrite: bool = False, progress: bool = True,
                    networks_dir: str | None = None) -> Path:
     """``prune --heal-steps N``: :func:`heal_after` around :func:`fbn_prune.pipeline.prune`."""
-    return heal_after(recipe, lambda folder: pipeline.prune(dataclasses.replace(recipe, out=str(folder)),
-                                                            progress=progress, networks_dir=networks_dir),
-                      what="this run's prune", overwrite=overwrite, progress=progress)
+    def produce(folder: Path) -> tuple[Path, Recipe]:
+        return pipeline.prune(dataclasses.replace(recipe, out=str(folder)), progress=progress,
+                              networks_dir=networks_dir), recipe
+
+    inputs = pipeline.input_places(recipe, recipe.model)
+    if networks_dir:
+        inputs.append(Place(Path(networks_dir), "the --save-networks folder"))
+    return heal_after(recipe, produce, what="this run's prune", inputs=inputs, overwrite=overwrite, progress=progress)
 
 
 def select_and_heal(recipe: Recipe, artifact: Networks, *, overwrite: bool = False, progress: bool = True) -> Path:
     """``select --heal-steps N``: :func:`heal_after` around :func:`fbn_prune.pipeline.select`."""
-    return heal_after(recipe, lambda folder: pipeline.select(dataclasses.replace(recipe, out=str(folder)), artifact),
-                      what="this run's select", overwrite=overwrite, progress=progress)
+    def produce(folder: Path) -> tuple[Path, Recipe]:
+        return pipeline.select(dataclasses.replace(recipe, out=str(folder)), artifact), recipe
+
+    inputs = pipeline.input_places(recipe, recipe.model or artifact.meta.model, artifact.folder)
+    return heal_after(recipe, produce, what="this run's select", inputs=inputs, overwrite=overwrite, progress=progress)
