@@ -21,7 +21,8 @@ def fmt(x: float, points: bool) -> str:
 
 
 def signed(x: float, points: bool) -> str:
-    return f"{100 * x:+.1f}" if points else f"{x:+.2f}"
+    text = f"{100 * x:+.1f}" if points else f"{x:+.2f}"
+    return "±" + text[1:] if float(text) == 0 else text
 
 
 def pval(p: float) -> str:
@@ -41,7 +42,7 @@ def table(report: Path) -> list[str]:
              f"{d['settings']['dtype']})", ""]
     labels = list(methods)
     lines.append("| metric | original | " + " | ".join(methods[x] for x in labels) + " | "
-                 + " | ".join(f"{methods[b]} - {methods[a]}" for a, b in combinations(labels, 2)) + " |")
+                 + " | ".join(f"{methods[a]} - {methods[b]}" for a, b in combinations(labels, 2)) + " |")
     lines.append("|---|---:|" + "---:|" * len(labels) + "---|" * len(list(combinations(labels, 2))))
     for m in d["metrics"]:
         pts = m["points"]
@@ -52,7 +53,8 @@ def table(report: Path) -> list[str]:
             cells.append(fmt(m["values"][x], pts) + (f" ± {100 * err:.1f}" if pts and err else ""))
         for a, b in combinations(labels, 2):
             pair = next(p for p in d["pairs"] if (p["task"], p["metric"], p["a"], p["b"]) == (m["task"], m["metric"], a, b))
-            text = (f"{signed(pair['delta'], pts)} [{signed(pair['delta_low'], pts)}, {signed(pair['delta_high'], pts)}]"
+            # eval.json holds b - a; the table shows a - b (the first-named method minus the other)
+            text = (f"{signed(-pair['delta'], pts)} [{signed(-pair['delta_high'], pts)}, {signed(-pair['delta_low'], pts)}]"
                     + (f", p {pval(pair['mcnemar_p'])}" if pair["mcnemar_p"] is not None else ""))
             cells.append(f"**{text}**" if pair["significant"] else text)
         lines.append("| " + " | ".join(cells) + " |")
