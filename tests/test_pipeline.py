@@ -165,6 +165,33 @@ def test_select_reuses_artifact_without_ica(tiny_dir, calib_txt, tmp_path, monke
     assert info["selection"]["achieved_ratio"] == pytest.approx(0.5, abs=0.05)
 
 
+def test_fbn_variants_select_verified_checkpoints_from_one_artifact(tiny_dir, calib_txt, tmp_path):
+    """fbn-recur and fbn-group come from the same artifact as fbn (no new capture), give verified checkpoints
+    of the same size, and fbn-group keeps about the same share of every functional group of each layer."""
+    from fbn_prune.select.scores import groups
+
+    r = small_recipe(tiny_dir("llama"), tmp_path / "fbn", calib_txt, ratio=0.5, round_to=1, min_width=1)
+    pipeline.prune(r, progress=False, networks_dir=str(tmp_path / "net"))
+    art = Networks(tmp_path / "net")
+    kept = {}
+    for method in ("fbn", "fbn-recur", "fbn-group"):
+        out = pipeline.select(r.override({"out": str(tmp_path / "sel" / method), "selection.method": method}), art)
+        info = json.loads((out / "fbn_prune.json").read_text())
+        assert info["verified"] and info["selection"]["method"] == method
+        kept[method] = info["kept"]
+    assert [len(k) for k in kept["fbn-group"].values()] == [len(k) for k in kept["fbn"].values()]
+    for i in range(art.n_layers):
+        group = groups(art.maps(i))
+        mask = torch.zeros(len(group), dtype=torch.bool)
+        mask[kept["fbn-group"][str(i)]] = True
+        shares = {int(g): (mask[group == g].double().mean().item(), int((group == g).sum())) for g in group.unique()}
+        assert len(shares) > 1
+        # one share c for all groups, up to rounding: a group of n keeps between c and c + 1/n of its channels
+        for g, (got, n) in shares.items():
+            for h, (other, m) in shares.items():
+                assert abs(got - other) <= 1 / n + 1 / m + 1e-9, (i, g, h, got, other)
+
+
 def test_interrupted_decomposition_resumes(tiny_dir, calib_txt, tmp_path):
     r = small_recipe(tiny_dir("llama"), tmp_path / "a", calib_txt)
     art = pipeline.networks(r, tmp_path / "net", progress=False)

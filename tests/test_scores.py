@@ -17,7 +17,7 @@ from fbn_prune.models.arch import adapter_for
 from fbn_prune.select.compensate import compensated_columns, predictor
 from fbn_prune.select.methods import METHODS, Needs, ScoreInputs, check_selection, method_for
 from fbn_prune.select.eliminate import elimination_scores
-from fbn_prune.select.scores import fbn_scores, prior
+from fbn_prune.select.scores import GROUP_Z, fbn_scores, groups, membership, prior, recurrence, within_groups
 
 
 def _layer(seed=0, tokens=3000, width=96, hidden=24, sources=8):
@@ -84,11 +84,46 @@ def test_prior_protects_network_members():
 def test_fbn_scores_cache_is_keyed_by_inputs(tmp_path):
     _, g, cols = _layer()
     maps = torch.randn(2, 4, g.shape[0])
-    a = fbn_scores(g, cols, maps, 0.25, 1e-3, cache=tmp_path)
+    a = fbn_scores(g, cols, prior(maps, 0.25), 1e-3, cache=tmp_path)
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
-    assert torch.equal(a, fbn_scores(g, cols, maps, 0.25, 1e-3, cache=tmp_path))
-    b = fbn_scores(g, cols, maps, 1.0, 1e-3, cache=tmp_path)
+    assert torch.equal(a, fbn_scores(g, cols, prior(maps, 0.25), 1e-3, cache=tmp_path))
+    b = fbn_scores(g, cols, prior(maps, 1.0), 1e-3, cache=tmp_path)
     assert len(list(tmp_path.glob("*.safetensors"))) == 2 and not torch.equal(a, b)
+
+
+def test_recurrence_discounts_a_membership_seen_in_one_run_only():
+    """fbn-recur's strength: a channel strong in every run keeps its membership; one strong in a single run
+    of four drops to a quarter, where fbn's max |z| cannot tell the two apart."""
+    maps = torch.zeros(4, 3, 6)
+    maps[:, 1, 0] = 8.0   # channel 0: in a network in every run
+    maps[2, 0, 1] = -8.0  # channel 1: in a network in run 2 only
+    assert membership(maps)[:2].tolist() == [8.0, 8.0]
+    assert recurrence(maps)[:2].tolist() == [8.0, 2.0]
+    assert torch.equal(recurrence(maps[:1]), membership(maps[:1]))
+    assert (prior(maps, 1.0, recurrence)[0] > prior(maps, 1.0, recurrence)[1]).item()
+
+
+def test_groups_come_from_the_first_runs_strongest_map():
+    maps = torch.zeros(2, 3, 5)
+    maps[0, 0, 0] = 5.0
+    maps[0, 2, 1] = -4.0
+    maps[0, 1, 1] = 3.0
+    maps[0, 1, 2] = GROUP_Z  # not above the threshold: background
+    maps[1, 1, 3] = 9.0      # a later run does not form groups
+    assert groups(maps).tolist() == [0, 2, -1, -1, -1]
+
+
+def test_within_groups_prunes_every_group_by_the_same_share():
+    """Ranking by the in-group percentile removes half of each group at half the width, however the raw
+    scores of the groups compare (group 1's scores are all below group 0's), in each group's own order."""
+    group = torch.tensor([0] * 8 + [1] * 8)
+    score = torch.cat([100 + torch.arange(8.0), torch.arange(8.0)]).double()
+    pct = within_groups(score, group)
+    kept = pct.argsort(descending=True)[:8]
+    assert sorted(kept.tolist()) == [4, 5, 6, 7, 12, 13, 14, 15]
+    assert ((pct > 0) & (pct <= 1 + 1e-5)).all()
+    raw_kept = score.argsort(descending=True)[:8]
+    assert sorted(raw_kept.tolist()) == list(range(8))  # the raw scores would have emptied group 1
 
 
 def test_shrinking_working_set_matches_the_full_size_update():
@@ -126,6 +161,8 @@ def test_shrinking_working_set_matches_the_full_size_update():
 # what each method declares it reads from a networks artifact: (maps, stats, gram). A new method adds its row.
 EXPECTED_NEEDS = {
     "fbn": (True, False, True),
+    "fbn-recur": (True, False, True),
+    "fbn-group": (True, False, True),
     "fbn-act": (True, True, False),
     "fbn-paper": (True, False, False),
     "random": (False, False, False),
@@ -169,13 +206,13 @@ def test_method_declares_what_it_reads(name, tiny_dir, tmp_path):
     for i, w in enumerate(adapter.channel_widths(model)):
         score = method.score(x, i)
         assert score.dtype == torch.float64 and score.shape == (w,) and bool(torch.isfinite(score).all())
-    assert method.network_weight == (name in ("fbn", "fbn-act"))
+    assert method.network_weight == (name in ("fbn", "fbn-recur", "fbn-group", "fbn-act"))
     assert method.threshold == name.startswith("fbn")
 
 
 def test_unknown_method_and_threshold_with_a_baseline_are_refused():
-    with pytest.raises(UserError, match=r"selection: method must be one of fbn, fbn-act, fbn-paper, random, "
-                                        r"magnitude, wanda-sp, flap, got 'lasso'\."):
+    with pytest.raises(UserError, match=r"selection: method must be one of fbn, fbn-recur, fbn-group, fbn-act, fbn-paper, "
+                                        r"random, magnitude, wanda-sp, flap, got 'lasso'\."):
         method_for("lasso")
     recipe = Recipe.from_dict({"selection": {"method": "flap", "threshold": 2.0}, "export": {"layout": "padded"}})
     with pytest.raises(UserError, match="other methods take --ratio"):

@@ -54,7 +54,8 @@ DECOMPOSITION_OPTIONS = {
 SELECTION_OPTIONS = {
     "method": ("selection.method", dict(type=click.Choice(method_names()),
                help="Channel scores: fbn (compensated elimination over functional connectivity with a network-"
-                    "membership prior), fbn-act (activation energy x membership), fbn-paper (the authors' pure "
+                    "membership prior), fbn-recur (its prior from membership recurring across runs), fbn-group (fbn "
+                    "ranked within functional groups), fbn-act (activation energy x membership), fbn-paper (the authors' pure "
                     "network membership) or a baseline at equal size.")),
     "ratio": ("selection.ratio", dict(type=float, metavar="R",
               help="Fraction of FFN channels removed across pruned layers, in [0, 1).")),
@@ -67,7 +68,7 @@ SELECTION_OPTIONS = {
     "round_to": ("selection.round_to", dict(type=int, metavar="K", help="Kept widths are multiples of K.")),
     "min_width": ("selection.min_width", dict(type=int, metavar="N", help="No layer keeps fewer channels.")),
     "network_weight": ("selection.network_weight", dict(type=float, metavar="W",
-                       help="fbn, fbn-act: weight of the network-membership prior (0: none) [recipe's].")),
+                       help="fbn, fbn-recur, fbn-group, fbn-act: weight of the network-membership prior (0: none) [recipe's].")),
     "compensate": ("selection.compensate", dict(type=click.Choice(["lstsq", "bias", "none"]),
                    help="lstsq: fold the removed channels' least-squares prediction from the kept ones into the "
                         "down projection (no new parameters); none: plain deletion.")),

@@ -71,7 +71,7 @@ class Decomposition:
 class Selection:
     """Which channels survive: a budget (ratio or threshold) and its constraints."""
 
-    method: str = field(default="fbn", metadata={"help": "Channel score: `fbn` (compensated elimination over functional connectivity with a network-membership prior), `fbn-act`, `fbn-paper`, or a baseline at equal size."})
+    method: str = field(default="fbn", metadata={"help": "Channel score: `fbn` (compensated elimination over functional connectivity with a network-membership prior), `fbn-recur`, `fbn-group`, `fbn-act`, `fbn-paper`, or a baseline at equal size."})
     ratio: float | None = field(default=0.2, metadata={"help": "Fraction of FFN channels removed across pruned layers, in [0, 1)."})
     ratio_of: Literal["ffn", "params"] = field(default="ffn", metadata={"help": "`params`: `ratio` is a fraction of all model parameters instead of FFN channels."})
     threshold: float | None = field(default=None, metadata={"help": "The paper's rule instead of a ratio: keep a channel when its |z| exceeds this in any network (padded or exact layout)."})
@@ -79,7 +79,7 @@ class Selection:
     protect_last: int = field(default=0, metadata={"help": "Never prune the last N layers (padded or exact layout)."})
     round_to: int = field(default=8, metadata={"help": "Kept widths are multiples of this (hardware-friendly)."})
     min_width: int = field(default=8, metadata={"help": "No pruned layer keeps fewer channels than this."})
-    network_weight: float = field(default=1.0, metadata={"help": "`fbn`, `fbn-act`: weight of the network-membership prior (0: none)."})
+    network_weight: float = field(default=1.0, metadata={"help": "`fbn`, `fbn-recur`, `fbn-group`, `fbn-act`: weight of the network-membership prior (0: none)."})
     compensate: Literal["none", "lstsq", "bias"] = field(default="lstsq", metadata={"help": "`lstsq`: fold the removed channels' least-squares prediction from the kept ones into the down projection; `bias`: FLAP's bias compensation (models whose down projection has a bias); `none`: plain deletion."})
     ridge: float = field(default=1e-3, metadata={"help": "Relative ridge of the least-squares reconstruction and of the elimination's Gram matrix."})
 

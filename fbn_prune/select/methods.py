@@ -85,9 +85,25 @@ class Fbn(Method):
     threshold = True
     cached = True
 
+    strength: ClassVar[Callable[[torch.Tensor], torch.Tensor]] = staticmethod(scores.membership)
+    """A channel's network strength from a layer's maps (runs, k, width) -> (width,): the prior's m."""
+
     def score(self, x: ScoreInputs, layer: int) -> torch.Tensor:
         maps = x.maps_fn(layer) if x.maps_fn else None
-        return scores.fbn_scores(x.gram_fn(layer), x.columns(layer), maps, x.network_weight, x.ridge, x.cache, x.device)
+        p = scores.prior(maps, x.network_weight, self.strength) if maps is not None and x.network_weight else None
+        return scores.fbn_scores(x.gram_fn(layer), x.columns(layer), p, x.ridge, x.cache, x.device)
+
+
+class FbnRecur(Fbn):
+    name = "fbn-recur"
+    strength = staticmethod(scores.recurrence)
+
+
+class FbnGroup(Fbn):
+    name = "fbn-group"
+
+    def score(self, x: ScoreInputs, layer: int) -> torch.Tensor:
+        return scores.within_groups(super().score(x, layer), scores.groups(x.maps_fn(layer)))
 
 
 class FbnAct(Method):
@@ -142,7 +158,8 @@ class Flap(Method):
         return scores.flap(var, x.columns(layer))
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (Fbn(), FbnAct(), FbnPaper(), Random(), Magnitude(), WandaSp(), Flap())}
+METHODS: dict[str, Method] = {m.name: m for m in (Fbn(), FbnRecur(), FbnGroup(), FbnAct(), FbnPaper(), Random(),
+                                                  Magnitude(), WandaSp(), Flap())}
 """Every method by name, in the order the CLI and the docs list them (the first is the default)."""
 
 

@@ -13,6 +13,14 @@ export and verification and compare at equal size.
   membership score below and w the network weight (``selection.network_weight``).
 - ``fbn-act``: the previous default, activation energy weighted by membership:
   flap_j * (1 + w * m_j / mean(m)) (kept for the ablation in benchmarks/quality.py).
+- ``fbn-recur``: ``fbn`` with the prior built from recurrence instead of membership: r_j = the mean
+  over runs of the channel's strongest |z| in that run, so a channel counts as a network member
+  only as far as its membership recurs on every disjoint calibration subset (a channel strong in one
+  run only is discounted).
+- ``fbn-group``: ``fbn``'s scores ranked within functional groups, as FANG (AAAI 2026) prunes each
+  group of neurons independently: channel j's group is the first run's map where its |z| is largest
+  when that exceeds :data:`GROUP_Z`, else the background group; its score is its percentile in its
+  group, so every group loses about the same share of channels.
 - ``fbn-paper``: the authors' rule, pure membership m_j = max |z| over all ICA maps and runs.
 - ``random``: seeded uniform noise (the floor).
 - ``magnitude``: L2 norm of all weights of the channel (its up-type rows and down column).
@@ -41,17 +49,52 @@ def membership(maps: torch.Tensor) -> torch.Tensor:
     return maps.abs().amax(dim=(0, 1))
 
 
-def prior(maps: torch.Tensor, network_weight: float) -> torch.Tensor:
-    """The network-membership prior 1 + w * m / mean(m) of one layer's maps (runs, k, width): (width,) float64."""
-    m = membership(maps).double()
+def recurrence(maps: torch.Tensor) -> torch.Tensor:
+    """How consistently a channel belongs to some network across the disjoint runs: the mean over runs
+    of its strongest |z| in that run. maps: (runs, k, width) -> (width,). Equals :func:`membership`
+    with one run; lower where the membership is strong in some runs only."""
+    return maps.abs().amax(dim=1).mean(dim=0)
+
+
+GROUP_Z = 2.0
+"""|z| above which a channel joins its strongest map's group in ``fbn-group`` (else the background group)."""
+
+
+def prior(maps: torch.Tensor, network_weight: float, strength=membership) -> torch.Tensor:
+    """The network prior 1 + w * m / mean(m) of one layer's maps (runs, k, width): (width,) float64, with
+    m = ``strength(maps)`` (:func:`membership` for ``fbn``, :func:`recurrence` for ``fbn-recur``)."""
+    m = strength(maps).double()
     return 1 + network_weight * m / m.mean().clamp_min(1e-12)
 
 
-def fbn_scores(g: torch.Tensor, columns: torch.Tensor, maps: torch.Tensor | None, network_weight: float,
-               ridge: float, cache: Path | None = None, device: str = "cpu") -> torch.Tensor:
-    """One layer's ``fbn`` scores (width,), cached in ``cache`` (a folder) by the content of its inputs;
-    the elimination runs on ``device`` (see eliminate.py)."""
-    p = prior(maps, network_weight) if maps is not None and network_weight else None
+def groups(maps: torch.Tensor, z: float = GROUP_Z) -> torch.Tensor:
+    """Functional groups of one layer's channels from the first run's maps (runs, k, width): (width,) int64,
+    the index of the map where the channel's |z| is largest, or -1 (background) when that is <= ``z``."""
+    first = maps[0].abs()  # (k, width)
+    strongest, which = first.max(dim=0)
+    return torch.where(strongest > z, which, torch.full_like(which, -1))
+
+
+def within_groups(score: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Each channel's percentile of ``score`` (width,) within its group (``group``: (width,) int), in (0, 1]:
+    float64 (width,). Ranking a layer by it removes about the same share of every group; ties within a
+    group keep the order of ``score``, ties across groups go to the higher ``score`` (a tiny tie-break)."""
+    out = torch.empty_like(score, dtype=torch.float64)
+    for g in group.unique():
+        idx = (group == g).nonzero().squeeze(1)
+        order = score[idx].argsort(stable=True)
+        ranks = torch.empty(len(idx), dtype=torch.float64)
+        ranks[order] = torch.arange(1, len(idx) + 1, dtype=torch.float64)
+        out[idx] = ranks / len(idx)
+    tiebreak = score.double().argsort().argsort().double() / (len(score) * 1e6)
+    return out + tiebreak
+
+
+def fbn_scores(g: torch.Tensor, columns: torch.Tensor, p: torch.Tensor | None, ridge: float,
+               cache: Path | None = None, device: str = "cpu") -> torch.Tensor:
+    """One layer's compensated-elimination scores (width,) with the prior ``p`` (width,) (None: no prior),
+    cached in ``cache`` (a folder) by the content of its inputs; the elimination runs on ``device``
+    (see eliminate.py)."""
     path = None
     if cache is not None:
         h = hashlib.sha256()
