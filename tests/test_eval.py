@@ -357,7 +357,7 @@ def test_help():
                  "--any-base"):
         assert flag in r.output, flag
     r = run("prune", "--help")
-    for flag in ("--eval-tasks", "--eval-limit", "--max-drop", "--min-retention"):
+    for flag in ("--eval-tasks", "--eval-limit", "--max-drop", "--min-retention", "--eval-dtype", "--eval-max-length"):
         assert flag in r.output, flag
 
 
@@ -367,15 +367,20 @@ def test_prune_with_eval_tasks(env, tasks_dir, tiny_dir, calib_txt):
     recipe.write_text(f"evaluation:\n  include_path: [{json.dumps(str(tasks_dir))}]\n  batch_size: 4\n")
     r = run("prune", tiny_dir("llama"), "--out", out, "--recipe", recipe, "--calib", calib_txt, "--calib-samples", "24",
             "--seq-len", "64", "--runs", "2", "--method", "magnitude", "--no-progress", "--device", "cpu",
-            "--eval-tasks", "tiny_mc", "--eval-limit", "5", "--max-drop", "100")
+            "--eval-tasks", "tiny_mc", "--eval-limit", "5", "--max-drop", "100", "--eval-dtype", "bfloat16",
+            "--eval-max-length", "48")
     assert r.exit_code == 0, r.output
     assert "verification   passed" in r.output and "evaluation gate passed" in r.output
     record = json.loads((out / "eval.json").read_text())
     assert record["settings"]["documents"] == {"tiny_mc": 5} and record["gate"]["passed"]
+    # the checkpoint is saved in the working dtype; the evaluation ran in its own
+    assert (record["settings"]["dtype"], record["settings"]["max_length"]) == ("bfloat16", 48)
+    assert json.loads((out / "config.json").read_text()).get("torch_dtype", "float32") in ("float32", None)
     assert "## Evaluation" in (out / "README.md").read_text()
     assert json.loads((out / "fbn_prune.json").read_text())["evaluation"]["gate"]["passed"] is True
     saved = Recipe.load(out / "recipe.yaml").evaluation
     assert saved.tasks == ["tiny_mc"] and saved.limit == "5" and saved.max_drop == 100 and saved.include_path == [str(tasks_dir)]
+    assert (saved.dtype, saved.max_length) == ("bfloat16", 48)
 
 
 # ----------------------------------------------------------------------------- paired statistics (issue 15)

@@ -70,7 +70,7 @@ def test_bisection_finds_the_known_ratio_and_resumes(env, tiny_dir, calib_txt, m
 def test_search_end_to_end(env, tiny_dir, calib_txt):
     out = env / "found"
     r = run(*_args(tiny_dir, calib_txt, env, "--min-retention", "0.01", "--step", "0.2", "--max-ratio", "0.8",
-                   "--out", out))
+                   "--eval-dtype", "bfloat16", "--eval-max-length", "32", "--out", out))
     assert r.exit_code == 0, r.output
     assert "largest ratio that holds the gate: 0.80" in r.output  # a gate every ratio holds: the largest
     for name in ("eval.json", "eval.md", "eval-docs.jsonl", "search.json", "search.png", "model.safetensors"):
@@ -81,6 +81,7 @@ def test_search_end_to_end(env, tiny_dir, calib_txt):
     assert row["delta_low"] <= row["delta"] <= row["delta_high"]
     record = json.loads((out / "eval.json").read_text())
     assert record["gate"]["passed"] and record["pruned"]["base_check"]["verdict"] == "match"
+    assert (record["settings"]["dtype"], record["settings"]["max_length"]) == ("bfloat16", 32)
     assert json.loads((out / "fbn_prune.json").read_text())["evaluation"]["gate"]["passed"]
 
     # a gate no ratio holds, from a recipe's evaluation section: exit 3, nothing written to --out

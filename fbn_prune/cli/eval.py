@@ -131,7 +131,8 @@ def _settings_after_prune(recipe) -> EvalSettings:
     default, per_task = parse_limit(e.limit)
     return EvalSettings(
         tasks=list(e.tasks), limit=default, task_limits=per_task, num_fewshot=e.num_fewshot, batch_size=e.batch_size,
-        device=recipe.device, dtype=recipe.dtype, include_path=list(e.include_path), data_dir=recipe.data_dir,
+        max_length=e.max_length, device=recipe.device, dtype=e.dtype or recipe.dtype, include_path=list(e.include_path),
+        data_dir=recipe.data_dir,
     )
 
 

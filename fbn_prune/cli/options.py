@@ -79,6 +79,12 @@ EXPORT_OPTIONS = {
     "save_dtype": ("export.dtype", dict(type=click.Choice(DTYPE_NAMES),
                    help="dtype of the saved weights [the working --dtype].")),
 }
+EVAL_RUN_OPTIONS = {
+    "eval_dtype": ("evaluation.dtype", dict(type=click.Choice(DTYPE_NAMES),
+                   help="Evaluate both models in this dtype [the working --dtype].")),
+    "eval_max_length": ("evaluation.max_length", dict(type=int, metavar="N",
+                        help="Context length for lm-eval (perplexity windows) [the model's].")),
+}
 EVALUATION_OPTIONS = {
     "eval_tasks": ("evaluation.tasks", dict(type=str, metavar="LIST",
                    help="After export, evaluate original vs pruned on these lm-eval tasks (comma-separated; "
@@ -89,6 +95,7 @@ EVALUATION_OPTIONS = {
                  help="Gate for --eval-tasks: exit 3 when an accuracy-type metric falls more than POINTS points.")),
     "min_retention": ("evaluation.min_retention", dict(type=float, metavar="FRACTION",
                       help="Gate for --eval-tasks: exit 3 when a metric keeps less than FRACTION of the original.")),
+    **EVAL_RUN_OPTIONS,
 }
 HEAL_OPTIONS = {
     "heal_steps": ("heal.steps", dict(type=int, metavar="N",

@@ -14,7 +14,7 @@ import click
 
 from fbn_prune import pipeline
 from fbn_prune import search as searching
-from fbn_prune.cli.options import HEAL_OPTIONS, recipe_options
+from fbn_prune.cli.options import EVAL_RUN_OPTIONS, HEAL_OPTIONS, recipe_options
 from fbn_prune.config.gate import Gate
 from fbn_prune.config.limits import parse_limit
 from fbn_prune.config.recipe import Recipe
@@ -48,7 +48,7 @@ from fbn_prune.select.methods import method_names
 @click.option("--include-path", multiple=True, metavar="DIR", help="A folder of extra lm-eval task YAMLs.")
 @click.option("--data-dir", type=str, metavar="DIR", help="Folder with local task data.")
 @click.option("--device", type=str, metavar="DEV", help="auto, cpu, cuda ... [the recipe's: auto].")
-@recipe_options(HEAL_OPTIONS)
+@recipe_options(EVAL_RUN_OPTIONS, HEAL_OPTIONS)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_retention, gate_metrics, gate_on, method,
@@ -93,7 +93,7 @@ def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_ret
     names = [t.strip() for t in (tasks or "").split(",") if t.strip()] + [f"ppl:{p}" for p in ppl]
     settings = EvalSettings(tasks=names or list(e.tasks), limit=default, task_limits=per_task,
                             num_fewshot=e.num_fewshot, batch_size=batch_size or e.batch_size,
-                            device=recipe.device, dtype=recipe.dtype,
+                            max_length=e.max_length, device=recipe.device, dtype=e.dtype or recipe.dtype,
                             include_path=list(include_path) or list(e.include_path), data_dir=recipe.data_dir)
     run = functools.partial(searching.search, recipe, settings, gate, searching.Grid(step, max_ratio),
                             overwrite=overwrite, progress=not no_progress, echo=lambda text: click.echo(text, err=True))
