@@ -1,9 +1,6 @@
-"""The Recipe: every option of a pruning run, typed, validated, read from and written to YAML.
+"""The Recipe (every option of a pruning run, typed, validated, YAML in and out) and the shipped recipes.
 
-The Recipe: every option of a pruning run, typed and validated, YAML in and out; and the
-ready recipes shipped in the package.
-
-A recipe has sections (calibration, decomposition, selection, export) plus a few
+A recipe has sections (calibration, decomposition, selection, export, evaluation, heal) plus a few
 top-level keys. Command-line flags override recipe values by dotted key
 (``selection.ratio``); the recipe as used is saved next to the checkpoint.
 
