@@ -403,6 +403,10 @@ def test_ci_gate_rule():
     assert Recipe.from_dict(r.to_dict()).evaluation.gate_on == "ci"
     with pytest.raises(UserError, match="gate_on must be one of point, ci"):
         Recipe.from_dict({"evaluation": {"max_drop": 1, "gate_on": "maybe"}})
+    with pytest.raises(UserError, match=r"evaluation.max_length \(--eval-max-length\) must be >= 2, got 0"):
+        Recipe.from_dict({"evaluation": {"max_length": 0}})
+    with pytest.raises(UserError, match="evaluation: dtype must be one of float32, bfloat16, float16"):
+        Recipe.from_dict({"evaluation": {"dtype": "int8"}})
 
 
 def _docs(folder: Path) -> list[dict]:

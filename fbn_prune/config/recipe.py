@@ -236,6 +236,7 @@ class Recipe:
             ("selection.protect_first", s.protect_first, 0),
             ("selection.protect_last", s.protect_last, 0),
             ("export.verify_tokens", self.export.verify_tokens, 2),
+            ("evaluation.max_length (--eval-max-length)", 2 if self.evaluation.max_length is None else self.evaluation.max_length, 2),
         ):
             if value < low:
                 raise UserError(f"{name} must be >= {low}, got {value}.")
