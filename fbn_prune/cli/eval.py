@@ -127,13 +127,7 @@ def eval_command(ctx, base, pruned, tasks, ppl, limit, num_fewshot, batch_size, 
 
 def _settings_after_prune(recipe) -> EvalSettings:
     """The EvalSettings of a recipe's ``evaluation`` section."""
-    e = recipe.evaluation
-    default, per_task = parse_limit(e.limit)
-    return EvalSettings(
-        tasks=list(e.tasks), limit=default, task_limits=per_task, num_fewshot=e.num_fewshot, batch_size=e.batch_size,
-        max_length=e.max_length, device=recipe.device, dtype=e.dtype or recipe.dtype, include_path=list(e.include_path),
-        data_dir=recipe.data_dir,
-    )
+    return EvalSettings.from_recipe(recipe)
 
 
 def check_after_prune(recipe) -> None:

@@ -16,7 +16,6 @@ from fbn_prune import pipeline
 from fbn_prune import search as searching
 from fbn_prune.cli.options import EVAL_RUN_OPTIONS, HEAL_OPTIONS, recipe_options
 from fbn_prune.config.gate import Gate
-from fbn_prune.config.limits import parse_limit
 from fbn_prune.config.recipe import Recipe
 from fbn_prune.errors import GateFailed, UserError
 from fbn_prune.evaluate.settings import EvalSettings
@@ -89,12 +88,9 @@ def search_command(model, out, recipe_file, tasks, ppl, limit, max_drop, min_ret
     gate = Gate.make(max_drop, min_retention, gate_metrics, gate_on or e.gate_on)
     if gate is None:
         raise UserError("a search needs a gate: --max-drop or --min-retention.")
-    default, per_task = parse_limit(list(limit) or e.limit)
     names = [t.strip() for t in (tasks or "").split(",") if t.strip()] + [f"ppl:{p}" for p in ppl]
-    settings = EvalSettings(tasks=names or list(e.tasks), limit=default, task_limits=per_task,
-                            num_fewshot=e.num_fewshot, batch_size=batch_size or e.batch_size,
-                            max_length=e.max_length, device=recipe.device, dtype=e.dtype or recipe.dtype,
-                            include_path=list(include_path) or list(e.include_path), data_dir=recipe.data_dir)
+    settings = EvalSettings.from_recipe(recipe, tasks=names, limit=list(limit), batch_size=batch_size,
+                                        include_path=list(include_path))
     run = functools.partial(searching.search, recipe, settings, gate, searching.Grid(step, max_ratio),
                             overwrite=overwrite, progress=not no_progress, echo=lambda text: click.echo(text, err=True))
     if not recipe.heal.steps:

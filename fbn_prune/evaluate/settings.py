@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fbn_prune._runtime.dtypes import DTYPES
-from fbn_prune.config.limits import _limit_value
+from fbn_prune.config.limits import _limit_value, parse_limit
+from fbn_prune.config.recipe import Recipe
 from fbn_prune.errors import UserError
 from fbn_prune.evaluate import paired
 
@@ -52,6 +53,19 @@ class EvalSettings:
     cache: bool = True
     paired_iters: int = paired.DEFAULT_ITERS
     paired_seed: int = paired.DEFAULT_SEED
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, *, tasks: list[str] | None = None, limit: list[str] | None = None,
+                    batch_size: int | None = None, include_path: list[str] | None = None) -> EvalSettings:
+        """The settings of ``recipe``'s evaluation section, on its device and data folder, in ``evaluation.dtype``
+        (else the working dtype). The keywords, when given and not empty, replace the section's values (a
+        command's flags). Raises UserError for a bad limit."""
+        e = recipe.evaluation
+        default, per_task = parse_limit(list(limit or []) or e.limit)
+        return cls(tasks=list(tasks or e.tasks), limit=default, task_limits=per_task, num_fewshot=e.num_fewshot,
+                   batch_size=batch_size or e.batch_size, max_length=e.max_length, device=recipe.device,
+                   dtype=e.dtype or recipe.dtype, include_path=list(include_path or e.include_path),
+                   data_dir=recipe.data_dir)
 
     def check(self) -> None:
         """Raise UserError for values lm-eval would reject later (or silently misread)."""
