@@ -6,7 +6,7 @@ eval`` of the healed model against the original on the first K WikiText-2 test a
 optionally PIQA / ARC-Easy). Prints one row per step count; the healing record (held-out KL
 before/after, tokens/s) comes from each healed checkpoint's fbn_prune.json.
 
-    python benchmarks/heal.py --pruned DIR [--steps 250,500,1000] [--batch-size 8] [--seq-len 256]
+    python benchmarks/heal.py --pruned DIR [--steps 250,500,1000] [--lr LR] [--batch-size 8] [--seq-len 256]
                               [--articles 20] [--tasks wikitext] [--work /tmp/fbn-heal]
 
 Needs FBN_PRUNE_DATA (the evaluation data folder). Everything runs through the CLI, the path
@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--mode", default="lora", choices=["lora", "full"])
+    p.add_argument("--lr", default=None, help="peak learning rate [the heal command's default for the mode]")
     p.add_argument("--articles", type=int, default=20)
     p.add_argument("--tasks", default="wikitext")
     p.add_argument("--work", default="/tmp/fbn-heal")
@@ -71,6 +72,7 @@ def main() -> None:
         out = work / f"healed-{n}"
         if not (out / "fbn_prune.json").is_file():
             mode = ["--full"] if a.mode == "full" else []
+            mode += ["--lr", a.lr] if a.lr else []
             wall, rss = run(["heal", str(pruned), "--out", str(out), "--calib", text, "--steps", str(n),
                              "--batch-size", str(a.batch_size), "--seq-len", str(a.seq_len), "--overwrite", *mode])
             print(f"healed {n} steps: {wall:.0f} s wall, peak RSS {rss:.2f} GB", flush=True)

@@ -6,16 +6,19 @@
 # documents and prints paired intervals between every pair (eval.md in each report folder).
 #
 #   bash benchmarks/methods_paired.sh [CALIB=task|generic] [RATIOS="0.3 0.2 0.4"] [TASKS=arc_easy] \
-#        [WORK=/tmp/methods-paired] [DTYPE=bfloat16] [LIMIT=] [METHODS="fbn flap wanda-sp"]
+#        [WORK=/tmp/methods-paired] [DTYPE=bfloat16] [LIMIT=] [METHODS="fbn flap wanda-sp"] [BATCH=32]
 #
 # A METHODS entry METHOD@LAYOUT selects with that layout instead of uniform, e.g. fbn@exact (fbn's
 # per-layer widths: the same number of FFN channels in all, spread over the layers by the scores).
 # CALIB=task calibrates on ARC-Easy train (the task's own documents, `--calib-task arc_easy`);
-# generic on WikiText-2 validation (data:wikitext2/valid.txt). Evaluation data come from
+# generic on the tool's default calibration (builtin:wikitext2-valid, the WikiText-2 sample shipped with
+# fbn_prune, what `fbn-prune prune` uses without --calib). Evaluation data come from
 # $FBN_PRUNE_DATA (full test sets unless LIMIT is given, e.g. LIMIT=arc_easy=500). Every step is
 # skipped when its output exists, so an interrupted run resumes; the original's results come from
 # the eval cache after the first ratio. Checkpoints are kept in WORK, so more tasks can be added
-# later without a new selection (their earlier tasks come from the cache).
+# later without a new selection (their earlier tasks come from the cache). The report of TASKS other
+# than arc_easy is WORK/report-CALIB-RATIO-TASKS; WikiText-2 at context 2,048 wants BATCH=8 (the
+# logits of 32 windows of 2,048 tokens take about 13 GB).
 set -euo pipefail
 calib=${1:-task}
 ratios=${2:-"0.3 0.2 0.4"}
@@ -24,13 +27,14 @@ work=${4:-/tmp/methods-paired}
 dtype=${5:-bfloat16}
 limit=${6:-}
 methods=${7:-"fbn flap wanda-sp"}
+batch=${8:-32}
 : "${FBN_PRUNE_DATA:?set FBN_PRUNE_DATA to the evaluation data folder}"
 export OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$work"
 net="$work/networks-$calib"
 case "$calib" in
   task) calib_args=(--calib-task arc_easy) ;;
-  generic) calib_args=(--calib data:wikitext2/valid.txt) ;;
+  generic) calib_args=() ;;
   *) echo "CALIB is task or generic" >&2; exit 2 ;;
 esac
 if [ ! -f "$net/networks.json" ]; then
@@ -52,12 +56,14 @@ for ratio in $ratios; do
     fi
     pruned+=(--pruned "$ckpt")
   done
-  report="$work/report-$calib-$ratio"
-  args=(--base smollm2 "${pruned[@]}" --tasks "$tasks" --dtype "$dtype" --batch-size 32 --max-length 2048
+  suffix=""
+  [ "$tasks" != arc_easy ] && suffix="-${tasks//,/-}"
+  report="$work/report-$calib-$ratio$suffix"
+  args=(--base smollm2 "${pruned[@]}" --tasks "$tasks" --dtype "$dtype" --batch-size "$batch" --max-length 2048
         --data-dir "$FBN_PRUNE_DATA" --out "$report")
   [ -n "$limit" ] && args+=(--limit "$limit")
   /usr/bin/time -f "eval $calib $ratio: %e s, peak RSS %M kB" fbn-prune eval "${args[@]}" \
-    > "$work/eval-$calib-$ratio.log" 2>&1 || true   # exit 1 only means a gate failed; there is none here
-  tail -1 "$work/eval-$calib-$ratio.log"
+    > "$work/eval-$calib-$ratio$suffix.log" 2>&1 || true   # exit 1 only means a gate failed; there is none here
+  tail -1 "$work/eval-$calib-$ratio$suffix.log"
   sed -n '/^| task | metric | comparison/,$p' "$report/eval.md"
 done

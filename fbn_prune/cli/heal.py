@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from fbn_prune._runtime.dtypes import COMPUTE_NAMES
-from fbn_prune.heal.distill import HealSettings, steps_for_tokens
+from fbn_prune.heal.distill import DEFAULT_LR, HealSettings, default_lr, steps_for_tokens
 from fbn_prune.heal.run import heal, heal_summary
 from fbn_prune.texts.calibration import DEFAULT_SOURCE
 
@@ -28,7 +28,8 @@ from fbn_prune.texts.calibration import DEFAULT_SOURCE
 @click.option("--tokens", type=int, metavar="N", help="Instead of --steps: train on at least N tokens.")
 @click.option("--lora", "lora_rank", type=int, metavar="R", help="LoRA rank, merged back after training [16].")
 @click.option("--full", is_flag=True, help="Train every weight instead of LoRA adapters.")
-@click.option("--lr", type=float, metavar="LR", help="Peak learning rate [5e-4 with LoRA, 2e-5 with --full].")
+@click.option("--lr", type=float, metavar="LR", help=(
+    f"Peak learning rate [{DEFAULT_LR['lora']:.0e} with LoRA, {DEFAULT_LR['full']:.0e} with --full].".replace("e-0", "e-")))
 @click.option("--seq-len", type=int, default=256, show_default=True, metavar="N", help="Tokens per training block.")
 @click.option("--batch-size", type=int, default=8, show_default=True, metavar="N", help="Blocks per step.")
 @click.option("--kl-weight", type=float, default=1.0, show_default=True, help="Weight of KL(original || pruned).")
@@ -66,7 +67,7 @@ def heal_settings(*, steps=None, tokens=None, lora_rank=None, full=False, lr=Non
     if lr is not None and lr <= 0:
         raise click.UsageError("--lr must be positive.")
     rank = None if full else (lora_rank or 16)
-    settings = HealSettings(lora_rank=rank, lr=lr or (2e-5 if full else 5e-4), **rest)
+    settings = HealSettings(lora_rank=rank, lr=lr or default_lr(rank), **rest)
     if tokens is not None:
         steps = steps_for_tokens(tokens, settings)
     return HealSettings(**{**settings.__dict__, "steps": steps or settings.steps})

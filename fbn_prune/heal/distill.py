@@ -34,6 +34,15 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
                 "dense_h_to_4h", "dense_4h_to_h")
 
 
+#: Peak learning rate by what trains, when none is given (see docs/healing.md, "Choosing the learning rate").
+DEFAULT_LR = {"lora": 5e-4, "full": 2e-5}
+
+
+def default_lr(lora_rank: int | None) -> float:
+    """The default peak learning rate: LoRA adapters of rank ``lora_rank``, or every weight (``None``)."""
+    return DEFAULT_LR["full" if lora_rank is None else "lora"]
+
+
 @dataclass(frozen=True)
 class HealSettings:
     """How a pruned model is healed.
@@ -50,7 +59,7 @@ class HealSettings:
     steps: int = 250
     seq_len: int = 256
     batch_size: int = 8
-    lr: float = 5e-4
+    lr: float = DEFAULT_LR["lora"]
     lora_rank: int | None = 16
     lora_alpha: float | None = None  # default 2 * rank
     kl_weight: float = 1.0

@@ -35,7 +35,7 @@ from fbn_prune.export.checkpoint import RECIPE_FILE, check_target, move_into_pla
 from fbn_prune.export.provenance import Provenance, read_provenance
 from fbn_prune.export.surgery import MODELING_FILE
 from fbn_prune.export.verify import compare_logits, logits, rounded_copy
-from fbn_prune.heal.distill import HealSettings, distill, token_blocks
+from fbn_prune.heal.distill import HealSettings, default_lr, distill, token_blocks
 from fbn_prune.models.identity import check_base, identify, model_hash
 from fbn_prune.models.sources import input_location, load_model, resolve
 from fbn_prune.ship.card import render_card
@@ -165,10 +165,10 @@ def heal_summary(folder: Path) -> str:
 
 def settings_for(recipe: Recipe) -> HealSettings:
     """The recipe's ``heal`` section as HealSettings (LoRA unless ``lora_rank`` is null; the learning
-    rate defaults to the mode's: 5e-4 with LoRA, 2e-5 when every weight trains)."""
+    rate defaults to the mode's, :func:`~fbn_prune.heal.distill.default_lr`)."""
     h = recipe.heal
     return HealSettings(steps=h.steps, seq_len=h.seq_len, batch_size=h.batch_size,
-                        lr=h.lr or (5e-4 if h.lora_rank is not None else 2e-5), lora_rank=h.lora_rank,
+                        lr=h.lr or default_lr(h.lora_rank), lora_rank=h.lora_rank,
                         kl_weight=h.kl_weight, lm_weight=h.lm_weight, temperature=h.temperature, seed=recipe.seed,
                         compute=h.compute)
 
