@@ -125,15 +125,10 @@ def eval_command(ctx, base, pruned, tasks, ppl, limit, num_fewshot, batch_size, 
     _finish(record, Path(out or pruned[0]).expanduser())
 
 
-def _settings_after_prune(recipe) -> EvalSettings:
-    """The EvalSettings of a recipe's ``evaluation`` section."""
-    return EvalSettings.from_recipe(recipe)
-
-
 def check_after_prune(recipe) -> None:
     """Check ``prune --eval-tasks`` before any work: settings, task names (with the data folder the local
     tasks need) and ppl: files. Raises UserError; the tasks' datasets are loaded later, by the evaluation."""
-    settings = _settings_after_prune(recipe)
+    settings = EvalSettings.from_recipe(recipe)
     settings.check()
     names = []
     for raw in settings.tasks:
@@ -155,7 +150,7 @@ def evaluate_after_prune(recipe, checkpoint: Path, verbose: int = 0) -> None:
     e = recipe.evaluation
     _quiet_harness(verbose)
     gate = Gate.make(e.max_drop, e.min_retention, on=e.gate_on)
-    settings = _settings_after_prune(recipe)
+    settings = EvalSettings.from_recipe(recipe)
     click.echo(f"\nevaluating original vs pruned on {', '.join(settings.tasks)} ...", err=True)
     record = compare.run(recipe.model, checkpoint, settings, gate=gate, out=checkpoint)
     _finish(record, checkpoint)
