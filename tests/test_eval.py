@@ -7,6 +7,7 @@ perplexity of a text file); the slow one runs SmolLM2-135M against a pruned copy
 from __future__ import annotations
 
 import json
+import os
 import math
 import re
 import shutil
@@ -600,14 +601,26 @@ print(cache.cache_key(specs[0], "base", s, harness.sample_indices(specs, s), "cp
 """
 
 
-def test_cache_keys_are_the_same_in_every_process(monkeypatch):
+def test_cache_keys_are_the_same_in_every_process_and_render_folder(monkeypatch, tmp_path):
     """wikitext's config holds a Python function; its repr carries a memory address that changes
-    from process to process, so it must not reach the key (the original was re-evaluated every run)."""
+    from process to process, so it must not reach the key (the original was re-evaluated every run).
+    Its data file is rendered into the cache folder; the key holds that file's name and content,
+    not the folder, so a task rendered again elsewhere keys the same (and new content does not)."""
     monkeypatch.setenv("FBN_PRUNE_DATA", str(data_files("wikitext2/test.txt")))
-    outputs = [subprocess.run([sys.executable, "-c", _KEY_SCRIPT], capture_output=True, text=True, check=True,
-                              timeout=300).stdout.strip().splitlines()[-2:] for _ in range(2)]
+
+    def key(cache: Path) -> list[str]:
+        env = {**os.environ, "FBN_PRUNE_CACHE": str(cache)}
+        return subprocess.run([sys.executable, "-c", _KEY_SCRIPT], capture_output=True, text=True, check=True,
+                              timeout=300, env=env).stdout.strip().splitlines()[-2:]
+
+    outputs = [key(tmp_path / "a"), key(tmp_path / "b")]
     assert outputs[0][0] != "[]", "the key is to cover a config that holds a function"
-    assert len({key for _, key in outputs}) == 1
+    assert len({k for _, k in outputs}) == 1
+    rendered = sorted((tmp_path / "b" / "tasks").glob("*/data/wikitext/*.jsonl"))
+    assert rendered, "the wikitext data are to be rendered into the cache folder"
+    for f in rendered:  # the same folder, other content: another key
+        f.write_bytes(f.read_bytes().replace(b" the ", b" a ", 1))
+    assert key(tmp_path / "b")[1] != outputs[0][1]
 
 
 def _function_from(folder: Path, name: str, body: str):

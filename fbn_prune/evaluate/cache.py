@@ -11,10 +11,11 @@ checkpoints already evaluated loads no model at all.
 The key is the sha256 of canonical JSON built from plain data only (never an object's repr, whose
 memory address changes from process to process): the model's content hash; per leaf task its
 version, its configuration (:func:`plain`: a callable becomes its qualified name plus the sha256 of
-its source, another object its type and attributes), the sha256 of each data file it reads and the
-number of documents; the groups' configurations; every setting that can change a number; lm-eval's
-version. :data:`CACHE_FORMAT` is part of the key and of the record: bumped whenever either changes
-meaning, so older entries are misses.
+its source, another object its type and attributes, with the paths of its local data files and of
+its YAML reduced to their names), the sha256 of each data file it reads and the number of documents; the groups'
+configurations; every setting that can change a number; lm-eval's version. :data:`CACHE_FORMAT`
+is part of the key and of the record: bumped whenever either changes meaning, so older entries
+are misses.
 
 Public API: :data:`CACHE_FORMAT`, :func:`plain`, :func:`digest`, :func:`cache_key`, :func:`read`,
 :func:`write`, :func:`split`, :func:`merge`.
@@ -47,8 +48,9 @@ from fbn_prune.models.identity import file_sha256
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 3
-"""Bumped whenever the cached record or its key changes meaning (3: keys from :func:`plain` data)."""
+CACHE_FORMAT = 4
+"""Bumped whenever the cached record or its key changes meaning (3: keys from :func:`plain` data; 4: data
+files keyed by name and content, not by the folder they were rendered into)."""
 
 
 def _source_sha256(fn: Any) -> str:
@@ -100,6 +102,29 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(plain(value), sort_keys=True).encode()).hexdigest()
 
 
+def _names_for_paths(value: Any, files: set[str]) -> Any:
+    """``value`` (a task config) with every string that is one of ``files`` (or a folder holding
+    them) replaced by its last path part. ``files`` are the data files, whose content is keyed by
+    sha256 beside it, and the YAML the task came from (``config_source``, in its metadata), whose content is the
+    config itself; so a task folder rendered again elsewhere (another cache folder, a re-provisioned
+    data folder) keys the same."""
+    if isinstance(value, str):
+        if value in files or any(f.startswith(value.rstrip("/") + "/") for f in files):
+            return Path(value).name
+        return value
+    if isinstance(value, dict):
+        return {k: _names_for_paths(v, files) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_names_for_paths(v, files) for v in value]
+    return value
+
+
+def _config_sources(cfg: dict) -> list[str]:
+    """The YAML file(s) a task config names as its source (lm-eval keeps it in ``metadata``)."""
+    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    return [v for v in (cfg.get("config_source"), meta.get("config_source")) if isinstance(v, str) and v]
+
+
 def cache_key(spec: TaskSpec, model_sha: str, settings: EvalSettings, samples: dict | None, device: str) -> str:
     """The key of ``spec``'s results for the model of content hash ``model_sha`` (see the module docstring).
     Call it on the tasks as loaded, before lm-eval sets anything on them."""
@@ -107,10 +132,11 @@ def cache_key(spec: TaskSpec, model_sha: str, settings: EvalSettings, samples: d
     for name, task in sorted(spec.tasks.items()):
         cfg = task_config(task)
         cfg.pop("num_fewshot", None)  # set by simple_evaluate from the settings below
+        files = data_files(cfg)
         tasks[name] = {
             "version": cfg.get("metadata", {}).get("version") if isinstance(cfg.get("metadata"), dict) else None,
-            "config": digest(cfg),
-            "data": {Path(f).name + ":" + str(i): file_sha256(f) for i, f in enumerate(data_files(cfg))},
+            "config": digest(_names_for_paths(cfg, {*files, *_config_sources(cfg)})),
+            "data": {Path(f).name + ":" + str(i): file_sha256(f) for i, f in enumerate(files)},
             "documents": len(samples[name]) if samples and name in samples else "all",
         }
     groups = {name: digest(group_config(g)) for name, g in sorted(spec.groups.items())}
