@@ -29,7 +29,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from fbn_prune._runtime.devices import resolve_device
+from fbn_prune._runtime.dtypes import native_bfloat16
 from fbn_prune._runtime.versions import versions
 from fbn_prune.config.gate import Gate
 from fbn_prune.errors import UserError
@@ -95,6 +98,14 @@ def _evaluate_cached(what: str, load, sha: str | None, rehash, specs: list[TaskS
     return _Evaluated(cache.merge(parts), [s.requested for s in specs if s.requested in found], params, seconds)
 
 
+def _warn_emulated_bfloat16(dtype: str, device: str) -> None:
+    """One warning when bfloat16 is asked for on a device that would emulate it (a CPU without
+    AVX512-BF16 or AMX): there it is many times slower than float32."""
+    if dtype == "bfloat16" and not native_bfloat16(torch.device(device)):
+        log.warning("this %s has no bfloat16 hardware (AVX512-BF16 or AMX); evaluating in bfloat16 emulates it and "
+                    "is many times slower than --dtype float32", device.split(":")[0].upper())
+
+
 def _labels(folders: list[Path]) -> list[str]:
     """A unique short name per pruned checkpoint (its folder name; ``name#2`` for a repeated name)."""
     out: list[str] = []
@@ -148,6 +159,7 @@ def compare_many(base: str | None, pruned: list, settings: EvalSettings, *, any_
         if check.verdict == "unverified":
             log.warning("cannot verify that %s was pruned from %s: %s", f, base, check.reason)
     device = resolve_device(settings.device)
+    _warn_emulated_bfloat16(settings.dtype, device)
     tm, specs = harness.load_specs(settings)
     for f in folders:
         loading.check_tokenizers(source.path, f, base)
