@@ -649,8 +649,8 @@ def test_cache_key_material_is_plain_data(tmp_path):
 
 
 def test_bfloat16_on_a_device_that_would_emulate_it_is_warned(monkeypatch, caplog):
-    """bfloat16 on a CPU without AVX512-BF16/AMX is emulated (SmolLM2's 20 WikiText-2 articles took
-    over 38 min instead of about 4): one warning names --dtype float32; float32 and native bf16 are quiet."""
+    """bfloat16 on a CPU without AVX512-BF16/AMX is emulated (SmolLM2's 20 WikiText-2 articles: over
+    38 min instead of about 4): one warning names --dtype float32; float32 and native bf16 are quiet."""
     from fbn_prune.evaluate import compare as compare_module
 
     for native, dtype, warned in ((False, "bfloat16", True), (False, "float32", False), (True, "bfloat16", False)):
