@@ -12,10 +12,10 @@ The key is the sha256 of canonical JSON built from plain data only (never an obj
 memory address changes from process to process): the model's content hash; per leaf task its
 version, its configuration (:func:`plain`: a callable becomes its qualified name plus the sha256 of
 its source, another object its type and attributes, with the paths of its local data files and of
-its YAML reduced to their names), the sha256 of each data file it reads and the number of documents; the groups'
-configurations; every setting that can change a number; lm-eval's version. :data:`CACHE_FORMAT`
-is part of the key and of the record: bumped whenever either changes meaning, so older entries
-are misses.
+its YAML reduced to their names), the sha256 of each data file it reads and the number of
+documents; the groups' configurations; every setting that can change a number; lm-eval's
+version. :data:`CACHE_FORMAT` is part of the key and of the record: bumped whenever either changes
+meaning, so older entries are misses.
 
 Public API: :data:`CACHE_FORMAT`, :func:`plain`, :func:`digest`, :func:`cache_key`, :func:`read`,
 :func:`write`, :func:`split`, :func:`merge`.
@@ -105,8 +105,8 @@ def digest(value: Any) -> str:
 def _names_for_paths(value: Any, files: set[str]) -> Any:
     """``value`` (a task config) with every string that is one of ``files`` (or a folder holding
     them) replaced by its last path part. ``files`` are the data files, whose content is keyed by
-    sha256 beside it, and the YAML the task came from (``config_source``, in its metadata), whose content is the
-    config itself; so a task folder rendered again elsewhere (another cache folder, a re-provisioned
+    sha256 beside it, and the YAML the task came from (``config_source``, in its metadata), whose
+    content is the config itself; so a task folder rendered again elsewhere (another cache folder, a re-provisioned
     data folder) keys the same."""
     if isinstance(value, str):
         if value in files or any(f.startswith(value.rstrip("/") + "/") for f in files):

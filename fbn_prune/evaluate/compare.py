@@ -102,8 +102,9 @@ def _warn_emulated_bfloat16(dtype: str, device: str) -> None:
     """One warning when bfloat16 is asked for on a device that would emulate it (a CPU without
     AVX512-BF16 or AMX): there it is many times slower than float32."""
     if dtype == "bfloat16" and not native_bfloat16(torch.device(device)):
-        log.warning("this %s has no bfloat16 hardware (AVX512-BF16 or AMX); evaluating in bfloat16 emulates it and "
-                    "is many times slower than --dtype float32", device.split(":")[0].upper())
+        hardware = "AVX512-BF16 or AMX" if device.startswith("cpu") else "bfloat16 support"
+        log.warning("%s has no %s: evaluating in bfloat16 emulates it, many times slower than --dtype float32",
+                    device, hardware)
 
 
 def _labels(folders: list[Path]) -> list[str]:
