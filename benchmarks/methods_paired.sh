@@ -6,7 +6,7 @@
 # documents and prints paired intervals between every pair (eval.md in each report folder).
 #
 #   bash benchmarks/methods_paired.sh [CALIB=task|generic] [RATIOS="0.3 0.2 0.4"] [TASKS=arc_easy] \
-#        [WORK=/tmp/methods-paired] [DTYPE=bfloat16] [LIMIT=] [METHODS="fbn flap wanda-sp"] [BATCH=32]
+#        [WORK=/tmp/methods-paired] [DTYPE=auto] [LIMIT=] [METHODS="fbn flap wanda-sp"] [BATCH=32]
 #
 # A METHODS entry METHOD@LAYOUT selects with that layout instead of uniform, e.g. fbn@exact (fbn's
 # per-layer widths: the same number of FFN channels in all, spread over the layers by the scores).
@@ -18,18 +18,24 @@
 # the eval cache after the first ratio. Checkpoints are kept in WORK, so more tasks can be added
 # later without a new selection (their earlier tasks come from the cache). The report of TASKS other
 # than arc_easy is WORK/report-CALIB-RATIO-TASKS; WikiText-2 at context 2,048 wants BATCH=8 (the
-# logits of 32 windows of 2,048 tokens take about 13 GB).
+# logits of 32 windows of 2,048 tokens take about 13 GB). DTYPE auto is bfloat16 where the machine
+# multiplies it natively (a CPU with AVX512-BF16 or AMX, a GPU with bfloat16) and float32 elsewhere,
+# where bfloat16 is emulated and many times slower.
 set -euo pipefail
 calib=${1:-task}
 ratios=${2:-"0.3 0.2 0.4"}
 tasks=${3:-arc_easy}
 work=${4:-/tmp/methods-paired}
-dtype=${5:-bfloat16}
+dtype=${5:-auto}
 limit=${6:-}
 methods=${7:-"fbn flap wanda-sp"}
 batch=${8:-32}
 : "${FBN_PRUNE_DATA:?set FBN_PRUNE_DATA to the evaluation data folder}"
 export OMP_WAIT_POLICY=PASSIVE
+if [ "$dtype" = auto ]; then
+  dtype=$(python -c "import torch; from fbn_prune._runtime.dtypes import native_bfloat16; \
+print('bfloat16' if native_bfloat16(torch.device('cuda' if torch.cuda.is_available() else 'cpu')) else 'float32')")
+fi
 mkdir -p "$work"
 net="$work/networks-$calib"
 case "$calib" in
