@@ -32,6 +32,15 @@ from fbn_prune.plan import make as make_plan
 from fbn_prune.select.methods import method_for
 
 
+def plan_options(command):
+    """``--dry-run`` and ``--ranks``: the plan of a run that captures (prune, networks), printed, not run."""
+    command = click.option("--ranks", type=click.IntRange(min=1), default=None, metavar="N",
+                           help="With --dry-run: plan for N torch.distributed processes on this machine (torchrun "
+                                "--nproc-per-node N), per rank [under torchrun: its number of processes].")(command)
+    return click.option("--dry-run", is_flag=True,
+                        help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")(command)
+
+
 @click.command("prune")
 @click.argument("model", required=False)
 @click.option("--out", "-o", "out", type=str, help="Output folder for the pruned checkpoint (required here or in the recipe).")
@@ -45,11 +54,7 @@ from fbn_prune.select.methods import method_for
 @gguf_options
 @click.option("--overwrite", is_flag=True, help="Replace an earlier fbn_prune checkpoint at --out.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-@click.option("--dry-run", is_flag=True,
-              help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
-@click.option("--ranks", type=click.IntRange(min=1), default=None, metavar="N",
-              help="With --dry-run: plan for N torch.distributed processes on this machine (torchrun "
-                   "--nproc-per-node N), per rank [under torchrun: its number of processes].")
+@plan_options
 def prune_command(model, out, recipe_file, overrides, save_networks, to_gguf, gguf_dtype, overwrite, no_progress, dry_run,
                   ranks):
     """Prune MODEL (a Hub id, a local folder, a .gguf file, or `smollm2` for the embedded
@@ -91,11 +96,7 @@ def prune_command(model, out, recipe_file, overrides, save_networks, to_gguf, gg
 @recipe_options(CALIBRATION_OPTIONS, DECOMPOSITION_OPTIONS, RUN_OPTIONS)
 @click.option("--keep-capture", is_flag=True, help="Keep the raw float16 neuron signals (capture/) in the artifact.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-@click.option("--dry-run", is_flag=True,
-              help="Print the plan (layers, tokens, jobs, disk, RAM, time) and exit; nothing is written.")
-@click.option("--ranks", type=click.IntRange(min=1), default=None, metavar="N",
-              help="With --dry-run: plan for N torch.distributed processes on this machine (torchrun "
-                   "--nproc-per-node N), per rank [under torchrun: its number of processes].")
+@plan_options
 def networks_command(model, out, recipe_file, overrides, keep_capture, no_progress, dry_run, ranks):
     """Capture and decompose only: find MODEL's functional networks and save them to --out.
 
