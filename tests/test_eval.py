@@ -659,3 +659,21 @@ def test_bfloat16_on_a_device_that_would_emulate_it_is_warned(monkeypatch, caplo
         with caplog.at_level("WARNING", logger="fbn_prune.evaluate.compare"):
             compare_module._warn_emulated_bfloat16(dtype, "cpu")
         assert ("--dtype float32" in caplog.text) is warned, (native, dtype)
+
+
+def test_evaluation_outside_a_git_repository_prints_no_git_error(env, tasks_dir, checkpoints, tmp_path, monkeypatch,
+                                                                   capfd):
+    """lm-eval runs `git describe` in the working folder for a hash we do not keep: outside a git
+    repository that printed "fatal: not a git repository" under every evaluation. Its probes are
+    switched off for the run and are lm-eval's own again afterwards."""
+    import lm_eval.evaluator as evaluator
+
+    base, p25, _ = checkpoints
+    probes = (evaluator.get_git_commit_hash, evaluator.add_env_info)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # git must not find a repository above
+    assert subprocess.run(["git", "describe", "--always"], capture_output=True).returncode != 0
+    capfd.readouterr()
+    compare.run(str(base), p25, settings(tasks_dir, "tiny_mc", limit=4, cache=False), out=tmp_path / "rep")
+    assert "not a git repository" not in capfd.readouterr().err
+    assert (evaluator.get_git_commit_hash, evaluator.add_env_info) == probes

@@ -13,6 +13,7 @@ Public API: :data:`LM_EVAL_SEEDS`, :data:`RESULT_KEYS`, :class:`TaskSpec`, :func
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -198,15 +199,35 @@ def evaluate_model(model, tok, objects: list, tm, settings: EvalSettings, sample
 
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=settings.batch_size, max_length=settings.max_length,
               device=device)
-    res = lm_eval.simple_evaluate(
-        model=lm, tasks=list(objects), task_manager=tm, num_fewshot=settings.num_fewshot, samples=samples,
-        bootstrap_iters=settings.bootstrap_iters, log_samples=True, **LM_EVAL_SEEDS,
-    )
+    with _without_environment_probes():
+        res = lm_eval.simple_evaluate(
+            model=lm, tasks=list(objects), task_manager=tm, num_fewshot=settings.num_fewshot, samples=samples,
+            bootstrap_iters=settings.bootstrap_iters, log_samples=True, **LM_EVAL_SEEDS,
+        )
     out = {k: res.get(k) or {} for k in RESULT_KEYS}
     out = json.loads(json.dumps(out, default=str))  # numpy scalars, dtypes -> plain JSON
     out["docs"] = per_doc(res.get("samples"))
     out["max_length"] = lm.max_length
     return out
+
+
+@contextmanager
+def _without_environment_probes():
+    """lm-eval's ``simple_evaluate`` without its two environment probes, whose results are not kept
+    (see RESULT_KEYS; our report records versions itself): ``git describe`` in the working folder, which
+    prints "fatal: not a git repository" to the terminal outside one, and torch's collect_env
+    (subprocesses, about 3 s per model). A probe that a later lm-eval no longer has is left alone."""
+    import lm_eval.evaluator as evaluator
+
+    quiet = {"get_git_commit_hash": lambda: None, "add_env_info": lambda storage: None}
+    originals = {name: getattr(evaluator, name) for name in quiet if hasattr(evaluator, name)}
+    try:
+        for name in originals:
+            setattr(evaluator, name, quiet[name])
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(evaluator, name, original)
 
 
 def _doc_value(v: Any) -> float | list[float] | None:
