@@ -33,8 +33,9 @@ batch=${8:-32}
 : "${FBN_PRUNE_DATA:?set FBN_PRUNE_DATA to the evaluation data folder}"
 export OMP_WAIT_POLICY=PASSIVE
 if [ "$dtype" = auto ]; then
-  dtype=$(python -c "import torch; from fbn_prune._runtime.dtypes import native_bfloat16; \
-print('bfloat16' if native_bfloat16(torch.device('cuda' if torch.cuda.is_available() else 'cpu')) else 'float32')")
+  dtype=$(python -c "import torch; from fbn_prune._runtime.devices import resolve_device; \
+from fbn_prune._runtime.dtypes import native_bfloat16; \
+print('bfloat16' if native_bfloat16(torch.device(resolve_device('auto'))) else 'float32')")
 fi
 mkdir -p "$work"
 net="$work/networks-$calib"
