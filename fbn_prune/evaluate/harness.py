@@ -217,7 +217,7 @@ def _without_environment_probes():
     (see RESULT_KEYS; our report records versions itself): ``git describe`` in the working folder, which
     prints "fatal: not a git repository" to the terminal outside one, and torch's collect_env
     (subprocesses, about 3 s per model). A probe that a later lm-eval no longer has is left alone."""
-    import lm_eval.evaluator as evaluator
+    import lm_eval.evaluator as evaluator  # heavy: only around an evaluation
 
     quiet = {"get_git_commit_hash": lambda: None, "add_env_info": lambda storage: None}
     originals = {name: getattr(evaluator, name) for name in quiet if hasattr(evaluator, name)}
