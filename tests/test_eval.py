@@ -23,7 +23,7 @@ from tiny import sample_texts
 from fbn_prune import pipeline
 from fbn_prune.config.gate import Gate
 from fbn_prune.config.limits import parse_limit
-from fbn_prune.evaluate import cache, compare, loading, report
+from fbn_prune.evaluate import cache, compare, loading, render, report
 from fbn_prune.evaluate.gating import apply_gate, check_row
 from fbn_prune.evaluate.record import DOCS_FILE, ComparisonRecord, EvalRecord
 from fbn_prune.evaluate.rows import aligned, metric_rows
@@ -501,6 +501,14 @@ def test_several_pruned_on_the_same_documents(env, tasks_dir, checkpoints, monke
     record = json.loads((env / "cmp" / "eval.json").read_text())
     assert record["format"] == "fbn_prune.eval-compare/1" and record["labels"] == ["original", "p25", "p50"]
     assert ComparisonRecord.from_json(record).to_json() == record
+    # compared with a model they were not pruned from (--any-base), the text calls it the base
+    other = json.loads(json.dumps(record))
+    other["any_base"] = True
+    other["pruned"][0]["base_check"]["verdict"] = "mismatch"
+    md = render.markdown_many(ComparisonRecord.from_json(other))
+    assert md.startswith("# Evaluation: base vs several") and "- base: `" in md
+    assert "original" not in render.table_many(ComparisonRecord.from_json(other))
+    assert "| task | metric | base | p25 | p50 |" in md and "| p25 - base |" in md
     assert record["base"]["cached_tasks"] == ["tiny_mc"] and all(p["cached_tasks"] == ["tiny_mc"] for p in record["pruned"])
     pairs = {(p["metric"], p["a"], p["b"]): p for p in record["pairs"]}
     assert set(pairs) == {(m, a, b) for m in ("acc", "acc_norm")
@@ -551,11 +559,16 @@ def test_a_different_base_is_refused(env, tasks_dir, checkpoints, tmp_path):
     r = run("eval", "--base", other, *common, "--any-base", "--out", tmp_path / "rep")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "rep" / "eval.json").read_text())["pruned"]["base_check"]["verdict"] == "mismatch"
+    # the report calls that model the base, not the original (the JSON keys stay "original")
+    md = (tmp_path / "rep" / "eval.md").read_text()
+    assert md.startswith("# Evaluation: base vs pruned") and "| task | metric | base | pruned |" in md
+    assert "\n- base: `" in md and "\n- original: `" not in md
     assert {f.name: f.read_bytes() for f in p25.iterdir() if f.is_file()} == before  # the checkpoint untouched
     # without --base: the recorded base, verified by its content hash
     r = run("eval", *common, "--out", tmp_path / "rep2", "--no-card")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "rep2" / "eval.json").read_text())["pruned"]["base_check"]["verdict"] == "match"
+    assert "| task | metric | original | pruned |" in (tmp_path / "rep2" / "eval.md").read_text()
 
 
 # ----------------------------------------------------------------------------- slow: the real model

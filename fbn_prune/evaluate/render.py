@@ -24,6 +24,15 @@ HUB_DATASETS = {
     "boolq": ("BoolQ", "google/boolq", None),
 }
 
+def base_name(record: EvalRecord | ComparisonRecord) -> str:
+    """What the reports call the base model: "original", or "base" when ``--any-base`` compared a checkpoint
+    with a model it was not pruned from (another pruned or healed checkpoint, say). Only the text changes; the
+    JSON keys stay ``original``."""
+    pruned = record.pruned if isinstance(record.pruned, list) else [record.pruned]
+    mismatch = any((p.get("base_check") or {}).get("verdict") == "mismatch" for p in pruned)
+    return "base" if record.any_base and mismatch else "original"
+
+
 def _value(v: float | None, points: bool) -> str:
     if v is None:
         return "n/a"
@@ -62,7 +71,7 @@ def table(record: EvalRecord) -> str:
     """The Markdown table: task, metric, original, pruned, delta with its 95% paired interval, retention,
     McNemar's p (and the gate with a gate)."""
     gated = record.gate is not None
-    head = "| task | metric | original | pruned | delta | 95% CI | retention | McNemar p |" + (" gate |" if gated else "")
+    head = f"| task | metric | {base_name(record)} | pruned | delta | 95% CI | retention | McNemar p |" + (" gate |" if gated else "")
     rule = "|---|---|---:|---:|---:|---:|---:|---:|" + ("---|" if gated else "")
     lines = [head, rule]
     for r in record.metrics:
@@ -87,7 +96,8 @@ def table_many(record: ComparisonRecord) -> str:
     """Two Markdown tables: every model's value per metric; then the paired differences (b - a) with
     their 95% intervals and McNemar's p, each checkpoint against the original and each pair of checkpoints."""
     labels = record.labels
-    lines = ["| task | metric | " + " | ".join(labels) + " |", "|---|---|" + "---:|" * len(labels)]
+    shown = [base_name(record), *labels[1:]]
+    lines = ["| task | metric | " + " | ".join(shown) + " |", "|---|---|" + "---:|" * len(labels)]
     for r in record.metrics:
         cells = [r["task"], _metric_label(r)]
         for lab in labels:
@@ -99,7 +109,8 @@ def table_many(record: ComparisonRecord) -> str:
     for p in record.pairs:
         delta = _signed(p["delta"], p["points"])
         counts = "–" if p["a_only"] is None else f"{p['a_only']} / {p['b_only']}"
-        lines.append(f"| {p['task']} | {_metric_label(p)} | {p['b']} - {p['a']} | "
+        a = shown[0] if p["a"] == labels[0] else p["a"]
+        lines.append(f"| {p['task']} | {_metric_label(p)} | {p['b']} - {a} | "
                      f"{f'**{delta}**' if p['significant'] else delta} | "
                      f"{_interval(p['delta_low'], p['delta_high'], p['points'])} | {_p(p['mcnemar_p'])} | {counts} |")
     return "\n".join(lines)
@@ -122,7 +133,7 @@ def _settings_lines(record: EvalRecord) -> list[str]:
         pruned += f" ({p['layout']} layout, {p['method']}, {p['achieved_ratio']:.1%} of FFN channels removed)"
     check = p.get("base_check") or {}
     lines = [
-        f"- original: {orig}" + (f" (base check: {check['verdict']}, {check['reason']})" if check else ""),
+        f"- {base_name(record)}: {orig}" + (f" (base check: {check['verdict']}, {check['reason']})" if check else ""),
         f"- pruned: {pruned}",
         (f"- lm-eval {v.get('lm_eval', '?')} (HFLM, in-process), {s['dtype']} on {s['device']}, batch size "
         f"{s['batch_size']}, context {s['max_length']}, {shots}; {docs}"),
@@ -157,7 +168,7 @@ def _gate_line(record: EvalRecord) -> str | None:
 
 def markdown(record: EvalRecord) -> str:
     """The text of eval.md."""
-    parts = ["# Evaluation: original vs pruned", "", *_settings_lines(record), "", table(record), "", NOTE]
+    parts = [f"# Evaluation: {base_name(record)} vs pruned", "", *_settings_lines(record), "", table(record), "", NOTE]
     if (gate := _gate_line(record)) is not None:
         parts += ["", gate]
     return "\n".join(parts) + "\n"
@@ -166,8 +177,8 @@ def markdown(record: EvalRecord) -> str:
 def markdown_many(record: ComparisonRecord) -> str:
     """The text of the comparison's eval.md (several pruned checkpoints)."""
     s, b = record.settings, record.base
-    lines = ["# Evaluation: original vs several pruned checkpoints", "",
-             f"- original: `{b['spec']}`" + (f", {b['parameters']:,} parameters" if b.get("parameters") else "")]
+    lines = [f"# Evaluation: {base_name(record)} vs several pruned checkpoints", "",
+             f"- {base_name(record)}: `{b['spec']}`" + (f", {b['parameters']:,} parameters" if b.get("parameters") else "")]
     for p in record.pruned:
         text = f"- {p['label']}: `{p['path']}`"
         if p.get("achieved_ratio") is not None:
