@@ -11,6 +11,8 @@ before/after, tokens/s) comes from each healed checkpoint's fbn_prune.json.
 
 Needs FBN_PRUNE_DATA (the evaluation data folder). Everything runs through the CLI, the path
 users take.
+A stopped run (Ctrl-C, SIGTERM) continues where it stopped when started again with the same
+arguments: finished steps are skipped and `fbn-prune heal` resumes its saved training state.
 """
 
 from __future__ import annotations

@@ -284,3 +284,134 @@ def test_chained_healing_never_writes_over_an_input(pruned, tmp_path, calib_txt)
     assert sorted(p.name for p in ck.iterdir()) == listing
     assert (ck / "net" / "networks.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "net"], "no temporary folder left"
+
+
+# ----------------------------------------------------------------------------- stopping and resuming
+def _interrupt_at(monkeypatch, call: int | None) -> list[int]:
+    """Count the training steps (calls of the loss); with ``call``, send this process SIGINT (Ctrl-C) during
+    that step."""
+    import os
+    import signal
+
+    from fbn_prune.heal import distill as distill_module
+
+    calls: list[int] = []
+    real = distill_module.distill_loss
+
+    def counting(*a, **k):
+        calls.append(1)
+        if len(calls) == call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(distill_module, "distill_loss", counting)
+    return calls
+
+
+def test_a_stopped_heal_resumes_to_the_same_weights(pruned, tmp_path, monkeypatch):
+    """Ctrl-C finishes the step, saves the training state beside --out and exits 130; the same command
+    continues from that step and writes the very weights of an unbroken run."""
+    _, ckpt, text = pruned
+    common = ["--calib", text, "--steps", 6, "--seq-len", 32, "--batch-size", 2, "--no-progress", "--lora", "2"]
+    assert run("heal", ckpt, "--out", tmp_path / "whole", *common).exit_code == 0
+    whole = tmp_path / "whole"
+
+    calls = _interrupt_at(monkeypatch, 3)
+    r = run("heal", ckpt, "--out", tmp_path / "b", *common)
+    assert r.exit_code == 130, r.output
+    assert "healing stopped after step 3 of 6" in r.output and "run the same command again" in r.output
+    assert not (tmp_path / "b").exists() and (tmp_path / ".b.heal-state" / "state.pt").is_file()
+    assert len(calls) == 3
+
+    calls = _interrupt_at(monkeypatch, None)
+    r = run("heal", ckpt, "--out", tmp_path / "b", *common)
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 3, "only the three steps left were trained"
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+    a, b = (json.loads((d / "fbn_prune.json").read_text())["healing"] for d in (whole, tmp_path / "b"))
+    assert b["loss_curve"] == a["loss_curve"] and b["steps"] == 6 and b["heldout_kl_after"] == a["heldout_kl_after"]
+    assert not (tmp_path / ".b.heal-state").exists(), "the state is removed once the checkpoint is in place"
+
+
+def test_a_saved_state_for_other_settings_is_not_resumed(pruned, tmp_path, monkeypatch):
+    _, ckpt, text = pruned
+    common = ["--calib", text, "--seq-len", 32, "--batch-size", 2, "--no-progress", "--lora", "2"]
+    _interrupt_at(monkeypatch, 2)
+    assert run("heal", ckpt, "--out", tmp_path / "h", *common, "--steps", 5).exit_code == 130
+    calls = _interrupt_at(monkeypatch, None)
+    r = run("heal", ckpt, "--out", tmp_path / "h", *common, "--steps", 4)  # another schedule: start over
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 4 and json.loads((tmp_path / "h" / "fbn_prune.json").read_text())["healing"]["steps"] == 4
+    assert not (tmp_path / ".h.heal-state").exists()
+
+
+def test_a_crashed_run_resumes_from_its_last_periodic_save(pruned, tmp_path):
+    """A run that dies without warning (here: an error in step 4) keeps the state of its last periodic save."""
+    from fbn_prune.heal import distill as distill_module
+    from fbn_prune.heal.state import StateStore
+
+    model, ckpt, text = pruned
+    teacher = AutoModelForCausalLM.from_pretrained(model)
+    settings = HealSettings(steps=5, seq_len=32, batch_size=2, lora_rank=2, compute="float32")
+    blocks = token_blocks(tiny_tokenizer(), text.read_text().split("\n\n"), settings)
+
+    def student():
+        return AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True)
+
+    whole, _ = distill_module.distill(student(), teacher, blocks, settings, progress=False)
+    store = StateStore(tmp_path / "state", "k", every_s=0.0)  # save after every step
+    real, calls = distill_module.distill_loss, []
+
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("the machine went away")
+        return real(*a, **k)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(distill_module, "distill_loss", failing)
+        with pytest.raises(RuntimeError):
+            distill_module.distill(student(), teacher, blocks, settings, progress=False, state=store)
+    assert store.load().step == 3
+    assert StateStore(tmp_path / "state", "another key").load() is None
+    resumed, result = distill_module.distill(student(), teacher, blocks, settings, progress=False, state=store)
+    assert result.steps == 5 and store.load().step == 5
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    import os
+    import signal
+
+    from fbn_prune.heal.state import stop_requests
+
+    before = signal.getsignal(signal.SIGINT)
+    with stop_requests() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested and stop.signal == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_prune_heal_steps_resumes_a_stopped_healing(pruned, tmp_path, monkeypatch):
+    """`prune --heal-steps`: the prune is run again (same bytes), the healing continues from its saved step."""
+    model, _, text = pruned
+    calib = tmp_path / "calib.txt"
+    calib.write_text("\n\n".join(sample_texts(40, seed=3)) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("calibration: {samples: 24, seq_len: 64, holdout: 2}\n"
+                      "decomposition: {runs: 2, components: 8, max_iter: 100}\n"
+                      "selection: {ratio: 0.4, method: wanda-sp}\n"
+                      "heal: {seq_len: 32, batch_size: 2, lora_rank: 2}\n")
+    args = ["prune", model, "--recipe", recipe, "--calib", calib, "--out", tmp_path / "out", "--device", "cpu",
+            "--heal-steps", 4, "--heal-calib", text, "--no-progress"]
+    _interrupt_at(monkeypatch, 2)
+    r = run(*args)
+    assert r.exit_code == 130 and "healing stopped after step 2 of 4" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.heal-state", "calib.txt", "r.yaml"]
+    calls = _interrupt_at(monkeypatch, None)
+    assert run(*args).exit_code == 0
+    assert len(calls) == 2 and json.loads((tmp_path / "out" / "fbn_prune.json").read_text())["healing"]["steps"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.txt", "out", "r.yaml"]

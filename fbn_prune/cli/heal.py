@@ -45,7 +45,10 @@ from fbn_prune.texts.calibration import DEFAULT_SOURCE
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def heal_command(checkpoint, out, base, texts, field, data_dir, steps, tokens, lora_rank, full, lr, seq_len,
                  batch_size, kl_weight, lm_weight, temperature, compute, seed, device, overwrite, no_progress):
-    """Heal a pruned CHECKPOINT by knowledge distillation from the model it was pruned from."""
+    """Heal a pruned CHECKPOINT by knowledge distillation from the model it was pruned from.
+
+    The training state is saved beside --out (.NAME.heal-state) every 5 minutes and when Ctrl-C or
+    SIGTERM stops the run (exit 130); the same command then continues from the saved step."""
     settings = heal_settings(steps=steps, tokens=tokens, lora_rank=lora_rank, full=full, lr=lr, seq_len=seq_len,
                              batch_size=batch_size, kl_weight=kl_weight, lm_weight=lm_weight,
                              temperature=temperature, compute=compute, seed=seed)

@@ -57,16 +57,16 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            raise Interrupted() from None
+        except KeyboardInterrupt as e:
+            raise Interrupted(str(e)) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
         try:
             result = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) else 0  # click returns the code of ctx.exit(code)
-        except Interrupted:
-            click.echo("interrupted.", err=True)
+        except Interrupted as e:
+            click.echo(f"interrupted: {e}." if str(e) else "interrupted.", err=True)
             code = 130
         except click.exceptions.Abort:
             click.echo("interrupted.", err=True)

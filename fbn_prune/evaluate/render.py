@@ -71,7 +71,8 @@ def table(record: EvalRecord) -> str:
     """The Markdown table: task, metric, original, pruned, delta with its 95% paired interval, retention,
     McNemar's p (and the gate with a gate)."""
     gated = record.gate is not None
-    head = f"| task | metric | {base_name(record)} | pruned | delta | 95% CI | retention | McNemar p |" + (" gate |" if gated else "")
+    head = (f"| task | metric | {base_name(record)} | pruned | delta | 95% CI | retention | McNemar p |"
+            + (" gate |" if gated else ""))
     rule = "|---|---|---:|---:|---:|---:|---:|---:|" + ("---|" if gated else "")
     lines = [head, rule]
     for r in record.metrics:

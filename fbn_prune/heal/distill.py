@@ -14,6 +14,7 @@ Shapes: a batch of token blocks is (B, L) int64; logits are (B, L, V) float32.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fbn_prune._runtime.dtypes import autocast_dtype
+from fbn_prune.heal.state import StateStore, StopRequests, restore, stop_requests
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +173,16 @@ def heldout_kl(student, teacher, blocks: torch.Tensor, batch_size: int = 4) -> f
     return total / count
 
 
-def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progress: bool = True):
+def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progress: bool = True,
+            state: StateStore | None = None):
     """Train ``student`` towards ``teacher`` on ``blocks.train``; returns (healed model, HealResult).
 
     The returned model has the student's architecture and shapes (LoRA adapters merged); the
     teacher is never changed. Deterministic for a given seed on one device.
+
+    With ``state``, the training state is saved every ``state.every_s`` seconds, after the last step and
+    when Ctrl-C or SIGTERM asks the run to stop (it then raises KeyboardInterrupt after saving), and a
+    state saved under the same key is resumed: the result equals that of an unbroken run.
     """
     torch.manual_seed(settings.seed)
     teacher.eval()
@@ -197,27 +204,43 @@ def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progr
     losses: list[float] = []
     every = max(1, settings.steps // 100)
     window: list[float] = []
+    start, earlier_s = 0, 0.0
+    if state is not None and (resumed := state.load()) is not None:
+        restore(model, opt, sched, resumed)
+        start, losses, window, earlier_s = resumed.step, resumed.losses, resumed.window, resumed.seconds
+        log.warning("resuming the stopped healing run at step %d of %d (state in %s)", start, settings.steps,
+                    state.folder)
     model.train()
-    t0 = time.perf_counter()
-    bar = tqdm(range(settings.steps), desc="heal", unit="step", disable=not progress)
-    for step in bar:
-        ids = blocks.train[order[step * settings.batch_size : (step + 1) * settings.batch_size]].to(device)
-        with torch.no_grad(), fast():
-            teacher_logits = teacher(input_ids=ids.to(_device(teacher))).logits.to(device)
-        with fast():
-            student_logits = model(input_ids=ids).logits
-        loss = distill_loss(student_logits, teacher_logits, ids, settings)  # float32
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        window.append(loss.item())
-        if len(window) == every or step == settings.steps - 1:
-            losses.append(round(sum(window) / len(window), 6))
-            window = []
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    seconds = time.perf_counter() - t0
+    t0 = last_save = time.perf_counter()
+    bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps, desc="heal", unit="step",
+               disable=not progress)
+    with stop_requests() if state is not None else contextlib.nullcontext(StopRequests()) as stop:
+        for step in bar:
+            ids = blocks.train[order[step * settings.batch_size : (step + 1) * settings.batch_size]].to(device)
+            with torch.no_grad(), fast():
+                teacher_logits = teacher(input_ids=ids.to(_device(teacher))).logits.to(device)
+            with fast():
+                student_logits = model(input_ids=ids).logits
+            loss = distill_loss(student_logits, teacher_logits, ids, settings)  # float32
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            window.append(loss.item())
+            if len(window) == every or step == settings.steps - 1:
+                losses.append(round(sum(window) / len(window), 6))
+                window = []
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            done, now = step + 1, time.perf_counter()
+            if state is not None and (stop.requested or done == settings.steps or now - last_save >= state.every_s):
+                state.save(step=done, model=model, optimizer=opt, schedule=sched, losses=losses, window=window,
+                           seconds=earlier_s + now - t0)
+                last_save = time.perf_counter()
+            if stop.requested:
+                raise KeyboardInterrupt(f"healing stopped after step {done} of {settings.steps}; its state is saved "
+                                        f"in {state.folder}: run the same command again to continue")
+    seconds = earlier_s + time.perf_counter() - t0
     model.eval()
     healed = _merged(model, settings)
     after = heldout_kl(healed, teacher, blocks.heldout)

@@ -36,7 +36,8 @@ from fbn_prune.export.provenance import Provenance, read_provenance
 from fbn_prune.export.surgery import MODELING_FILE
 from fbn_prune.export.verify import compare_logits, logits, rounded_copy
 from fbn_prune.heal.distill import HealSettings, default_lr, distill, token_blocks
-from fbn_prune.models.identity import check_base, identify, model_hash
+from fbn_prune.heal.state import StateStore, remove_state, state_folder, state_key
+from fbn_prune.models.identity import check_base, folder_hash, identify, model_hash
 from fbn_prune.models.sources import input_location, load_model, resolve
 from fbn_prune.ship.card import render_card
 from fbn_prune.ship.hub import card_license
@@ -67,13 +68,17 @@ def base_spec(checkpoint: Path, info: Provenance) -> str:
 
 def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: HealSettings, *,
          base: str | None = None, field: str = "text", data_dir: str | None = None, overwrite: bool = False,
-         progress: bool = True, device: str = "cpu", from_checkpoint: str | None = None) -> Path:
+         progress: bool = True, device: str = "cpu", from_checkpoint: str | None = None,
+         state_dir: Path | None = None) -> Path:
     """Distill ``base`` into the pruned ``checkpoint`` on the documents of ``texts_source`` and write DIR.
 
     Everything that needs no weights is checked first: the checkpoint's provenance, the output
     folder, the text source. Raises UserError for bad input (exit 2) and VerificationError when
     the reloaded folder does not reproduce the healed model (exit 4; nothing is written).
     ``from_checkpoint``: what the provenance names as the healed checkpoint (default: its path).
+    The training state is kept in ``state_dir`` (default: ``.NAME.heal-state`` beside ``out``, removed
+    once ``out`` is written; a caller that names it removes it) so that a stopped run resumes
+    (:mod:`fbn_prune.heal.state`).
     """
     checkpoint = Path(checkpoint)
     info = read_provenance(checkpoint)
@@ -84,16 +89,22 @@ def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: H
     check_disjoint([Place(out, "--out")], inputs)
     target = check_target(out, overwrite)
     source = resolve(spec)
-    check = check_base(info.to_dict(), identify(source, model_hash(source)), source.path if source.local else None)
+    base_hash = model_hash(source)
+    check = check_base(info.to_dict(), identify(source, base_hash), source.path if source.local else None)
     if check.verdict == "mismatch":
         raise UserError(f"--base {spec} is not the model {checkpoint} was pruned from: {check.reason}; "
                         "name that model with --base.")
     with TargetLock(target, "--out"):
         check_target(out, overwrite)  # again: a run that held the lock until now may have written it
         sweep_leftovers(target)
-        return _heal_into(target, checkpoint, info, spec, texts_source, settings, field=field, data_dir=data_dir,
-                          progress=progress, device=device,
-                          from_checkpoint=from_checkpoint or str(checkpoint.resolve()))
+        store_dir = state_dir or state_folder(target)
+        key = {"checkpoint": folder_hash(checkpoint), "base": base_hash or spec}
+        _heal_into(target, checkpoint, info, spec, texts_source, settings, field=field, data_dir=data_dir,
+                   progress=progress, device=device, from_checkpoint=from_checkpoint or str(checkpoint.resolve()),
+                   state=(store_dir, key))
+        if state_dir is None:
+            remove_state(store_dir)
+        return target
 
 
 def training_text(texts_source: str, field: str, data_dir: str | None) -> CalibrationText:
@@ -105,8 +116,10 @@ def training_text(texts_source: str, field: str, data_dir: str | None) -> Calibr
 
 
 def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, texts_source: str, settings: HealSettings, *,
-               field: str, data_dir: str | None, progress: bool, device: str, from_checkpoint: str) -> Path:
-    """heal() once ``target`` is checked and locked."""
+               field: str, data_dir: str | None, progress: bool, device: str, from_checkpoint: str,
+               state: tuple[Path, dict]) -> Path:
+    """heal() once ``target`` is checked and locked; ``state``: (state folder, content hashes of the
+    checkpoint and the original for its key)."""
     text = training_text(texts_source, field, data_dir)
     texts = text.texts
     layout = layout_for(info.layout if info.has("layout") else LAYOUT_NAMES[0])
@@ -127,7 +140,8 @@ def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, text
     except ValueError as e:
         raise UserError(f"{texts_source}: {e}.") from e
     t0 = time.perf_counter()
-    healed, result = distill(student, teacher, blocks, settings, progress=progress)
+    store = StateStore(state[0], state_key(**state[1], text_sha256=blocks.sha256, settings=settings))
+    healed, result = distill(student, teacher, blocks, settings, progress=progress, state=store)
     del teacher
     info = info.copy()
     info.healing = {**asdict(result), "base_model": spec, "text_source": text.source, "text_license": text.license,
@@ -212,12 +226,14 @@ def heal_after(recipe: Recipe, produce: Callable[[Path], tuple[Path, Recipe]], *
         try:
             pruned, used = produce(work / "pruned")
             (pruned / RECIPE_FILE).write_text(pipeline.recipe_text(used))  # the recipe as the user gave it
+            state = state_folder(target)
             healed = heal(pruned, work / "healed", texts, settings_for(recipe), base=recipe.model, field=field,
                           data_dir=recipe.data_dir, progress=progress, device=resolve_device(recipe.device),
-                          from_checkpoint=f"{what} (not kept)")
+                          from_checkpoint=f"{what} (not kept)", state_dir=state)
             if finish is not None:
                 finish(healed)
             move_into_place(healed, target)
+            remove_state(state)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return target
