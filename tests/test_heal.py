@@ -415,3 +415,20 @@ def test_prune_heal_steps_resumes_a_stopped_healing(pruned, tmp_path, monkeypatc
     assert run(*args).exit_code == 0
     assert len(calls) == 2 and json.loads((tmp_path / "out" / "fbn_prune.json").read_text())["healing"]["steps"] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.txt", "out", "r.yaml"]
+
+
+def test_a_damaged_or_blocked_state_never_stops_the_healing(pruned, tmp_path, caplog):
+    """A state file that cannot be read is ignored (the run starts over); a state that cannot be written
+    (here a file where its folder should be) is a warning, and the healed checkpoint is still written."""
+    _, ckpt, text = pruned
+    common = ["--calib", text, "--steps", 2, "--seq-len", 32, "--batch-size", 2, "--no-progress", "--lora", "2"]
+    (tmp_path / ".a.heal-state").mkdir()
+    (tmp_path / ".a.heal-state" / "state.pt").write_bytes(b"not a torch file")
+    r = run("heal", ckpt, "--out", tmp_path / "a", *common)
+    assert r.exit_code == 0, r.output
+    assert "ignoring the unreadable healing state" in caplog.text and not (tmp_path / ".a.heal-state").exists()
+    (tmp_path / ".b.heal-state").write_text("in the way")
+    r = run("heal", ckpt, "--out", tmp_path / "b", *common)
+    assert r.exit_code == 0, r.output
+    assert "could not save the healing state" in caplog.text
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == (tmp_path / "a" / "model.safetensors").read_bytes()

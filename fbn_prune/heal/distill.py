@@ -212,6 +212,7 @@ def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progr
                     state.folder)
     model.train()
     t0 = last_save = time.perf_counter()
+    saved = False
     bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps, desc="heal", unit="step",
                disable=not progress)
     with stop_requests() if state is not None else contextlib.nullcontext(StopRequests()) as stop:
@@ -234,12 +235,13 @@ def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progr
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
             done, now = step + 1, time.perf_counter()
             if state is not None and (stop.requested or done == settings.steps or now - last_save >= state.every_s):
-                state.save(step=done, model=model, optimizer=opt, schedule=sched, losses=losses, window=window,
-                           seconds=earlier_s + now - t0)
+                saved = state.save(step=done, model=model, optimizer=opt, schedule=sched, losses=losses,
+                                   window=window, seconds=earlier_s + now - t0)
                 last_save = time.perf_counter()
             if stop.requested:
-                raise KeyboardInterrupt(f"healing stopped after step {done} of {settings.steps}; its state is saved "
-                                        f"in {state.folder}: run the same command again to continue")
+                where = (f"its state is saved in {state.folder}: run the same command again to continue" if saved
+                         else "its state could not be saved (see the warning above)")
+                raise KeyboardInterrupt(f"healing stopped after step {done} of {settings.steps}; {where}")
     seconds = earlier_s + time.perf_counter() - t0
     model.eval()
     healed = _merged(model, settings)

@@ -106,8 +106,21 @@ class StateStore:
                        seconds=float(saved["seconds"]))
 
     def save(self, *, step: int, model, optimizer, schedule, losses: list[float], window: list[float],
-             seconds: float) -> None:
-        """Replace the state file with the state after ``step`` finished steps."""
+             seconds: float) -> bool:
+        """Replace the state file with the state after ``step`` finished steps. A state that cannot be
+        written (a full disk, a file in the way) is a warning, not a failure: the training goes on, only
+        a later resume is lost. Returns whether it was saved."""
+        try:
+            self._write(step=step, model=model, optimizer=optimizer, schedule=schedule, losses=losses,
+                        window=window, seconds=seconds)
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+            log.warning("could not save the healing state in %s (%s); training goes on without it", self.folder,
+                        str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+            return False
+        return True
+
+    def _write(self, *, step: int, model, optimizer, schedule, losses: list[float], window: list[float],
+               seconds: float) -> None:
         payload = {
             "format": STATE_FORMAT, "key": self.key, "step": step,
             "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
