@@ -1,4 +1,5 @@
-"""Fault injection: `fbn-prune prune` SIGKILLed during capture, decomposition and export.
+"""Fault injection: `fbn-prune prune` SIGKILLed during capture, decomposition and export, and
+`fbn-prune heal` stopped by SIGTERM or SIGINT during training.
 
 After each kill nothing at --out looks finished; the rerun (same command) succeeds, resumes from
 the networks cache where there is something to resume, leaves no leftovers (temporary folders,
@@ -70,3 +71,36 @@ def test_kill_then_rerun_gives_the_same_bytes(reference, tiny_dir, calib_txt, tm
     ref_weights, ref_kept = reference
     assert weights(out) == ref_weights
     assert json.loads((out / "fbn_prune.json").read_text())["kept"] == ref_kept
+
+
+def heal(ckpt: Path, out: Path, text: Path, signal_name: str | None = None):
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+    for k in ("FBN_PRUNE_TEST_KILL_AT", "FBN_PRUNE_TEST_KILL_SIGNAL"):
+        env.pop(k, None)
+    if signal_name:
+        env.update(FBN_PRUNE_TEST_KILL_AT="heal", FBN_PRUNE_TEST_KILL_SIGNAL=signal_name)
+    cmd = [sys.executable, "-m", "fbn_prune", "heal", str(ckpt), "--out", str(out), "--calib", str(text), "--steps", "6",
+           "--seq-len", "32", "--batch-size", "2", "--lora", "2", "--no-progress"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("signal_name", ["TERM", "INT"])
+def test_heal_stopped_by_a_signal_resumes_to_the_same_bytes(tiny_dir, calib_txt, tmp_path, signal_name):
+    """SIGTERM (docker stop, a preempted machine) or SIGINT (Ctrl-C) in the third of six steps: the step
+    finishes, the state is saved, exit 130; the same command then trains the last three steps only and
+    writes the bytes of an unbroken run."""
+    ckpt = tmp_path / "pruned"
+    r = prune(tiny_dir("llama"), ckpt, calib_txt, tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    whole = heal(ckpt, tmp_path / "whole", calib_txt)
+    assert whole.returncode == 0, whole.stderr
+    stopped = heal(ckpt, tmp_path / "h", calib_txt, signal_name)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "healing stopped after step 3 of 6" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert not (tmp_path / "h").exists() and (tmp_path / ".h.heal-state" / "state.pt").is_file()
+    again = heal(ckpt, tmp_path / "h", calib_txt)
+    assert again.returncode == 0, again.stderr
+    assert "resuming the stopped healing run at step 3 of 6" in again.stderr
+    assert weights(tmp_path / "h") == weights(tmp_path / "whole")
+    assert not (tmp_path / ".h.heal-state").exists()

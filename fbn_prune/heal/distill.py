@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from fbn_prune._io.testhook import kill_point
 from fbn_prune._runtime.dtypes import autocast_dtype
 from fbn_prune.heal.state import StateStore, StopRequests, restore, stop_requests
 
@@ -223,6 +224,7 @@ def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progr
             with fast():
                 student_logits = model(input_ids=ids).logits
             loss = distill_loss(student_logits, teacher_logits, ids, settings)  # float32
+            kill_point("heal", at=3)  # test hook (testhook.py): no-op unless a fault-injection test asks
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
