@@ -144,18 +144,24 @@ def test_bad_heal_input(pruned, tmp_path):
     bad(["heal", ckpt, "--out", tmp_path / "x", "--calib", text, "--base", other], "--base")
 
 
+def _heal_recipe(folder):
+    """(calibration text, recipe) in ``folder`` for a small prune with a 2-rank LoRA healing section."""
+    calib = folder / "calib.txt"
+    calib.write_text("\n\n".join(sample_texts(40, seed=3)) + "\n")
+    recipe = folder / "r.yaml"
+    recipe.write_text("calibration: {samples: 24, seq_len: 64, holdout: 2}\n"
+                      "decomposition: {runs: 2, components: 8, max_iter: 100}\n"
+                      "selection: {ratio: 0.4, method: wanda-sp}\n"
+                      "heal: {seq_len: 32, batch_size: 2, lora_rank: 2}\n")
+    return calib, recipe
+
+
 def test_prune_heal_steps_writes_the_healed_model(pruned, tmp_path):
     """`prune --heal-steps N` prunes, heals and leaves only the healed checkpoint at --out."""
     model, _, text = pruned
     work = tmp_path / "work"
     work.mkdir()
-    calib = work / "calib.txt"
-    calib.write_text("\n\n".join(sample_texts(40, seed=3)) + "\n")
-    recipe = work / "r.yaml"
-    recipe.write_text("calibration: {samples: 24, seq_len: 64, holdout: 2}\n"
-                      "decomposition: {runs: 2, components: 8, max_iter: 100}\n"
-                      "selection: {ratio: 0.4, method: wanda-sp}\n"
-                      "heal: {seq_len: 32, batch_size: 2, lora_rank: 2}\n")
+    calib, recipe = _heal_recipe(work)
     out = work / "out"
     r = run("prune", model, "--recipe", recipe, "--calib", calib, "--out", out, "--device", "cpu",
             "--heal-steps", 3, "--heal-calib", text, "--no-progress")
@@ -398,13 +404,7 @@ def test_a_second_ctrl_c_stops_at_once():
 def test_prune_heal_steps_resumes_a_stopped_healing(pruned, tmp_path, monkeypatch):
     """`prune --heal-steps`: the prune is run again (same bytes), the healing continues from its saved step."""
     model, _, text = pruned
-    calib = tmp_path / "calib.txt"
-    calib.write_text("\n\n".join(sample_texts(40, seed=3)) + "\n")
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("calibration: {samples: 24, seq_len: 64, holdout: 2}\n"
-                      "decomposition: {runs: 2, components: 8, max_iter: 100}\n"
-                      "selection: {ratio: 0.4, method: wanda-sp}\n"
-                      "heal: {seq_len: 32, batch_size: 2, lora_rank: 2}\n")
+    calib, recipe = _heal_recipe(tmp_path)
     args = ["prune", model, "--recipe", recipe, "--calib", calib, "--out", tmp_path / "out", "--device", "cpu",
             "--heal-steps", 4, "--heal-calib", text, "--no-progress"]
     _interrupt_at(monkeypatch, 2)
