@@ -36,6 +36,7 @@ from pathlib import Path
 
 from dockerfile_parse import DockerfileParser
 from dockerfile_parse.util import WordSplitter, get_key_val_dictionary
+from packaging.markers import Marker
 
 from check_checkpoint import NotVerified, verified_checkpoint  # scripts/, beside this file
 
@@ -85,6 +86,13 @@ class Image:
             else:
                 env[key] = str(self.path(value)) if value.startswith("/") else value
         return env
+
+
+def image_python_env(image: Image, python: Path) -> dict[str, str]:
+    """The marker environment of the image's Python (its version), for constraints.txt's per-version pins."""
+    version = subprocess.run([str(python), "-c", "import platform; print(platform.python_version())"], check=True,
+                             capture_output=True, text=True, env=image.host_env()).stdout.strip()
+    return {"python_full_version": version, "python_version": ".".join(version.split(".")[:2])}
 
 
 def fail(message: str) -> None:
@@ -261,9 +269,13 @@ def check(image: Image, work: Path) -> None:
     norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
     installed = {norm(p["name"]): p["version"] for p in listed}
     checked = 0
+    marker_env = image_python_env(image, python)
     for line in (REPO / "constraints.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:
+            line, _, marker = line.partition(";")  # a pin for some Python versions only
+            if marker.strip() and not Marker(marker.strip()).evaluate(marker_env):
+                continue
             name, pin = (x.strip() for x in line.split("==", 1))
             if norm(name) in installed:
                 checked += 1
