@@ -36,7 +36,6 @@ from pathlib import Path
 
 from dockerfile_parse import DockerfileParser
 from dockerfile_parse.util import WordSplitter, get_key_val_dictionary
-from packaging.markers import Marker
 
 from check_checkpoint import NotVerified, verified_checkpoint  # scripts/, beside this file
 
@@ -88,11 +87,13 @@ class Image:
         return env
 
 
-def image_python_env(image: Image, python: Path) -> dict[str, str]:
-    """The marker environment of the image's Python (its version), for constraints.txt's per-version pins."""
-    version = subprocess.run([str(python), "-c", "import platform; print(platform.python_version())"], check=True,
-                             capture_output=True, text=True, env=image.host_env()).stdout.strip()
-    return {"python_full_version": version, "python_version": ".".join(version.split(".")[:2])}
+def marker_holds(image: Image, python: Path, marker: str) -> bool:
+    """Whether a constraints.txt environment marker (``python_full_version < "3.11.5"``) holds for the image's
+    Python, evaluated there by ``packaging`` (installed in the image's environment)."""
+    code = "import sys; from packaging.markers import Marker; print(Marker(sys.argv[1]).evaluate())"
+    out = subprocess.run([str(python), "-c", code, marker], check=True, capture_output=True, text=True,
+                         env=image.host_env()).stdout.strip()
+    return out == "True"
 
 
 def fail(message: str) -> None:
@@ -269,12 +270,11 @@ def check(image: Image, work: Path) -> None:
     norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
     installed = {norm(p["name"]): p["version"] for p in listed}
     checked = 0
-    marker_env = image_python_env(image, python)
     for line in (REPO / "constraints.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             line, _, marker = line.partition(";")  # a pin for some Python versions only
-            if marker.strip() and not Marker(marker.strip()).evaluate(marker_env):
+            if marker.strip() and not marker_holds(image, python, marker.strip()):
                 continue
             name, pin = (x.strip() for x in line.split("==", 1))
             if norm(name) in installed:
