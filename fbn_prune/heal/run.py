@@ -98,10 +98,9 @@ def heal(checkpoint: str | Path, out: str | Path, texts_source: str, settings: H
         check_target(out, overwrite)  # again: a run that held the lock until now may have written it
         sweep_leftovers(target)
         store_dir = state_dir or state_folder(target)
-        key = {"checkpoint": folder_hash(checkpoint), "base": base_hash or spec}
         _heal_into(target, checkpoint, info, spec, texts_source, settings, field=field, data_dir=data_dir,
                    progress=progress, device=device, from_checkpoint=from_checkpoint or str(checkpoint.resolve()),
-                   state=(store_dir, key))
+                   state_dir=store_dir, base_id=base_hash or spec)
         if state_dir is None:
             remove_state(store_dir)
         return target
@@ -117,9 +116,9 @@ def training_text(texts_source: str, field: str, data_dir: str | None) -> Calibr
 
 def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, texts_source: str, settings: HealSettings, *,
                field: str, data_dir: str | None, progress: bool, device: str, from_checkpoint: str,
-               state: tuple[Path, dict]) -> Path:
-    """heal() once ``target`` is checked and locked; ``state``: (state folder, content hashes of the
-    checkpoint and the original for its key)."""
+               state_dir: Path, base_id: str) -> Path:
+    """heal() once ``target`` is checked and locked; the training state lives in ``state_dir``, keyed by the
+    checkpoint's content hash, ``base_id`` (the original's content hash, else its name), the text and settings."""
     text = training_text(texts_source, field, data_dir)
     texts = text.texts
     layout = layout_for(info.layout if info.has("layout") else LAYOUT_NAMES[0])
@@ -140,7 +139,8 @@ def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, text
     except ValueError as e:
         raise UserError(f"{texts_source}: {e}.") from e
     t0 = time.perf_counter()
-    store = StateStore(state[0], state_key(**state[1], text_sha256=blocks.sha256, settings=settings))
+    store = StateStore(state_dir, state_key(checkpoint=folder_hash(checkpoint), base=base_id,
+                                            text_sha256=blocks.sha256, settings=settings))
     healed, result = distill(student, teacher, blocks, settings, progress=progress, state=store)
     del teacher
     info = info.copy()
