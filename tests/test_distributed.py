@@ -115,6 +115,27 @@ def test_one_process_commands_refuse_torchrun(tiny_dir, tmp_path):
     assert r.returncode != 0 and len(ours) == 1 and "runs in one process" in ours[0], r.stderr
 
 
+def test_a_rank_other_than_0_leaves_a_shared_error_to_rank_0(monkeypatch, capsys):
+    """torchrun stops every rank once one exits: rank 1 must not exit before rank 0 has printed the error they
+    share (CI once lost rank 0's line that way). It waits; when nothing stops it, the error was its own."""
+    from fbn_prune.cli.main import cli
+
+    waited = []
+    monkeypatch.setattr(world, "SHARED_ERROR_GRACE_S", 0.0)
+    monkeypatch.setattr(world.time, "sleep", waited.append)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    code = cli.main(["heal", "x", "--out", "y"], standalone_mode=False)
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and waited == [0.0]
+    assert len(err) == 1 and err[0].startswith("error: rank 1 of 2: `fbn-prune heal` runs in one process"), err
+    monkeypatch.setenv("RANK", "0")  # rank 0 says it at once
+    waited.clear()
+    code = cli.main(["heal", "x", "--out", "y"], standalone_mode=False)
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and waited == [] and err[0].startswith("error: `fbn-prune heal` runs in one process"), err
+
+
 def test_world_of_one_process_is_the_identity():
     w = world.current()
     assert (w.rank, w.size, w.main, w.distributed) == (0, 1, True, False)

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -117,6 +118,19 @@ def echoes_shared_errors() -> bool:
     """Whether this process prints an error every rank meets alike (bad input, found before the ranks join):
     one process, rank 0, or any rank once joined (its errors may be its own)."""
     return _world.distributed or not launched() or os.environ.get("RANK", "0") == "0"
+
+
+SHARED_ERROR_GRACE_S = 30.0
+
+
+def wait_for_main_to_report(grace_s: float | None = None) -> str:
+    """A rank other than 0 that fails before the ranks join leaves the report to rank 0, which fails alike: it
+    waits up to ``grace_s`` seconds, because torchrun stops every rank as soon as one exits, and exiting first
+    would stop rank 0 before it prints. Once rank 0 has exited, the launcher stops this rank (SIGTERM, the
+    default action before :func:`join`). Returns this rank's label for the line it then prints itself: after
+    the grace the error was its own."""
+    time.sleep(SHARED_ERROR_GRACE_S if grace_s is None else grace_s)
+    return f"rank {os.environ.get('RANK', '?')} of {launched_size()}"
 
 
 def leave() -> None:

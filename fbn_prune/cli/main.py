@@ -88,8 +88,8 @@ class Group(click.Group):
             if world.current().distributed and not isinstance(e, world.RankLost):  # say which rank; others stay quiet
                 line = f"{world.current().label()}: {line}"
                 world.record_failure(line)
-            if not world.echoes_shared_errors():  # before joining, every rank fails alike: rank 0 says it once
-                line = None
+            if line is not None and not world.echoes_shared_errors():  # before joining, ranks fail alike:
+                line = f"{world.wait_for_main_to_report()}: {line}"  # rank 0 says it once, this rank is stopped
             if line is not None:
                 click.echo(f"error: {line}", err=True)
         if not standalone_mode:
