@@ -219,18 +219,7 @@ def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progr
     with stop_requests() if state is not None else contextlib.nullcontext(StopRequests()) as stop:
         for step in bar:
             ids = blocks.train[order[step * settings.batch_size : (step + 1) * settings.batch_size]].to(device)
-            with torch.no_grad(), fast():
-                teacher_logits = teacher(input_ids=ids.to(_device(teacher))).logits.to(device)
-            with fast():
-                student_logits = model(input_ids=ids).logits
-            loss = distill_loss(student_logits, teacher_logits, ids, settings)  # float32
-            kill_point("heal", at=3)  # test hook (testhook.py): no-op unless a fault-injection test asks
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            window.append(loss.item())
+            window.append(_step(model, teacher, ids, opt, sched, params, settings, fast))
             if len(window) == every or step == settings.steps - 1:
                 losses.append(round(sum(window) / len(window), 6))
                 window = []
@@ -248,10 +237,33 @@ def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progr
     model.eval()
     healed = _merged(model, settings)
     after = heldout_kl(healed, teacher, blocks.heldout)
+    return healed, _result(settings, amp, blocks, seconds, before, after, losses, every)
+
+
+def _step(model, teacher, ids: torch.Tensor, opt, sched, params, settings: HealSettings, fast) -> float:
+    """One optimizer step on the batch ``ids`` (B, L); returns its loss. ``fast()``: the autocast context."""
+    device = ids.device
+    with torch.no_grad(), fast():
+        teacher_logits = teacher(input_ids=ids.to(_device(teacher))).logits.to(device)
+    with fast():
+        student_logits = model(input_ids=ids).logits
+    loss = distill_loss(student_logits, teacher_logits, ids, settings)  # float32
+    kill_point("heal", at=3)  # test hook (testhook.py): no-op unless a fault-injection test asks
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
+def _result(settings: HealSettings, amp: torch.dtype | None, blocks: TokenBlocks, seconds: float, before: float,
+            after: float, losses: list[float], every: int) -> HealResult:
+    """The healing's record: settings, tokens and speed, held-out KL before and after, the loss curve, the data."""
     tokens = settings.steps * settings.batch_size * settings.seq_len
     log.info("healed %d steps (%d tokens) in %.1f s: held-out KL %.4f -> %.4f", settings.steps, tokens, seconds,
              before, after)
-    result = HealResult(
+    return HealResult(
         settings=_settings_record(settings, amp), steps=settings.steps, tokens=tokens, seconds=round(seconds, 2),
         tokens_per_s=round(tokens / seconds, 1) if seconds else 0.0,
         heldout_kl_before=round(before, 6), heldout_kl_after=round(after, 6),
@@ -259,7 +271,6 @@ def distill(student, teacher, blocks: TokenBlocks, settings: HealSettings, progr
         data={"sha256": blocks.sha256, "documents": blocks.documents, "heldout_documents": blocks.heldout_documents,
               "train_blocks": len(blocks.train), "heldout_blocks": len(blocks.heldout)},
     )
-    return healed, result
 
 
 def _settings_record(settings: HealSettings, amp: torch.dtype | None = None) -> dict:
