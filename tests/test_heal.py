@@ -48,6 +48,8 @@ def test_heal_lowers_heldout_kl_and_keeps_widths(pruned, tmp_path, mode):
     # a random tiny teacher is hard to imitate: 80 steps take a tenth (full) or a twentieth (LoRA) off the KL
     assert h["heldout_kl_after"] < (0.95 if mode[0] == "--lora" else 0.9) * h["heldout_kl_before"], h
     assert h["steps"] == 80 and h["tokens"] == 80 * 4 * 32 and len(h["loss_curve"]) >= 40
+    reads = 80 * 4 / h["data"]["train_blocks"]  # each step reads 4 of the training blocks
+    assert f"the training text read {reads:.1f} times" in r.output
     assert h["settings"]["mode"] == ("lora" if mode[0] == "--lora" else "full")
     assert info["verification"]["ok"] and info["widths"] == json.loads((ckpt / "fbn_prune.json").read_text())["widths"]
     before = AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True)

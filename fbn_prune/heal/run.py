@@ -173,7 +173,9 @@ def _heal_into(target: Path, checkpoint: Path, info: Provenance, spec: str, text
 def heal_summary(folder: Path) -> str:
     """Two lines for the terminal: what healing did."""
     h = read_provenance(folder).healing
-    return (f"{folder}: healed {h['steps']} steps ({h['tokens']:,} tokens, {h['tokens_per_s']:.0f} tokens/s)\n"
+    reads = h["tokens"] / (h["data"]["train_blocks"] * h["settings"]["seq_len"])  # passes over the training text
+    return (f"{folder}: healed {h['steps']} steps ({h['tokens']:,} tokens, {h['tokens_per_s']:.0f} tokens/s; "
+            f"the training text read {reads:.1f} times)\n"
             f"  held-out KL to the original {h['heldout_kl_before']:.4f} -> {h['heldout_kl_after']:.4f}")
 
 
