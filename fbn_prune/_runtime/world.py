@@ -125,10 +125,10 @@ SHARED_ERROR_GRACE_S = 30.0
 
 def wait_for_main_to_report() -> str:
     """A rank other than 0 that fails before the ranks join leaves the report to rank 0, which fails alike: it
-    waits up to :data:`SHARED_ERROR_GRACE_S` seconds, because torchrun stops every rank as soon as one exits, and exiting first
-    would stop rank 0 before it prints. Once rank 0 has exited, the launcher stops this rank (SIGTERM, the
-    default action before :func:`join`). Returns this rank's label for the line it then prints itself: after
-    the grace the error was its own."""
+    waits up to :data:`SHARED_ERROR_GRACE_S` seconds, because torchrun stops every rank as soon as one exits,
+    and exiting first would stop rank 0 before it prints. Once rank 0 has exited, the launcher stops this rank
+    (SIGTERM, the default action before :func:`join`). Returns this rank's label for the line it then prints
+    itself: after the grace the error was its own."""
     time.sleep(SHARED_ERROR_GRACE_S)
     return f"rank {os.environ.get('RANK', '?')} of {launched_size()}"
 
