@@ -19,6 +19,7 @@ import hashlib
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -294,7 +295,9 @@ def _trainable(student, settings: HealSettings):
         raise ValueError(f"no linear layer of {type(student).__name__} matches LoRA's targets; use full training")
     config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha or 2 * settings.lora_rank,
                         lora_dropout=0.0, target_modules=targets, bias="none")
-    return get_peft_model(student, config)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated aliases: nothing the user can act on
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(student, config)
 
 
 def _merged(model, settings: HealSettings):
